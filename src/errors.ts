@@ -1,0 +1,162 @@
+/**
+ * The library's error classes. Each has a stable `code` (what programs test)
+ * and a message that says what happened, on which channel or interpreter,
+ * and what to do about it.
+ *
+ * Errors cross interpreters as `{ name, message, stack, code, ...data }` and
+ * are rebuilt as instances of these classes on the other side, so
+ * `err instanceof ChannelClosedError` holds in every interpreter.
+ */
+
+/** Base class: every error this library throws on purpose extends it. */
+export class InterpretersError extends Error {
+  /** Stable machine-readable code, e.g. `"ERR_CHANNEL_CLOSED"`. */
+  readonly code: string = "ERR_INTERPRETERS";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/**
+ * The channel (or this handle of it) is closed: every send handle is gone and
+ * the buffer is drained (receivers), every recv handle is gone (senders), this
+ * handle was closed, or it was moved to another interpreter.
+ */
+export class ChannelClosedError extends InterpretersError {
+  override readonly code = "ERR_CHANNEL_CLOSED";
+}
+
+/** A wait reached its `timeout` (milliseconds) before it could complete. */
+export class TimeoutError extends InterpretersError {
+  override readonly code = "ERR_TIMEOUT";
+}
+
+/** One party in a cycle of parties that can only be woken by one another. */
+export interface DeadlockParty {
+  interpreter: { id: number; name: string };
+  op: "send" | "recv" | "select" | "acquire";
+  channel?: { id: number; name: string };
+}
+
+/** The wait can never complete: the parties in `cycle` wait only on one another. */
+export class DeadlockError extends InterpretersError {
+  override readonly code = "ERR_DEADLOCK";
+  readonly cycle: DeadlockParty[];
+  constructor(message: string, cycle: DeadlockParty[] = []) {
+    super(message);
+    this.cycle = cycle;
+  }
+}
+
+/** A value (or a part of it, named by `path`) cannot cross into another interpreter. */
+export class NotShareableError extends InterpretersError {
+  override readonly code = "ERR_NOT_SHAREABLE";
+  /** Where in the value the offending part sits, e.g. `value.handlers[2]`. */
+  readonly path: string;
+  constructor(message: string, path = "value") {
+    super(message);
+    this.path = path;
+  }
+}
+
+/** A message's serialized size is over the channel's `maxMessageBytes`. */
+export class MessageTooLargeError extends InterpretersError {
+  override readonly code = "ERR_MESSAGE_TOO_LARGE";
+}
+
+/**
+ * Shared memory or a serialized message failed a consistency check: a length
+ * or index out of range, an unknown tag, a truncated value. Raised instead of
+ * reading out of bounds or looping; the channel named in the message should
+ * be considered broken.
+ */
+export class CorruptDataError extends InterpretersError {
+  override readonly code = "ERR_CORRUPT_DATA";
+}
+
+/** What is known of an error raised inside another interpreter. */
+export interface RemoteErrorInfo {
+  name: string;
+  message: string;
+  stack: string;
+}
+
+/**
+ * Code run by `exec` or `call` (or an uncaught error in an interpreter)
+ * failed. `.remote` is the original error's name, message and stack; the
+ * message starts with `"<name>: <message>"`.
+ */
+export class ExecutionFailed extends InterpretersError {
+  override readonly code = "ERR_EXECUTION_FAILED";
+  readonly remote: RemoteErrorInfo;
+  constructor(remote: RemoteErrorInfo, where?: string) {
+    super(`${remote.name}: ${remote.message}${where ? ` (${where})` : ""}`);
+    this.remote = remote;
+  }
+}
+
+/** The interpreter has exited, was closed or terminated, and cannot run code. */
+export class InterpreterClosedError extends InterpretersError {
+  override readonly code = "ERR_INTERPRETER_CLOSED";
+}
+
+/** Error classes by name, to rebuild errors that crossed an interpreter boundary. */
+const errorClasses: Record<string, new (message: string) => Error> = {
+  ChannelClosedError,
+  TimeoutError,
+  NotShareableError,
+  MessageTooLargeError,
+  InterpreterClosedError,
+  CorruptDataError,
+  InterpretersError,
+};
+
+/** Plain data describing an error, safe to post to another thread. */
+export interface ErrorRecord {
+  name: string;
+  message: string;
+  stack: string;
+  cycle?: DeadlockParty[];
+  remote?: RemoteErrorInfo;
+  path?: string;
+}
+
+/** Describes `err` as plain data (what `errorFromRecord` rebuilds). */
+export function errorToRecord(err: unknown): ErrorRecord {
+  if (err instanceof Error) {
+    const record: ErrorRecord = { name: err.name, message: err.message, stack: err.stack ?? `${err.name}: ${err.message}` };
+    if (err instanceof DeadlockError) record.cycle = err.cycle;
+    if (err instanceof ExecutionFailed) record.remote = err.remote;
+    if (err instanceof NotShareableError) record.path = err.path;
+    return record;
+  }
+  const text = describeThrown(err);
+  return { name: "Error", message: text, stack: `Error: ${text}` };
+}
+
+/** Rebuilds an error of this library's classes (or a plain Error) from its record. */
+export function errorFromRecord(record: ErrorRecord): Error {
+  let err: Error;
+  if (record.name === "DeadlockError") err = new DeadlockError(record.message, record.cycle ?? []);
+  else if (record.name === "ExecutionFailed" && record.remote) err = new ExecutionFailed(record.remote);
+  else if (record.name === "NotShareableError") err = new NotShareableError(record.message, record.path);
+  else {
+    const Cls = errorClasses[record.name] ?? Error;
+    err = new Cls(record.message);
+    if (!errorClasses[record.name]) err.name = record.name;
+  }
+  err.message = record.message;
+  err.stack = record.stack;
+  return err;
+}
+
+/** A readable description of any thrown value (not only Errors). */
+export function describeThrown(value: unknown): string {
+  if (value instanceof Error) return `${value.name}: ${value.message}`;
+  try {
+    return typeof value === "string" ? value : JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
