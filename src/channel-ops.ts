@@ -1,0 +1,487 @@
+/**
+ * The channel protocol: what a send, a receive and a release do to a
+ * channel's shared state (ring.ts). Every `attempt`/`withdraw` here runs
+ * with the channel lock held (see `locked`); waiting happens outside, in
+ * the drivers of channel.ts, which sleep on the party's park word
+ * (waiting.ts) between attempts.
+ *
+ * An operation that cannot complete registers itself as a waiter in the
+ * same critical section in which it found it could not (bit in the waiter
+ * bitmap + WAITING_* count), so that whoever changes the state next sees
+ * the registration and wakes it: no lost wakeups. Whoever changes state
+ * records which side to wake (`wake`), and the driver wakes it after
+ * releasing the lock.
+ */
+import { mySlot } from "./control.js";
+import { ChannelClosedError, CorruptDataError, MessageTooLargeError } from "./errors.js";
+import type { Flavor } from "./flavors/index.js";
+import { lock, unlock } from "./mutex.js";
+import {
+  ChannelMemory,
+  CLOSED_NO_RECEIVERS,
+  CLOSED_NO_SENDERS,
+  H,
+  R_ATTACH,
+  R_FIRST,
+  R_LAST,
+  R_TOMBSTONE,
+  RECORD_HEADER_BYTES,
+  recordBytes,
+  type Side,
+} from "./ring.js";
+import { wakeParty } from "./waiting.js";
+
+export const WAKE_SENDERS = 1;
+export const WAKE_RECEIVERS = 2;
+
+/** Smallest piece a streamed message is cut into while the ring is busy (bytes). */
+const MIN_STREAM_CHUNK = 1024;
+
+/** Runs `body` with the channel lock held by this thread. */
+export function locked<T>(memory: ChannelMemory, body: () => T): T {
+  lock(memory.header, H.LOCK, mySlot);
+  try {
+    return body();
+  } finally {
+    unlock(memory.header, H.LOCK);
+  }
+}
+
+/** Wakes every party registered as waiting on the sides in `wake` (call after unlocking). */
+export function wakeWaiters(memory: ChannelMemory, wake: number): void {
+  if (wake === 0) return;
+  const slots: number[] = [];
+  if (wake & WAKE_SENDERS && memory.get(H.WAITING_SENDERS) > 0) memory.collectWaiters("send", slots);
+  if (wake & WAKE_RECEIVERS && memory.get(H.WAITING_RECEIVERS) > 0) memory.collectWaiters("recv", slots);
+  for (const slot of slots) wakeParty(slot);
+}
+
+/** Is seq `a` after seq `b`, on a 32-bit wrapping counter? */
+function seqAfter(a: number, b: number): boolean {
+  return ((a - b) | 0) > 0;
+}
+
+/** A message ready to be written into a ring. */
+export interface OutgoingMessage {
+  /** Payload bytes in all. */
+  readonly length: number;
+  /** Record flags every record of it carries (R_ATTACH or 0). */
+  readonly flags: number;
+  /** Copies payload bytes [from, from + count) to `target` at `at`. */
+  copyTo(target: Uint8Array, at: number, from: number, count: number): void;
+}
+
+/** Common part of send and receive operations: waiter registration. */
+abstract class Operation {
+  wake = 0;
+  private registered = false;
+  constructor(
+    readonly memory: ChannelMemory,
+    readonly side: Side,
+  ) {}
+
+  /** Counts this operation as waiting (under the lock). */
+  protected register(): false {
+    if (!this.registered) {
+      this.registered = true;
+      this.memory.addWaits(this.side, mySlot, 1);
+    }
+    return false;
+  }
+
+  /** Stops counting this operation as waiting (under the lock); idempotent. */
+  unregister(): void {
+    if (!this.registered) return;
+    this.registered = false;
+    this.memory.addWaits(this.side, mySlot, -1);
+  }
+}
+
+const enum SendPhase {
+  ADMIT,
+  STREAM,
+  AWAIT_TAKE,
+  DONE,
+}
+
+/** Outcome of a withdraw: the operation completed after all, was withdrawn, or cannot be withdrawn now. */
+export type Withdrawal = "done" | "withdrawn" | "busy";
+
+/**
+ * One send. `attempt` moves it forward as far as the state allows:
+ * admission (flavor + STREAM_SENDER free), writing one record (or, for a
+ * message larger than the ring can ever hold, streaming records), and for
+ * a rendezvous waiting until the receiver has taken it.
+ */
+export class SendOp extends Operation {
+  private phase = SendPhase.ADMIT;
+  private seq = 0;
+  private written = 0;
+  /** Checked before each attempt: throws if the sending handle is no longer usable. */
+  constructor(
+    memory: ChannelMemory,
+    private readonly flavor: Flavor,
+    private readonly message: OutgoingMessage,
+    private readonly isTry: boolean,
+    private readonly checkHandle: () => void,
+  ) {
+    super(memory, "send");
+  }
+
+  /** True once a part of the message is in the ring (a timeout must then withdraw it). */
+  get started(): boolean {
+    return this.phase !== SendPhase.ADMIT;
+  }
+
+  /** Under the lock. Returns true when the send is complete; false when it waits (registered). */
+  attempt(): boolean {
+    const m = this.memory;
+    if (this.phase === SendPhase.AWAIT_TAKE) return this.checkTaken();
+    this.checkHandle();
+    if (m.get(H.CLOSED) & CLOSED_NO_RECEIVERS) {
+      this.unregister();
+      throw new ChannelClosedError(`send on ${m.describe()}: every receive handle is closed, so nobody can receive it`);
+    }
+    if (this.phase === SendPhase.ADMIT && !this.admit()) return this.register();
+    if (this.phase === SendPhase.STREAM && !this.streamPieces()) return this.register();
+    if ((this.phase as SendPhase) === SendPhase.AWAIT_TAKE) return this.checkTaken();
+    return this.finish();
+  }
+
+  private admit(): boolean {
+    const m = this.memory;
+    if (m.get(H.STREAM_SENDER) !== 0) return false;
+    if (!(this.isTry ? this.flavor.tryAdmits(m) : this.flavor.admits(m))) return false;
+    const total = this.message.length;
+    if (recordBytes(total) > m.get(H.MAX_DATA_SIZE)) {
+      if (this.isTry) {
+        throw new MessageTooLargeError(
+          `trySend on ${m.describe()}: the message (${total} bytes) is larger than the ring can ever hold (${m.get(H.MAX_DATA_SIZE)} bytes) and must be streamed; use send()`,
+        );
+      }
+      this.seq = m.add(H.SEQ_TAIL, 1) - 1;
+      m.set(H.STREAM_SENDER, mySlot + 1);
+      m.set(H.STREAM_SEQ, this.seq);
+      m.add(H.LENGTH, 1);
+      this.phase = SendPhase.STREAM;
+      return true;
+    }
+    const at = m.reserve(recordBytes(total));
+    if (at < 0) return false;
+    this.seq = m.add(H.SEQ_TAIL, 1) - 1;
+    this.writeRecord(at, 0, total, R_FIRST | R_LAST);
+    m.add(H.LENGTH, 1);
+    m.sent += 1;
+    this.wake |= WAKE_RECEIVERS;
+    this.phase = this.flavor.awaitsTake && !this.isTry ? SendPhase.AWAIT_TAKE : SendPhase.DONE;
+    return true;
+  }
+
+  private writeRecord(at: number, from: number, count: number, flags: number): void {
+    const m = this.memory;
+    this.message.copyTo(m.data, at + RECORD_HEADER_BYTES, from, count);
+    m.commitRecord(at, count, flags | this.message.flags, this.seq, this.message.length);
+    this.written = from + count;
+  }
+
+  /** Writes as many pieces of a streamed message as fit; true when the last one is in. */
+  private streamPieces(): boolean {
+    const m = this.memory;
+    const total = this.message.length;
+    const largestPiece = (m.get(H.MAX_DATA_SIZE) - RECORD_HEADER_BYTES) & ~7;
+    while (this.written < total) {
+      const remaining = total - this.written;
+      let count = Math.min(remaining, largestPiece);
+      let at = m.reserve(recordBytes(count));
+      if (at < 0) {
+        // Not enough room for a full piece: take what is free now, unless that is tiny.
+        const room = (m.largestRoom() - RECORD_HEADER_BYTES) & ~7;
+        if (room < Math.min(remaining, MIN_STREAM_CHUNK)) return false;
+        count = Math.min(remaining, room);
+        at = m.reserve(recordBytes(count));
+        if (at < 0) throw m.corrupt(`no room for a piece of ${count} bytes that largestRoom promised`);
+      }
+      const flags = (this.written === 0 ? R_FIRST : 0) | (this.written + count === total ? R_LAST : 0);
+      this.writeRecord(at, this.written, count, flags);
+      this.wake |= WAKE_RECEIVERS;
+    }
+    m.set(H.STREAM_SENDER, 0);
+    m.sent += 1;
+    this.wake |= WAKE_SENDERS; // other senders wait for STREAM_SENDER to clear
+    this.phase = this.flavor.awaitsTake && !this.isTry ? SendPhase.AWAIT_TAKE : SendPhase.DONE;
+    return true;
+  }
+
+  private checkTaken(): boolean {
+    const m = this.memory;
+    if (seqAfter(m.get(H.SEQ_HEAD), this.seq)) return this.finish();
+    if (m.get(H.CLOSED) & CLOSED_NO_RECEIVERS) {
+      this.unregister();
+      throw new ChannelClosedError(`send on ${m.describe()}: every receive handle was closed before a receiver took the message`);
+    }
+    return this.register();
+  }
+
+  private finish(): true {
+    this.unregister();
+    this.phase = SendPhase.DONE;
+    return true;
+  }
+
+  /**
+   * Under the lock: the deadline passed or the signal aborted. Completes if
+   * it can (`finalAttempt`), otherwise takes the message back out of the
+   * ring so that nobody ever receives it.
+   */
+  withdraw(finalAttempt: boolean): Withdrawal {
+    if (finalAttempt) {
+      try {
+        if (this.attempt()) return "done";
+      } catch (err) {
+        if (!(err instanceof ChannelClosedError)) throw err;
+      }
+    }
+    const m = this.memory;
+    this.unregister();
+    if (this.phase === SendPhase.STREAM) {
+      this.tombstone();
+      m.set(H.STREAM_SENDER, 0);
+      if (m.get(H.STREAM_RECEIVER) !== 0) m.set(H.STREAM_RECEIVER, 0); // its taker drops what it has
+      m.add(H.LENGTH, -1);
+      this.wake |= WAKE_RECEIVERS | WAKE_SENDERS;
+    } else if (this.phase === SendPhase.AWAIT_TAKE) {
+      if (seqAfter(m.get(H.SEQ_HEAD), this.seq)) return "done";
+      this.tombstone();
+      m.add(H.LENGTH, -1);
+      m.sent -= 1;
+      this.wake |= WAKE_RECEIVERS | WAKE_SENDERS;
+    }
+    this.phase = SendPhase.DONE;
+    return "withdrawn";
+  }
+
+  /** Marks every record of this message still in the ring as withdrawn. */
+  private tombstone(): void {
+    const m = this.memory;
+    m.forEachRecord((offset) => {
+      if (m.recordSeq(offset) === this.seq) m.setRecordFlags(offset, m.recordFlags(offset) | R_TOMBSTONE);
+    });
+  }
+}
+
+/** What a completed receive took: the payload bytes (a fresh copy) and its record flags. */
+export interface Received {
+  bytes: Uint8Array;
+  flags: number;
+}
+
+/**
+ * One receive. Takes the oldest message: a single record at once, or a
+ * streamed message piece by piece (claiming STREAM_RECEIVER so that no
+ * other receiver takes a piece of it). Withdrawn records are skipped.
+ */
+export class RecvOp extends Operation {
+  received: Received | undefined;
+  private assembly: Uint8Array | undefined;
+  private assembled = 0;
+  private streamSeq = 0;
+
+  constructor(
+    memory: ChannelMemory,
+    private readonly checkHandle: () => void,
+  ) {
+    super(memory, "recv");
+  }
+
+  /** True while part of a streamed message has been taken: the receive then runs to its end. */
+  get midStream(): boolean {
+    return this.assembly !== undefined;
+  }
+
+  /** Under the lock. True when a message was taken (see `received`); false when it waits. */
+  attempt(): boolean {
+    const m = this.memory;
+    if (!this.midStream) this.checkHandle();
+    for (;;) {
+      if (this.midStream && m.get(H.STREAM_RECEIVER) !== mySlot + 1) this.dropAssembly(); // its sender withdrew it
+      const at = m.headRecord();
+      if (at < 0) return this.whenEmpty();
+      const flags = m.recordFlags(at);
+      if (flags & R_TOMBSTONE) {
+        m.popRecord(at);
+        this.wake |= WAKE_SENDERS;
+        continue;
+      }
+      if (flags & R_FIRST) {
+        if (this.midStream) throw m.corrupt("a new message starts inside a streamed one");
+        const claimedBy = m.get(H.STREAM_RECEIVER);
+        if (claimedBy !== 0 && claimedBy !== mySlot + 1) return this.register();
+        if (flags & R_LAST) return this.takeWhole(at, flags);
+        this.claimStream(at);
+        continue;
+      }
+      if (!this.midStream || m.recordSeq(at) !== this.streamSeq) {
+        if (m.get(H.STREAM_RECEIVER) !== 0) return this.register(); // another receiver's piece
+        // A piece of a message whose taker died: nobody can take the rest of it.
+        if (flags & R_LAST) this.completeMessage(m.recordSeq(at), false);
+        m.popRecord(at);
+        this.wake |= WAKE_SENDERS;
+        continue;
+      }
+      if (this.takePiece(at, flags)) return this.finish();
+    }
+  }
+
+  private whenEmpty(): boolean {
+    const m = this.memory;
+    if (!this.midStream && m.get(H.CLOSED) & CLOSED_NO_SENDERS && m.get(H.STREAM_SENDER) === 0) {
+      this.unregister();
+      throw new ChannelClosedError(`recv on ${m.describe()}: every send handle is closed and the channel is drained`);
+    }
+    return this.register();
+  }
+
+  private takeWhole(at: number, flags: number): boolean {
+    const m = this.memory;
+    this.received = { bytes: m.payload(at).slice(), flags };
+    this.completeMessage(m.recordSeq(at));
+    m.popRecord(at);
+    return this.finish();
+  }
+
+  private claimStream(at: number): void {
+    const m = this.memory;
+    const total = m.recordTotal(at);
+    m.set(H.STREAM_RECEIVER, mySlot + 1);
+    this.assembly = new Uint8Array(total);
+    this.assembled = 0;
+    this.streamSeq = m.recordSeq(at);
+    this.takePiece(at, m.recordFlags(at));
+  }
+
+  /** Copies one piece into the assembly; true when it was the last. */
+  private takePiece(at: number, flags: number): boolean {
+    const m = this.memory;
+    const piece = m.payload(at);
+    const assembly = this.assembly!;
+    if (this.assembled + piece.length > assembly.length) throw m.corrupt(`streamed message overflows its total ${assembly.length}`);
+    assembly.set(piece, this.assembled);
+    this.assembled += piece.length;
+    m.popRecord(at);
+    this.wake |= WAKE_SENDERS;
+    if (!(flags & R_LAST)) return false;
+    if (this.assembled !== assembly.length) throw m.corrupt(`streamed message ended at ${this.assembled} of ${assembly.length} bytes`);
+    this.received = { bytes: assembly, flags };
+    this.assembly = undefined;
+    m.set(H.STREAM_RECEIVER, 0);
+    this.completeMessage(this.streamSeq);
+    return true;
+  }
+
+  private completeMessage(seq: number, delivered = true): void {
+    const m = this.memory;
+    if (m.add(H.LENGTH, -1) < 0) throw m.corrupt("negative length");
+    m.set(H.SEQ_HEAD, (seq + 1) | 0);
+    if (delivered) m.received += 1;
+    this.wake |= WAKE_SENDERS;
+  }
+
+  private dropAssembly(): void {
+    this.assembly = undefined;
+    this.assembled = 0;
+  }
+
+  private finish(): true {
+    this.unregister();
+    return true;
+  }
+
+  /**
+   * Under the lock: the deadline passed or the signal aborted. A receive
+   * that already holds part of a streamed message is "busy": it completes.
+   * `finalAttempt` (timeouts) takes a message that is there right now.
+   */
+  withdraw(finalAttempt: boolean): Withdrawal {
+    if (this.midStream) return this.attempt() ? "done" : "busy";
+    if (finalAttempt) {
+      try {
+        if (this.attempt()) return "done";
+      } catch (err) {
+        if (!(err instanceof ChannelClosedError)) throw err;
+        this.unregister();
+        throw err; // closed takes precedence over timed out
+      }
+      if (this.midStream) return "busy";
+    }
+    this.unregister();
+    return "withdrawn";
+  }
+}
+
+/** Channel ends carried inside records that a release discarded (their transit counts must be released). */
+export type DiscardedRecords = Uint8Array[];
+
+/**
+ * Under the lock: `count` handles of `side` held by `holder` (a party slot,
+ * or TRANSIT) are released. When it was the last handle of its side, the
+ * channel closes on that side: with no receivers left, the buffer is
+ * discarded (its payloads with attachments are returned so the caller can
+ * release the ends they carry); either way every waiter is woken.
+ */
+export function releaseHandles(memory: ChannelMemory, side: Side, holder: number, count: number): { wake: number; discarded: DiscardedRecords } {
+  const discarded: DiscardedRecords = [];
+  if (count === 0) return { wake: 0, discarded };
+  memory.addHolders(side, holder, -count);
+  const left = memory.get(side === "send" ? H.SEND_HANDLES : H.RECV_HANDLES);
+  if (left < 0) throw new CorruptDataError(`${memory.describe()}: ${side} handle count went negative`);
+  if (left > 0) return { wake: 0, discarded };
+  if (side === "send") {
+    memory.set(H.CLOSED, memory.get(H.CLOSED) | CLOSED_NO_SENDERS);
+  } else {
+    memory.set(H.CLOSED, memory.get(H.CLOSED) | CLOSED_NO_RECEIVERS);
+    memory.forEachRecord((offset) => {
+      const flags = memory.recordFlags(offset);
+      if (flags & R_ATTACH && !(flags & R_TOMBSTONE) && flags & R_FIRST) discarded.push(memory.payload(offset).slice());
+    });
+    memory.clearRing();
+  }
+  return { wake: WAKE_SENDERS | WAKE_RECEIVERS, discarded };
+}
+
+/**
+ * Under the lock: party `slot` is gone (exited, crashed, terminated).
+ * Releases every handle it held, forgets its parked operations, and
+ * abandons a message it was streaming in or out (never delivered in part).
+ * Returns what to wake and the discarded payloads (see releaseHandles).
+ */
+export function releaseParty(memory: ChannelMemory, slot: number): { wake: number; discarded: DiscardedRecords } {
+  let wake = 0;
+  const discarded: DiscardedRecords = [];
+  for (const side of ["send", "recv"] as const) {
+    const waits = memory.waits(side, slot);
+    if (waits > 0) memory.addWaits(side, slot, -waits);
+    const held = memory.holders(side, slot);
+    if (held > 0) {
+      const released = releaseHandles(memory, side, slot, held);
+      wake |= released.wake;
+      discarded.push(...released.discarded);
+    }
+  }
+  if (memory.get(H.STREAM_SENDER) === slot + 1) {
+    // Half-written: withdraw every piece of it, so nobody receives part of it.
+    const seq = memory.get(H.STREAM_SEQ);
+    memory.forEachRecord((offset) => {
+      if (memory.recordSeq(offset) === seq) memory.setRecordFlags(offset, memory.recordFlags(offset) | R_TOMBSTONE);
+    });
+    memory.set(H.STREAM_SENDER, 0);
+    memory.set(H.STREAM_RECEIVER, 0);
+    memory.add(H.LENGTH, -1);
+    wake |= WAKE_SENDERS | WAKE_RECEIVERS;
+  }
+  if (memory.get(H.STREAM_RECEIVER) === slot + 1) {
+    // Its taker died mid-message: the rest of that message is dropped as it arrives.
+    memory.set(H.STREAM_RECEIVER, 0);
+    wake |= WAKE_SENDERS | WAKE_RECEIVERS;
+  }
+  return { wake, discarded };
+}

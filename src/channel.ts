@@ -1,0 +1,531 @@
+/**
+ * Channels: the public API (createChannel, SendChannel, RecvChannel) and
+ * the drivers that run an operation to completion, synchronously
+ * (Atomics.wait) or asynchronously (Atomics.waitAsync via the pump).
+ *
+ * The protocol itself (what a send or a receive does to shared memory) is
+ * in channel-ops.ts; the capacity rules in flavors/; the memory layout in
+ * ring.ts; how values are encoded and ends moved in transfer.ts.
+ */
+import { nextChannelId } from "./control.js";
+import { ChannelClosedError, MessageTooLargeError } from "./errors.js";
+import { flavorFor, type Flavor } from "./flavors/index.js";
+import { locked, RecvOp, SendOp, wakeWaiters, type Withdrawal } from "./channel-ops.js";
+import { End } from "./handle.js";
+import { registerNewChannel } from "./registry.js";
+import { CLOSED_NO_RECEIVERS, CLOSED_NO_SENDERS, ChannelMemory, createChannelMemory, H } from "./ring.js";
+import { bindHandle, type ChannelMessage, decodeFromChannel, encodeForChannel, installHandleFactory } from "./transfer.js";
+import { checkTimeout, now, parkSync, parkValue, pumpUntilSettled, removeFromPump, timeoutError } from "./waiting.js";
+
+/** Initial ring size when `bufferBytes` is not given. */
+export const DEFAULT_BUFFER_BYTES = 64 * 1024;
+/** The ring's budget when `maxBufferBytes` is not given (address space is reserved, memory is not). */
+export const DEFAULT_MAX_BUFFER_BYTES = 256 * 1024 * 1024;
+/** The largest ring budget a channel may have. */
+export const LIMIT_BUFFER_BYTES = 1024 * 1024 * 1024;
+/** The largest message (serialized bytes) when `maxMessageBytes` is not given, and at most. */
+export const LIMIT_MESSAGE_BYTES = 2 ** 31 - 1;
+
+export interface ChannelOptions {
+  /** 0 = rendezvous, n = bounded, Infinity = unbounded (the default). */
+  capacity?: number;
+  /** Initial size of the shared ring, in bytes (default 64 KiB). */
+  bufferBytes?: number;
+  /** The ring's memory budget in bytes, for every capacity (default 256 MiB, at most 1 GiB). */
+  maxBufferBytes?: number;
+  /** Largest serialized message; a larger one fails with MessageTooLargeError (default and maximum 2 GiB - 1). */
+  maxMessageBytes?: number;
+  /** Shown in stats, errors and deadlock reports. */
+  name?: string;
+}
+
+export interface ChannelStats {
+  id: number;
+  name: string;
+  capacity: number;
+  /** Messages buffered (for capacity 0: offered by senders still waiting for a receiver). */
+  length: number;
+  /** Bytes the buffered records take in the ring. */
+  bytes: number;
+  /** The ring's effective budget in bytes. */
+  maxBufferBytes: number;
+  /** Open send handles in all interpreters (ends inside messages included). */
+  senders: number;
+  receivers: number;
+  waitingSenders: number;
+  waitingReceivers: number;
+  sent: number;
+  received: number;
+  /** No message can ever be received again. */
+  closed: boolean;
+}
+
+export interface WaitOptions {
+  /** Milliseconds; 0 never waits; Infinity (the default) waits forever. */
+  timeout?: number;
+  /** Aborting rejects the wait with the signal's reason; nothing is sent or taken. */
+  signal?: AbortSignal;
+}
+
+export type TryRecvResult<T> = { ok: true; value: T } | { ok: false; closed: boolean };
+
+/** Closes a handle that was garbage-collected while open (PEP 554's release on GC). */
+const closeForgotten = new FinalizationRegistry<End>((end) => end.close());
+
+/** Only this module may construct handles. */
+const constructing = Symbol("constructing");
+
+interface DrivenOp {
+  readonly memory: ChannelMemory;
+  wake: number;
+  attempt(): boolean;
+  withdraw(finalAttempt: boolean): Withdrawal;
+}
+
+/** One attempt under the lock; wakes whoever the attempt said to wake, even if it threw. */
+function attemptOnce(op: DrivenOp): boolean {
+  try {
+    return locked(op.memory, () => op.attempt());
+  } finally {
+    const wake = op.wake;
+    op.wake = 0;
+    wakeWaiters(op.memory, wake);
+  }
+}
+
+function withdrawOnce(op: DrivenOp, finalAttempt: boolean): Withdrawal {
+  try {
+    return locked(op.memory, () => op.withdraw(finalAttempt));
+  } finally {
+    const wake = op.wake;
+    op.wake = 0;
+    wakeWaiters(op.memory, wake);
+  }
+}
+
+/**
+ * Runs `op` to completion on this thread, blocking it. Each round reads the
+ * park word, attempts (registering as a waiter if blocked), then sleeps
+ * until the word moves (a wake from whoever changed the channel) or the
+ * deadline. At the deadline, a final attempt; a receive holding part of a
+ * streamed message runs on to its end.
+ */
+function runSync(op: DrivenOp, timeout: number, what: string): void {
+  let deadline = timeout === Infinity ? Infinity : now() + timeout;
+  for (;;) {
+    const seen = parkValue();
+    if (attemptOnce(op)) return;
+    if (now() >= deadline) {
+      const outcome = withdrawOnce(op, true);
+      if (outcome === "done") return;
+      if (outcome === "withdrawn") throw timeoutError(what, timeout);
+      deadline = Infinity;
+    }
+    parkSync(seen, deadline);
+  }
+}
+
+/**
+ * Runs `op` without blocking the event loop: one attempt now, then under
+ * this thread's pump (Atomics.waitAsync on the park word), with a timer for
+ * the deadline and a listener for the signal. `done` computes the result.
+ */
+function runAsync<T>(
+  op: DrivenOp,
+  options: WaitOptions | undefined,
+  what: string,
+  done: () => T,
+  undo: () => void,
+  beforeWait: () => void = () => {},
+): Promise<T> {
+  const timeout = checkTimeout(options?.timeout, what);
+  const signal = options?.signal;
+  if (signal?.aborted) {
+    undo();
+    return Promise.reject(signal.reason);
+  }
+  try {
+    if (attemptOnce(op)) return Promise.resolve(done());
+  } catch (err) {
+    undo();
+    return Promise.reject(err);
+  }
+  beforeWait();
+  return new Promise<T>((resolve, reject) => {
+    let settled = false;
+    let timer: NodeJS.Timeout | undefined;
+    const settle = (outcome: "done" | Error | unknown, failed: boolean): void => {
+      settled = true;
+      if (timer) clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      removeFromPump(pumped);
+      if (!failed) {
+        try {
+          resolve(done());
+        } catch (err) {
+          reject(err);
+        }
+      } else {
+        undo();
+        reject(outcome);
+      }
+    };
+    const pumped = {
+      step(): boolean {
+        if (settled) return true;
+        try {
+          if (attemptOnce(op)) settle("done", false);
+        } catch (err) {
+          settle(err, true);
+        }
+        return settled;
+      },
+    };
+    const giveUp = (finalAttempt: boolean, reason: () => unknown): void => {
+      if (settled) return;
+      try {
+        const outcome = withdrawOnce(op, finalAttempt);
+        if (outcome === "done") settle("done", false);
+        else if (outcome === "withdrawn") settle(reason(), true);
+        // "busy": a streamed message is being taken; the pump finishes it.
+      } catch (err) {
+        settle(err, true);
+      }
+    };
+    const onAbort = (): void => giveUp(false, () => signal!.reason);
+    if (timeout !== Infinity) {
+      timer = setTimeout(() => giveUp(true, () => timeoutError(what, timeout)), timeout);
+    }
+    signal?.addEventListener("abort", onAbort, { once: true });
+    pumpUntilSettled(pumped);
+  });
+}
+
+function statsOf(memory: ChannelMemory): ChannelStats {
+  return locked(memory, () => {
+    const closedBits = memory.get(H.CLOSED);
+    const drained = memory.get(H.LENGTH) === 0 && memory.get(H.STREAM_SENDER) === 0;
+    return {
+      id: memory.id,
+      name: memory.name,
+      capacity: memory.capacity < 0 ? Infinity : memory.capacity,
+      length: memory.get(H.LENGTH),
+      bytes: memory.get(H.USED_BYTES),
+      maxBufferBytes: memory.get(H.MAX_DATA_SIZE),
+      senders: memory.get(H.SEND_HANDLES),
+      receivers: memory.get(H.RECV_HANDLES),
+      waitingSenders: memory.get(H.WAITING_SENDERS),
+      waitingReceivers: memory.get(H.WAITING_RECEIVERS),
+      sent: memory.sent,
+      received: memory.received,
+      closed: (closedBits & CLOSED_NO_RECEIVERS) !== 0 || ((closedBits & CLOSED_NO_SENDERS) !== 0 && drained),
+    };
+  });
+}
+
+/**
+ * The sending end of a channel. Every method may be called from any
+ * interpreter that holds this handle; passing the handle to another
+ * interpreter moves it (clone() first to keep one).
+ */
+export class SendChannel<T = unknown> {
+  readonly #end: End;
+  readonly #flavor: Flavor;
+
+  /** @internal Use createChannel(). */
+  constructor(token: symbol, end: End) {
+    if (token !== constructing) throw new TypeError("use createChannel() to make channels");
+    this.#end = end;
+    this.#flavor = flavorFor(end.memory.capacity);
+    bindHandle(this, end);
+    closeForgotten.register(this, end, this);
+  }
+
+  /** The channel's id (the same for every handle of the channel, in every interpreter). */
+  get id(): number {
+    return this.#end.memory.id;
+  }
+
+  #prepare(value: T): ChannelMessage {
+    this.#end.ensureOpen("send");
+    const message = encodeForChannel(value);
+    const limit = this.#end.memory.get(H.MAX_MESSAGE_BYTES);
+    if (message.length > limit) {
+      message.undo();
+      throw new MessageTooLargeError(
+        `send on ${this.#end.memory.describe()}: the message is ${message.length} bytes serialized, over this channel's maxMessageBytes (${limit}); send it in parts or create the channel with a larger maxMessageBytes`,
+      );
+    }
+    return message;
+  }
+
+  #op(message: ChannelMessage, isTry: boolean): SendOp {
+    const end = this.#end;
+    return new SendOp(end.memory, this.#flavor, message, isTry, () => {
+      if (end.state !== "open") end.ensureOpen("send");
+    });
+  }
+
+  /**
+   * Sends `value`. Resolves when the channel has accepted it: for capacity
+   * 0 once a receiver has taken it, for capacity n once fewer than n
+   * messages were buffered, for Infinity at once (unless the byte budget is
+   * full). Waits without blocking the event loop.
+   *
+   * Rejects with ChannelClosedError (this handle closed or moved, or every
+   * recv handle closed), NotShareableError (nothing sent), MessageTooLargeError,
+   * TimeoutError after `timeout` ms, or the signal's reason when aborted.
+   * A send that times out or is aborted is withdrawn: nobody receives it.
+   */
+  send(value: T, options?: WaitOptions): Promise<void> {
+    let message: ChannelMessage;
+    try {
+      checkTimeout(options?.timeout, "send");
+      message = this.#prepare(value);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const op = this.#op(message, false);
+    const memory = this.#end.memory;
+    // A send that waits must own its bytes (the encoder's scratch and the caller's array move on).
+    return runAsync(op, options, `send on ${memory.describe()}`, () => message.commit(memory), () => message.undo(), () => message.detach());
+  }
+
+  /**
+   * Sends `value`, blocking this thread (Atomics.wait) until the channel
+   * accepts it (see send). For interpreters; on the main thread it blocks
+   * the event loop. Throws what send rejects with (no signal here).
+   */
+  sendSync(value: T, options?: { timeout?: number }): void {
+    const timeout = checkTimeout(options?.timeout, "sendSync");
+    const message = this.#prepare(value);
+    const op = this.#op(message, false);
+    const memory = this.#end.memory;
+    try {
+      if (!attemptOnce(op)) {
+        message.detach();
+        runSync(op, timeout, `sendSync on ${memory.describe()}`);
+      }
+    } catch (err) {
+      message.undo();
+      throw err;
+    }
+    message.commit(memory);
+  }
+
+  /**
+   * Sends `value` only if that needs no waiting: returns false when the
+   * channel is open but has no room (capacity 0: no receiver waiting for
+   * it). Throws ChannelClosedError, NotShareableError, MessageTooLargeError
+   * (also for a message too large for the ring, which must be streamed by send).
+   */
+  trySend(value: T): boolean {
+    const message = this.#prepare(value);
+    const op = this.#op(message, true);
+    try {
+      if (attemptOnce(op)) {
+        message.commit(this.#end.memory);
+        return true;
+      }
+      withdrawOnce(op, false);
+    } catch (err) {
+      message.undo();
+      throw err;
+    }
+    message.undo();
+    return false;
+  }
+
+  /**
+   * Closes this handle (idempotent). When every send handle of the channel
+   * is closed, receivers get what is buffered, then ChannelClosedError.
+   */
+  close(): void {
+    this.#end.close();
+  }
+
+  /** A new, independently closable send handle of the same channel. Throws ChannelClosedError if this one is not open. */
+  clone(): SendChannel<T> {
+    this.#end.ensureOpen("clone");
+    return new SendChannel<T>(constructing, End.acquire(this.#end.memory, "send"));
+  }
+
+  stats(): ChannelStats {
+    return statsOf(this.#end.memory);
+  }
+
+  get [Symbol.toStringTag](): string {
+    return `SendChannel ${this.#end.memory.describe()}`;
+  }
+}
+
+/**
+ * The receiving end of a channel. Many receivers may share a channel:
+ * each message goes to exactly one of them.
+ */
+export class RecvChannel<T = unknown> {
+  readonly #end: End;
+
+  /** @internal Use createChannel(). */
+  constructor(token: symbol, end: End) {
+    if (token !== constructing) throw new TypeError("use createChannel() to make channels");
+    this.#end = end;
+    bindHandle(this, end);
+    closeForgotten.register(this, end, this);
+  }
+
+  get id(): number {
+    return this.#end.memory.id;
+  }
+
+  #op(): RecvOp {
+    const end = this.#end;
+    return new RecvOp(end.memory, () => {
+      if (end.state !== "open") end.ensureOpen("recv");
+    });
+  }
+
+  /**
+   * Receives the oldest message, waiting (without blocking the event loop)
+   * until there is one. Rejects with ChannelClosedError once every send
+   * handle is closed and the buffer is drained (at once, never a hang),
+   * TimeoutError after `timeout` ms (a message there at the deadline is
+   * still taken), or the signal's reason when aborted (nothing is taken).
+   * A receive that has begun taking a streamed message finishes it.
+   */
+  recv(options?: WaitOptions): Promise<T> {
+    let op: RecvOp;
+    try {
+      checkTimeout(options?.timeout, "recv");
+      this.#end.ensureOpen("recv");
+      op = this.#op();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return runAsync(op, options, `recv on ${this.#end.memory.describe()}`, () => decodeFromChannel(op.received!) as T, () => {});
+  }
+
+  /** Like recv, but blocks this thread (Atomics.wait). For interpreters. */
+  recvSync(options?: { timeout?: number }): T {
+    const timeout = checkTimeout(options?.timeout, "recvSync");
+    this.#end.ensureOpen("recv");
+    const op = this.#op();
+    if (!attemptOnce(op)) runSync(op, timeout, `recvSync on ${this.#end.memory.describe()}`);
+    return decodeFromChannel(op.received!) as T;
+  }
+
+  /**
+   * Takes a message if one is there now. `{ ok: false, closed: true }` when
+   * every send handle is closed and nothing is left; throws
+   * ChannelClosedError if this handle is closed or moved. (A streamed
+   * message already in progress is taken whole, which may wait for its sender.)
+   */
+  tryRecv(): TryRecvResult<T> {
+    this.#end.ensureOpen("tryRecv");
+    const op = this.#op();
+    try {
+      if (attemptOnce(op)) return { ok: true, value: decodeFromChannel(op.received!) as T };
+      if (op.midStream) {
+        runSync(op, Infinity, `tryRecv on ${this.#end.memory.describe()}`);
+        return { ok: true, value: decodeFromChannel(op.received!) as T };
+      }
+      withdrawOnce(op, false);
+      return { ok: false, closed: false };
+    } catch (err) {
+      if (err instanceof ChannelClosedError && this.#end.state === "open") return { ok: false, closed: true };
+      throw err;
+    }
+  }
+
+  /** Iterates messages until the channel is closed and drained. */
+  async *[Symbol.asyncIterator](): AsyncIterator<T> {
+    for (;;) {
+      let value: T;
+      try {
+        value = await this.recv();
+      } catch (err) {
+        if (err instanceof ChannelClosedError) return;
+        throw err;
+      }
+      yield value;
+    }
+  }
+
+  /** Blocking iteration (recvSync) until the channel is closed and drained. For interpreters. */
+  *[Symbol.iterator](): Iterator<T> {
+    for (;;) {
+      let value: T;
+      try {
+        value = this.recvSync();
+      } catch (err) {
+        if (err instanceof ChannelClosedError) return;
+        throw err;
+      }
+      yield value;
+    }
+  }
+
+  /**
+   * Closes this handle (idempotent). When every recv handle is closed,
+   * buffered messages are dropped and senders fail with ChannelClosedError.
+   */
+  close(): void {
+    this.#end.close();
+  }
+
+  clone(): RecvChannel<T> {
+    this.#end.ensureOpen("clone");
+    return new RecvChannel<T>(constructing, End.acquire(this.#end.memory, "recv"));
+  }
+
+  stats(): ChannelStats {
+    return statsOf(this.#end.memory);
+  }
+
+  get [Symbol.toStringTag](): string {
+    return `RecvChannel ${this.#end.memory.describe()}`;
+  }
+}
+
+installHandleFactory((end) => (end.side === "send" ? new SendChannel(constructing, end) : new RecvChannel(constructing, end)));
+
+function checkByteOption(name: string, value: unknown, fallback: number, limit: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isInteger(value) || value <= 0) {
+    throw new RangeError(`createChannel: ${name} must be a positive integer number of bytes, got ${String(value)}`);
+  }
+  if (value > limit) throw new RangeError(`createChannel: ${name} must be at most ${limit} bytes, got ${value}`);
+  return value;
+}
+
+function checkCapacity(capacity: unknown): number {
+  if (capacity === undefined) return Infinity;
+  if (capacity === Infinity) return Infinity;
+  if (typeof capacity !== "number" || !Number.isInteger(capacity) || capacity < 0 || capacity > 2 ** 31 - 1) {
+    throw new RangeError(`createChannel: capacity must be 0 (rendezvous), a positive integer (bounded) or Infinity (unbounded), got ${String(capacity)}`);
+  }
+  return capacity;
+}
+
+/**
+ * Creates a channel and returns its ends, receiving end first (PEP 554
+ * order). Throws RangeError for a capacity that is not 0, a positive
+ * integer or Infinity, and for byte options that are not positive integers.
+ */
+export function createChannel<T = unknown>(options: ChannelOptions = {}): [RecvChannel<T>, SendChannel<T>] {
+  const capacity = checkCapacity(options.capacity);
+  const maxBufferBytes = checkByteOption("maxBufferBytes", options.maxBufferBytes, DEFAULT_MAX_BUFFER_BYTES, LIMIT_BUFFER_BYTES);
+  const bufferBytes = checkByteOption("bufferBytes", options.bufferBytes, Math.min(DEFAULT_BUFFER_BYTES, maxBufferBytes), LIMIT_BUFFER_BYTES);
+  if (bufferBytes > maxBufferBytes) {
+    throw new RangeError(`createChannel: bufferBytes (${bufferBytes}) must not exceed maxBufferBytes (${maxBufferBytes})`);
+  }
+  const maxMessageBytes = checkByteOption("maxMessageBytes", options.maxMessageBytes, LIMIT_MESSAGE_BYTES, LIMIT_MESSAGE_BYTES);
+  const name = options.name ?? "";
+  if (typeof name !== "string") throw new TypeError(`createChannel: name must be a string, got ${typeof name}`);
+  const buffer = createChannelMemory({ id: nextChannelId(), capacity, bufferBytes, maxBufferBytes, maxMessageBytes, name });
+  const memory = new ChannelMemory(buffer);
+  registerNewChannel(memory);
+  const recv = new RecvChannel<T>(constructing, End.acquire(memory, "recv"));
+  const send = new SendChannel<T>(constructing, End.acquire(memory, "send"));
+  return [recv, send];
+}

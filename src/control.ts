@@ -1,0 +1,214 @@
+/**
+ * The control block: one SharedArrayBuffer per process, shared by the main
+ * thread, every interpreter and the supervisor. It holds the id counters and
+ * the party table: one slot per party (a thread that can wait on channels).
+ *
+ * The main thread creates it when the library is first loaded; interpreters
+ * and the supervisor receive it in `workerData` and never create their own.
+ *
+ * Memory layout (Int32 words; byte offset = word * 4):
+ *
+ * | offset (bytes)            | size        | meaning                                   | written by                  |
+ * |---------------------------|-------------|-------------------------------------------|-----------------------------|
+ * | 0                         | 4           | next interpreter id (main is 0)           | creators (Atomics.add)      |
+ * | 4                         | 4           | next channel id                           | createChannel (Atomics.add) |
+ * | 8                         | 4           | next shared-object id (SABs, locks)       | senders (Atomics.add)       |
+ * | 12                        | 4           | magic `0x1e7e5001` (layout version)       | main, once                  |
+ * | 16                        | 4           | supervisor started (0/1)                  | main, once                  |
+ * | 64                        | 64 × 256    | party table: slot `s` at 64 + 64·s        | see the slot table          |
+ * | 64 + 64·256               | 64 × 256    | party names: UTF-8, NAME_BYTES per slot   | the creator, before start   |
+ *
+ * Party slot (16 words at byte 64 + 64·s):
+ *
+ * | word | meaning                                                        | written by                        |
+ * |------|----------------------------------------------------------------|-----------------------------------|
+ * | 0    | state: FREE, STARTING, LIVE, EXITED (awaiting cleanup)         | creator, the party, supervisor    |
+ * | 1    | interpreter id                                                 | creator                           |
+ * | 2    | park word: bumped (+1, notify) to wake the party               | any notifier                      |
+ * | 3    | fetch reply flag: supervisor sets 1 when a fetch is answered   | supervisor; the party resets it   |
+ * | 4    | running: exec/call bodies in progress                          | the party                         |
+ * | 5    | creator slot                                                   | creator                           |
+ * | 6    | name length in bytes                                           | creator                           |
+ * | 7    | wait op (deadlock detection: 0 none, 1 send, 2 recv, ...)      | the party                         |
+ * | 8    | wait channel id                                                | the party                         |
+ * | 9    | wait flags (bit 0 sync, bit 1 has timeout)                     | the party                         |
+ * | 10-15| reserved                                                       |                                   |
+ *
+ * Slot 0 is always the main thread. Slot SUPERVISOR_SLOT is reserved for
+ * the supervisor (it owns channel locks while cleaning up after a death).
+ * Invariant: a slot is FREE only after the supervisor has released every
+ * channel end its last occupant held, so a new occupant never inherits one.
+ */
+import { isMainThread, threadId, workerData } from "node:worker_threads";
+
+export const MAX_PARTIES = 256;
+export const SUPERVISOR_SLOT = MAX_PARTIES - 1;
+export const NAME_BYTES = 64;
+
+const WORD_NEXT_INTERPRETER_ID = 0;
+const WORD_NEXT_CHANNEL_ID = 1;
+const WORD_NEXT_OBJECT_ID = 2;
+const WORD_MAGIC = 3;
+export const WORD_SUPERVISOR_STARTED = 4;
+const MAGIC = 0x1e7e5001;
+
+const PARTY_TABLE_BYTES = 64;
+const PARTY_WORDS = 16;
+const NAMES_BYTES = PARTY_TABLE_BYTES + MAX_PARTIES * PARTY_WORDS * 4;
+const CONTROL_BYTES = NAMES_BYTES + MAX_PARTIES * NAME_BYTES;
+
+export const PartyState = { FREE: 0, STARTING: 1, LIVE: 2, EXITED: 3 } as const;
+
+const P_STATE = 0;
+const P_ID = 1;
+const P_PARK = 2;
+const P_FETCH = 3;
+const P_RUNNING = 4;
+const P_CREATOR = 5;
+const P_NAME_LEN = 6;
+export const P_WAIT_OP = 7;
+export const P_WAIT_CHANNEL = 8;
+export const P_WAIT_FLAGS = 9;
+
+/** What a worker started by this library finds under this key of `workerData`. */
+export const WORKER_DATA_KEY = "__interpreters";
+
+/** The part of `workerData` every worker of ours receives. */
+export interface BootData {
+  control: SharedArrayBuffer;
+  /** This worker's party slot, or SUPERVISOR_SLOT for the supervisor. */
+  slot: number;
+  /** This interpreter's id (unused by the supervisor). */
+  id: number;
+  name: string;
+}
+
+function inheritedBootData(): BootData | undefined {
+  if (isMainThread) return undefined;
+  const data = (workerData as Record<string, unknown> | null)?.[WORKER_DATA_KEY];
+  return data as BootData | undefined;
+}
+
+const boot = inheritedBootData();
+
+/** The process-wide control block (shared by every thread). */
+export const controlBuffer: SharedArrayBuffer = boot?.control ?? new SharedArrayBuffer(CONTROL_BYTES);
+export const control = new Int32Array(controlBuffer);
+const nameBytes = new Uint8Array(controlBuffer, NAMES_BYTES, MAX_PARTIES * NAME_BYTES);
+
+if (!boot) {
+  // This thread owns a fresh control block: the main thread, or a worker
+  // that was not started by this library (it then lives in a world of its own).
+  Atomics.store(control, WORD_MAGIC, MAGIC);
+  Atomics.store(control, WORD_NEXT_INTERPRETER_ID, 1);
+  Atomics.store(control, WORD_NEXT_CHANNEL_ID, 1);
+  Atomics.store(control, WORD_NEXT_OBJECT_ID, 1);
+  initSlot(0, 0, 0, isMainThread ? "main" : `thread ${threadId}`);
+  Atomics.store(control, slotWord(0, P_STATE), PartyState.LIVE);
+}
+
+/** This thread's party slot (0 in the main thread). */
+export const mySlot: number = boot?.slot ?? 0;
+/** This thread's interpreter id (0 in the main thread). */
+export const myId: number = boot?.id ?? 0;
+/** True in the supervisor worker. */
+export const isSupervisor: boolean = mySlot === SUPERVISOR_SLOT;
+
+/** The word index of field `field` of party slot `slot`. */
+export function slotWord(slot: number, field: number): number {
+  return PARTY_TABLE_BYTES / 4 + slot * PARTY_WORDS + field;
+}
+
+export function nextChannelId(): number {
+  return Atomics.add(control, WORD_NEXT_CHANNEL_ID, 1);
+}
+export function nextObjectId(): number {
+  return Atomics.add(control, WORD_NEXT_OBJECT_ID, 1);
+}
+export function nextInterpreterId(): number {
+  return Atomics.add(control, WORD_NEXT_INTERPRETER_ID, 1);
+}
+
+function initSlot(slot: number, id: number, creator: number, name: string): void {
+  Atomics.store(control, slotWord(slot, P_ID), id);
+  Atomics.store(control, slotWord(slot, P_CREATOR), creator);
+  Atomics.store(control, slotWord(slot, P_RUNNING), 0);
+  Atomics.store(control, slotWord(slot, P_FETCH), 0);
+  Atomics.store(control, slotWord(slot, P_WAIT_OP), 0);
+  const encoded = new TextEncoder().encode(name).subarray(0, NAME_BYTES);
+  nameBytes.set(encoded, slot * NAME_BYTES);
+  Atomics.store(control, slotWord(slot, P_NAME_LEN), encoded.length);
+}
+
+/**
+ * Claims a FREE party slot for a new interpreter (state becomes STARTING).
+ * Throws when all MAX_PARTIES - 2 interpreter slots are taken.
+ */
+export function claimSlot(id: number, name: string): number {
+  for (let slot = 1; slot < SUPERVISOR_SLOT; slot++) {
+    const word = slotWord(slot, P_STATE);
+    if (Atomics.compareExchange(control, word, PartyState.FREE, PartyState.STARTING) === PartyState.FREE) {
+      initSlot(slot, id, mySlot, name);
+      return slot;
+    }
+  }
+  throw new RangeError(
+    `cannot create interpreter "${name}": all ${MAX_PARTIES - 2} interpreter slots are in use; close interpreters you no longer need`,
+  );
+}
+
+export function slotState(slot: number): number {
+  return Atomics.load(control, slotWord(slot, P_STATE));
+}
+export function setSlotState(slot: number, state: number): void {
+  Atomics.store(control, slotWord(slot, P_STATE), state);
+  Atomics.notify(control, slotWord(slot, P_STATE));
+}
+export function slotId(slot: number): number {
+  return Atomics.load(control, slotWord(slot, P_ID));
+}
+export function slotName(slot: number): string {
+  if (slot === SUPERVISOR_SLOT) return "supervisor";
+  const length = Math.min(Atomics.load(control, slotWord(slot, P_NAME_LEN)), NAME_BYTES);
+  return new TextDecoder().decode(nameBytes.slice(slot * NAME_BYTES, slot * NAME_BYTES + length));
+}
+export function slotCreator(slot: number): number {
+  return Atomics.load(control, slotWord(slot, P_CREATOR));
+}
+export function slotRunning(slot: number): number {
+  return Atomics.load(control, slotWord(slot, P_RUNNING));
+}
+export function addRunning(delta: number): void {
+  Atomics.add(control, slotWord(mySlot, P_RUNNING), delta);
+}
+
+/** The slot whose interpreter id is `id`, if that interpreter is live or starting. */
+export function slotOfId(id: number): number | undefined {
+  for (let slot = 0; slot < SUPERVISOR_SLOT; slot++) {
+    const state = slotState(slot);
+    if ((state === PartyState.LIVE || state === PartyState.STARTING) && slotId(slot) === id) return slot;
+  }
+  return undefined;
+}
+
+/** Slots of every live or starting interpreter, main included, in slot order. */
+export function liveSlots(): number[] {
+  const slots: number[] = [];
+  for (let slot = 0; slot < SUPERVISOR_SLOT; slot++) {
+    const state = slotState(slot);
+    if (state === PartyState.LIVE || state === PartyState.STARTING) slots.push(slot);
+  }
+  return slots;
+}
+
+/** "interpreter 3 \"parser\"" — how messages name a party. */
+export function describeSlot(slot: number): string {
+  if (slot === SUPERVISOR_SLOT) return "the supervisor";
+  const id = slotId(slot);
+  return id === 0 ? `the main interpreter` : `interpreter ${id} "${slotName(slot)}"`;
+}
+
+/** Boot data for a worker that will occupy `slot`. */
+export function bootDataFor(slot: number, id: number, name: string): BootData {
+  return { control: controlBuffer, slot, id, name };
+}

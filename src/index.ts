@@ -1,0 +1,37 @@
+/**
+ * interpreters: isolated interpreters (worker threads, one V8 isolate
+ * each) that share nothing but channels, in the spirit of Python's
+ * PEP 554 / PEP 734. Everything public is exported from here, in the main
+ * thread and inside interpreters alike.
+ */
+import { isCloneable } from "./serialization.js";
+import { endOf } from "./transfer.js";
+
+export { create, current, list, main, Interpreter } from "./interpreter.js";
+export type { CreateOptions, InterpreterEvents, Shareable } from "./interpreter.js";
+export { createChannel, RecvChannel, SendChannel } from "./channel.js";
+export type { ChannelOptions, ChannelStats, TryRecvResult, WaitOptions } from "./channel.js";
+export {
+  ChannelClosedError,
+  CorruptDataError,
+  DeadlockError,
+  ExecutionFailed,
+  InterpreterClosedError,
+  InterpretersError,
+  MessageTooLargeError,
+  NotShareableError,
+  TimeoutError,
+} from "./errors.js";
+export type { DeadlockParty, RemoteErrorInfo } from "./errors.js";
+
+/**
+ * True when `value` can be sent over a channel or passed to an interpreter:
+ * anything the structured clone algorithm accepts, SharedArrayBuffers
+ * (shared), and open channel ends (moved). Never throws.
+ */
+export function isShareable(value: unknown): boolean {
+  return isCloneable(value, (object: object) => {
+    const end = endOf(object);
+    return end !== undefined && end.state === "open";
+  });
+}

@@ -1,0 +1,110 @@
+/**
+ * This thread's line to the supervisor: a MessagePort that carries
+ * registrations to it (channels, shared objects, new interpreters) and,
+ * for synchronous fetches, its answers back.
+ *
+ * The supervisor is a hidden worker (workers/supervisor.ts) started by the
+ * main thread when the first interpreter is created. It never runs user
+ * code and never blocks, so it can always answer a fetch and always notice
+ * an interpreter's death (its port closes), even while every other thread,
+ * the main thread included, is blocked in a synchronous wait.
+ *
+ * A fetch is synchronous, so that a receiver blocked in `recvSync` can
+ * resolve a channel end inside the message it took: post the request, then
+ * `Atomics.wait` on this party's fetch flag (control.ts) until the
+ * supervisor has posted the answer and set the flag, then read the answer
+ * with `receiveMessageOnPort`. The port has no listener, so nothing else
+ * consumes its messages.
+ */
+import { MessageChannel, MessagePort, receiveMessageOnPort, Worker, workerData } from "node:worker_threads";
+import { control, controlBuffer, isSupervisor, mySlot, slotWord, SUPERVISOR_SLOT, WORKER_DATA_KEY, WORD_SUPERVISOR_STARTED } from "./control.js";
+import { InterpretersError } from "./errors.js";
+import { spawnWorker } from "./spawn.js";
+
+const FETCH_FIELD = 3;
+/** How long a fetch may take before the supervisor is presumed gone (ms). */
+const FETCH_TIMEOUT_MS = 30_000;
+
+export type SupervisorRequest =
+  | { type: "channel"; id: number; buffer: SharedArrayBuffer }
+  | { type: "object"; id: number; buffer: SharedArrayBuffer }
+  | { type: "fetch"; kind: "channel" | "object"; id: number; slot: number }
+  | { type: "attach"; slot: number; id: number; port: MessagePort }
+  | { type: "exited"; slot: number; id: number };
+
+export interface FetchAnswer {
+  buffer: SharedArrayBuffer | null;
+}
+
+let port: MessagePort | undefined = (workerData as Record<string, unknown> | null)?.[`${WORKER_DATA_KEY}Supervisor`] as MessagePort | undefined;
+let supervisorWorker: Worker | undefined;
+const linkedCallbacks: Array<() => void> = [];
+if (port) port.unref();
+
+export function isSupervisorLinked(): boolean {
+  return port !== undefined;
+}
+
+/** Runs `callback` once this thread is linked (at once if it is). */
+export function onSupervisorLinked(callback: () => void): void {
+  if (port) callback();
+  else linkedCallbacks.push(callback);
+}
+
+export function postToSupervisor(request: SupervisorRequest): void {
+  if (!port) throw new InterpretersError("internal error: no supervisor link in this thread");
+  const transfer = request.type === "attach" ? [request.port] : [];
+  port.postMessage(request, transfer);
+}
+
+/**
+ * Starts the supervisor (main thread only; a no-op once started or in
+ * other threads, which are linked from birth).
+ */
+export function ensureSupervisor(): void {
+  if (port || isSupervisor) return;
+  const channel = new MessageChannel();
+  supervisorWorker = spawnWorker("supervisor", {
+    [WORKER_DATA_KEY]: { control: controlBuffer, slot: SUPERVISOR_SLOT, id: -1, name: "supervisor" },
+    [`${WORKER_DATA_KEY}MainPort`]: channel.port2,
+  }, [channel.port2], "interpreters supervisor");
+  supervisorWorker.unref();
+  supervisorWorker.on("error", (err) => {
+    process.emitWarning(`interpreters: the supervisor failed: ${String(err)}`);
+  });
+  port = channel.port1;
+  port.unref();
+  Atomics.store(control, WORD_SUPERVISOR_STARTED, 1);
+  for (const callback of linkedCallbacks.splice(0)) callback();
+}
+
+/**
+ * Asks the supervisor for the buffer of channel or object `id` and waits
+ * (synchronously, at most FETCH_TIMEOUT_MS) for the answer. Returns null
+ * when the supervisor does not know the id, or when this thread has no
+ * supervisor (only the main thread ever ran).
+ */
+export function fetchFromSupervisor(kind: "channel" | "object", id: number): SharedArrayBuffer | null {
+  if (!port) return null;
+  const flag = slotWord(mySlot, FETCH_FIELD);
+  Atomics.store(control, flag, 0);
+  postToSupervisor({ type: "fetch", kind, id, slot: mySlot });
+  // Woken by the supervisor's notify after it posted the answer; re-checks the flag.
+  const deadline = performance.now() + FETCH_TIMEOUT_MS;
+  while (Atomics.load(control, flag) === 0) {
+    const remaining = deadline - performance.now();
+    if (remaining <= 0) throw new InterpretersError(`the supervisor did not answer a fetch of ${kind} ${id} within ${FETCH_TIMEOUT_MS} ms`);
+    Atomics.wait(control, flag, 0, remaining);
+  }
+  const answer = receiveMessageOnPort(port)?.message as FetchAnswer | undefined;
+  if (!answer) throw new InterpretersError(`the supervisor flagged an answer for ${kind} ${id} but none arrived`);
+  return answer.buffer;
+}
+
+/** The supervisor's side of a fetch: post the answer, then raise the flag. */
+export function answerFetch(target: MessagePort, slot: number, buffer: SharedArrayBuffer | null): void {
+  target.postMessage({ buffer } satisfies FetchAnswer);
+  const flag = slotWord(slot, FETCH_FIELD);
+  Atomics.store(control, flag, 1);
+  Atomics.notify(control, flag);
+}

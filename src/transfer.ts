@@ -1,0 +1,306 @@
+/**
+ * How a value crosses from one interpreter to another: serialized by the
+ * codec (serialization.ts), with the things that travel by reference kept
+ * aside as attachments: channel ends (moved), SharedArrayBuffers (shared).
+ *
+ * Through a channel, attachments travel as ids in a table in front of the
+ * codec bytes (the record carries R_ATTACH):
+ *
+ * | offset  | size | meaning                                                      |
+ * |---------|------|--------------------------------------------------------------|
+ * | 0       | 4    | n: number of attachments (little-endian u32)                 |
+ * | 4 + 8·i | 1    | kind: 1 send end, 2 recv end, 3 SharedArrayBuffer            |
+ * | 5 + 8·i | 3    | zero                                                         |
+ * | 8 + 8·i | 4    | channel id (ends) or object id (buffers)                     |
+ * | 4 + 8·n | ...  | codec bytes                                                  |
+ *
+ * Through postMessage (exec bindings, call arguments and results), the
+ * buffers themselves ride along and ends are assigned to the target party
+ * at once.
+ *
+ * A moved end is counted under TRANSIT from the moment its message is
+ * encoded until a receiver decodes it (or the message is refused or
+ * discarded, which gives it back or releases it): a handle in a message
+ * keeps its channel open.
+ */
+import { isProxy } from "node:util/types";
+import { CorruptDataError } from "./errors.js";
+import { End } from "./handle.js";
+import type { OutgoingMessage, Received } from "./channel-ops.js";
+import { locked, releaseHandles, wakeWaiters } from "./channel-ops.js";
+import { channelById, channelFromBuffer, depositObject, objectById } from "./registry.js";
+import { type ChannelMemory, R_ATTACH, type Side, TRANSIT } from "./ring.js";
+import { type Attacher, decode, Encoder, type Resolver, TAG_TOP_ARRAYBUFFER, TAG_TOP_BYTES } from "./serialization.js";
+
+const KIND_SEND_END = 1;
+const KIND_RECV_END = 2;
+const KIND_BUFFER = 3;
+const ENTRY_BYTES = 8;
+
+/** Makes the public handle object for an End (installed by channel.ts). */
+type HandleFactory = (end: End) => object;
+let makeHandle: HandleFactory = () => {
+  throw new Error("internal error: channel handles are not installed");
+};
+/** The End behind each public handle object (no property access on user objects). */
+const endsOfHandles = new WeakMap<object, End>();
+
+export function installHandleFactory(factory: HandleFactory): void {
+  makeHandle = factory;
+}
+export function bindHandle(handle: object, end: End): void {
+  endsOfHandles.set(handle, end);
+}
+export function endOf(value: unknown): End | undefined {
+  return typeof value === "object" && value !== null ? endsOfHandles.get(value) : undefined;
+}
+export function handleFor(end: End): object {
+  return makeHandle(end);
+}
+
+interface Entry {
+  kind: number;
+  id: number;
+  end?: End;
+  buffer?: SharedArrayBuffer;
+}
+
+/** Collects the attachments of one value being encoded. */
+class Collector implements Attacher {
+  readonly entries: Entry[] = [];
+  private readonly indexOf = new Map<object, number>();
+
+  attach(value: object): number | undefined {
+    const known = this.indexOf.get(value);
+    if (known !== undefined) return known;
+    if (isProxy(value)) return undefined;
+    let entry: Entry | undefined;
+    const end = endsOfHandles.get(value);
+    if (end) {
+      end.ensureOpen("send");
+      entry = { kind: end.side === "send" ? KIND_SEND_END : KIND_RECV_END, id: end.memory.id, end };
+    } else if (value instanceof SharedArrayBuffer) {
+      entry = { kind: KIND_BUFFER, id: 0, buffer: value };
+    }
+    if (!entry) return undefined;
+    const index = this.entries.push(entry) - 1;
+    this.indexOf.set(value, index);
+    return index;
+  }
+}
+
+const sharedEncoder = new Encoder();
+let encoderBusy = false;
+
+/** Encodes with the thread's encoder (a fresh one if a getter re-enters). Returns bytes valid until the next encode. */
+function encodeValue(value: unknown, collector: Collector): Uint8Array {
+  if (encoderBusy) return new Encoder().encode(value, collector).slice();
+  encoderBusy = true;
+  try {
+    return sharedEncoder.encode(value, collector);
+  } finally {
+    encoderBusy = false;
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+const TOP_BYTES_HEAD = Uint8Array.of(TAG_TOP_BYTES);
+const TOP_ARRAYBUFFER_HEAD = Uint8Array.of(TAG_TOP_ARRAYBUFFER);
+
+/** A message on its way into a ring: a small head (tag or attachment table) and a body. */
+export class ChannelMessage implements OutgoingMessage {
+  private owned = false;
+  constructor(
+    private head: Uint8Array,
+    private body: Uint8Array,
+    readonly flags: number,
+    readonly ends: End[],
+  ) {}
+
+  get length(): number {
+    return this.head.length + this.body.length;
+  }
+
+  copyTo(target: Uint8Array, at: number, from: number, count: number): void {
+    const headLength = this.head.length;
+    if (from < headLength) {
+      const n = Math.min(count, headLength - from);
+      target.set(this.head.subarray(from, from + n), at);
+      at += n;
+      from += n;
+      count -= n;
+    }
+    if (count > 0) target.set(this.body.subarray(from - headLength, from - headLength + count), at);
+  }
+
+  /** Copies borrowed bytes (encoder scratch, the caller's array) before the send waits. */
+  detach(): void {
+    if (this.owned) return;
+    this.owned = true;
+    if (this.head !== TOP_BYTES_HEAD && this.head !== TOP_ARRAYBUFFER_HEAD) this.head = this.head.slice();
+    this.body = this.body.slice();
+  }
+
+  /** The message was accepted: its ends now belong to whoever receives it. */
+  commit(carrier: ChannelMemory): void {
+    for (const end of this.ends) end.commitMove(`into a message on ${carrier.describe()}`);
+  }
+
+  /** The message was refused or withdrawn: its ends come back to this thread. */
+  undo(): void {
+    for (const end of this.ends) end.undoMove();
+  }
+}
+
+/**
+ * Encodes `value` for a channel. Throws NotShareableError (nothing changed)
+ * for values that cannot cross; moves the ends it carries to TRANSIT.
+ */
+export function encodeForChannel(value: unknown): ChannelMessage {
+  if (value instanceof Uint8Array && !(value.buffer instanceof SharedArrayBuffer)) {
+    return new ChannelMessage(TOP_BYTES_HEAD, value, 0, []);
+  }
+  if (value instanceof ArrayBuffer) {
+    return new ChannelMessage(TOP_ARRAYBUFFER_HEAD, new Uint8Array(value), 0, []);
+  }
+  const collector = new Collector();
+  const bytes = encodeValue(value, collector);
+  if (collector.entries.length === 0) return new ChannelMessage(EMPTY, bytes, 0, []);
+  const table = new Uint8Array(4 + ENTRY_BYTES * collector.entries.length);
+  const view = new DataView(table.buffer);
+  view.setUint32(0, collector.entries.length, true);
+  const ends: End[] = [];
+  collector.entries.forEach((entry, i) => {
+    if (entry.buffer) entry.id = depositObject(entry.buffer);
+    view.setUint8(4 + ENTRY_BYTES * i, entry.kind);
+    view.setUint32(8 + ENTRY_BYTES * i, entry.id, true);
+  });
+  try {
+    for (const entry of collector.entries) {
+      if (entry.end) {
+        entry.end.beginMove();
+        ends.push(entry.end);
+      }
+    }
+  } catch (err) {
+    for (const end of ends) end.undoMove();
+    throw err;
+  }
+  return new ChannelMessage(table, bytes, R_ATTACH, ends);
+}
+
+/** Reads the attachment table at the front of `payload`; returns the entries and where the codec bytes start. */
+function readTable(payload: Uint8Array): { entries: Array<{ kind: number; id: number }>; bodyStart: number } {
+  if (payload.length < 4) throw new CorruptDataError("message attachment table is truncated");
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  const count = view.getUint32(0, true);
+  const bodyStart = 4 + ENTRY_BYTES * count;
+  if (bodyStart > payload.length) throw new CorruptDataError(`message declares ${count} attachments, more than its ${payload.length} bytes hold`);
+  const entries: Array<{ kind: number; id: number }> = [];
+  for (let i = 0; i < count; i++) {
+    const kind = view.getUint8(4 + ENTRY_BYTES * i);
+    if (kind < KIND_SEND_END || kind > KIND_BUFFER) throw new CorruptDataError(`message attachment ${i} has unknown kind ${kind}`);
+    entries.push({ kind, id: view.getUint32(8 + ENTRY_BYTES * i, true) });
+  }
+  return { entries, bodyStart };
+}
+
+function sideOfKind(kind: number): Side {
+  return kind === KIND_SEND_END ? "send" : "recv";
+}
+
+/** Decodes what a receive took. Ends it carries become this thread's handles. */
+export function decodeFromChannel(received: Received): unknown {
+  const bytes = received.bytes;
+  if (!(received.flags & R_ATTACH)) return decode(bytes);
+  const { entries, bodyStart } = readTable(bytes);
+  const resolved = new Map<number, unknown>();
+  const claimed: End[] = [];
+  const resolver: Resolver = {
+    resolve(index: number): unknown {
+      if (resolved.has(index)) return resolved.get(index);
+      const entry = entries[index];
+      if (!entry) throw new CorruptDataError(`message refers to attachment ${index} of ${entries.length}`);
+      let value: unknown;
+      if (entry.kind === KIND_BUFFER) value = objectById(entry.id);
+      else {
+        const end = End.claimFromTransit(channelById(entry.id), sideOfKind(entry.kind));
+        claimed.push(end);
+        value = handleFor(end);
+      }
+      resolved.set(index, value);
+      return value;
+    },
+  };
+  // Claim every end even if the codec never asks for one, so none stays in transit.
+  for (let i = 0; i < entries.length; i++) if (entries[i]!.kind !== KIND_BUFFER) resolver.resolve(i);
+  try {
+    return decode(bytes.subarray(bodyStart), resolver);
+  } catch (err) {
+    for (const end of claimed) end.close();
+    throw err;
+  }
+}
+
+/**
+ * Releases the ends carried by messages a channel discarded (its receivers
+ * all left): each was counted under TRANSIT on its own channel.
+ */
+export function releaseCarriedEnds(payloads: Uint8Array[]): void {
+  for (const payload of payloads) {
+    let entries: Array<{ kind: number; id: number }>;
+    try {
+      entries = readTable(payload).entries;
+    } catch {
+      continue; // a damaged table: nothing reliable to release
+    }
+    for (const entry of entries) {
+      if (entry.kind === KIND_BUFFER) continue;
+      const memory = channelById(entry.id);
+      const { wake, discarded } = locked(memory, () => releaseHandles(memory, sideOfKind(entry.kind), TRANSIT, 1));
+      wakeWaiters(memory, wake);
+      releaseCarriedEnds(discarded);
+    }
+  }
+}
+
+/** A value as posted to another thread: codec bytes plus the shared buffers it refers to. */
+export interface PostedValue {
+  bytes: Uint8Array;
+  attachments: Array<{ kind: number; buffer: SharedArrayBuffer }>;
+}
+
+/**
+ * Encodes `value` for postMessage to party `targetSlot` (described as
+ * `destination` in errors about moved handles). Ends are moved to that
+ * party at once.
+ */
+export function encodeForPost(value: unknown, targetSlot: number, destination: string): PostedValue {
+  const collector = new Collector();
+  const bytes = encodeValue(value, collector).slice();
+  for (const entry of collector.entries) entry.end?.ensureOpen("pass");
+  const attachments = collector.entries.map((entry) => {
+    if (entry.end) {
+      entry.end.moveToParty(targetSlot, destination);
+      return { kind: entry.kind, buffer: entry.end.memory.buffer };
+    }
+    return { kind: entry.kind, buffer: entry.buffer! };
+  });
+  return { bytes, attachments };
+}
+
+/** Decodes a value posted by encodeForPost; its ends are already counted as this thread's. */
+export function decodeFromPost(posted: PostedValue): unknown {
+  const handles = new Map<number, unknown>();
+  return decode(posted.bytes, {
+    resolve(index: number): unknown {
+      if (handles.has(index)) return handles.get(index);
+      const attachment = posted.attachments[index];
+      if (!attachment) throw new CorruptDataError(`posted value refers to attachment ${index} of ${posted.attachments.length}`);
+      const value =
+        attachment.kind === KIND_BUFFER ? attachment.buffer : handleFor(new End(channelFromBuffer(attachment.buffer), sideOfKind(attachment.kind)));
+      handles.set(index, value);
+      return value;
+    },
+  });
+}

@@ -1,0 +1,156 @@
+/**
+ * The wait/notify layer.
+ *
+ * Every party (thread) owns one futex word, its *park word*, in the control
+ * block. A party that cannot make progress registers itself on the channels
+ * it waits for (a bit per party in each channel's waiter bitmap), re-checks,
+ * and then sleeps on its own park word. Whoever changes a channel in a way a
+ * registered party may care about bumps that party's park word and notifies
+ * it. Because the word is per party, not per channel, one party can wait on
+ * several channels at once (select) and be woken by any of them.
+ *
+ * The no-lost-wakeup rule, relied on by every wait here: read the park word
+ * BEFORE attempting the operation (the attempt registers under the channel
+ * lock), and sleep only while the word still holds that value. A notify that
+ * lands anywhere after the read changes the word, so the sleep returns at once.
+ *
+ * Sync waits use `Atomics.wait`, after a short spin (only sync callers spin:
+ * an idle party never burns a core beyond SPIN_MICROS). Async waits share
+ * one `Atomics.waitAsync` per thread (the pump), which re-runs every pending
+ * async operation of the thread when the park word moves. A pending async
+ * wait holds a ref'd timer so the process stays alive while it waits
+ * (Node 20 does not count a bare `waitAsync` as pending work).
+ */
+import { control, mySlot, slotWord } from "./control.js";
+import { TimeoutError } from "./errors.js";
+
+const PARK_FIELD = 2;
+const myParkWord = slotWord(mySlot, PARK_FIELD);
+
+/** How long a sync waiter polls its park word before sleeping. */
+let spinMicros = 50;
+
+/** Sets the sync spin window (microseconds; 0 disables spinning). For benchmarks and tests. */
+export function setSpinMicros(micros: number): void {
+  spinMicros = Math.max(0, micros);
+}
+
+/** Wakes party `slot`: bumps its park word and notifies it if it sleeps there. */
+export function wakeParty(slot: number): void {
+  const word = slotWord(slot, PARK_FIELD);
+  Atomics.add(control, word, 1);
+  Atomics.notify(control, word);
+}
+
+/** The current value of this thread's park word (read it BEFORE attempting). */
+export function parkValue(): number {
+  return Atomics.load(control, myParkWord);
+}
+
+/**
+ * Checks a `timeout` option: undefined means wait forever; otherwise a
+ * number >= 0 (Infinity allowed). Throws RangeError for NaN, negatives and
+ * non-numbers.
+ */
+export function checkTimeout(timeout: unknown, what: string): number {
+  if (timeout === undefined) return Infinity;
+  if (typeof timeout !== "number" || Number.isNaN(timeout) || timeout < 0) {
+    throw new RangeError(`${what}: timeout must be a number of milliseconds >= 0 (or Infinity), got ${String(timeout)}`);
+  }
+  return timeout;
+}
+
+/** Milliseconds on a monotonic clock. */
+export function now(): number {
+  return performance.now();
+}
+
+/**
+ * Sleeps until this thread's park word differs from `seen`, or until
+ * `deadline` (monotonic ms; Infinity = none). Spins for up to the spin
+ * window first. Woken by `wakeParty(mySlot)`; the caller re-checks its
+ * condition after every return, whatever woke it.
+ */
+export function parkSync(seen: number, deadline: number): void {
+  if (spinMicros > 0) {
+    const spinUntil = now() + spinMicros / 1000;
+    for (let i = 0; ; i++) {
+      if (Atomics.load(control, myParkWord) !== seen) return;
+      // performance.now() costs ~60 ns: check the clock every 64 polls.
+      if ((i & 63) === 63 && now() >= spinUntil) break;
+    }
+  }
+  const remaining = deadline - now();
+  if (remaining <= 0) return;
+  Atomics.wait(control, myParkWord, seen, remaining === Infinity ? undefined : remaining);
+}
+
+/** One operation driven by the async pump. */
+export interface AsyncStep {
+  /** Re-attempts the operation; returns true once it has settled (resolved or rejected). */
+  step(): boolean;
+}
+
+const pending = new Set<AsyncStep>();
+let pumping = false;
+let keepAlive: NodeJS.Timeout | undefined;
+
+/**
+ * Adds `op` to this thread's async pump and runs it until it settles. The
+ * pump waits with `Atomics.waitAsync` on the park word, so the event loop
+ * stays free; a ref'd timer keeps the process alive while anything waits.
+ */
+export function pumpUntilSettled(op: AsyncStep): void {
+  pending.add(op);
+  if (!keepAlive) keepAlive = setInterval(noop, 2 ** 30);
+  if (!pumping) {
+    pumping = true;
+    void pump();
+  }
+}
+
+/** Re-runs every pending async op now (after a local change they may wait for). */
+export function kickPump(): void {
+  if (pending.size > 0) wakeParty(mySlot);
+}
+
+function noop(): void {}
+
+async function pump(): Promise<void> {
+  try {
+    while (pending.size > 0) {
+      // Read before stepping: a wake after this read makes waitAsync return at once.
+      const seen = Atomics.load(control, myParkWord);
+      for (const op of [...pending]) {
+        if (op.step()) pending.delete(op);
+      }
+      if (pending.size === 0) break;
+      const result = Atomics.waitAsync(control, myParkWord, seen);
+      if (result.async) await result.value;
+      else await null; // value already moved: yield once so timers and I/O still run
+    }
+  } finally {
+    pumping = false;
+    if (pending.size === 0 && keepAlive) {
+      clearInterval(keepAlive);
+      keepAlive = undefined;
+    } else if (pending.size > 0) {
+      pumping = true;
+      void pump();
+    }
+  }
+}
+
+/** Stops pumping `op` (it settled by other means: timeout or abort). */
+export function removeFromPump(op: AsyncStep): void {
+  pending.delete(op);
+  if (pending.size === 0 && keepAlive) {
+    clearInterval(keepAlive);
+    keepAlive = undefined;
+  }
+}
+
+/** A TimeoutError naming the operation and the channel. */
+export function timeoutError(what: string, timeout: number): TimeoutError {
+  return new TimeoutError(`${what} timed out after ${timeout} ms; retry, raise the timeout, or check that the other side is running`);
+}

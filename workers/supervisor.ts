@@ -1,0 +1,109 @@
+/**
+ * The supervisor: a hidden worker that never runs user code and never
+ * blocks, so that it can always
+ * - answer fetches: the buffer behind a channel id or shared-object id
+ *   (see src/supervisor-link.ts and src/registry.ts);
+ * - notice that an interpreter died (its port to us closes, whatever the
+ *   cause: exit, uncaught error, terminate(), resource limits) and release
+ *   every channel end it held, waking whoever waits on those channels;
+ *   only then is the interpreter's party slot freed for reuse.
+ */
+import { MessagePort, workerData } from "node:worker_threads";
+import { locked, releaseParty, wakeWaiters } from "../src/channel-ops.js";
+import { PartyState, setSlotState, slotId, slotState, SUPERVISOR_SLOT, WORKER_DATA_KEY } from "../src/control.js";
+import { lockOwner, recoverLock } from "../src/mutex.js";
+import { ChannelMemory, H } from "../src/ring.js";
+import { answerFetch, type SupervisorRequest } from "../src/supervisor-link.js";
+import { releaseCarriedEnds } from "../src/transfer.js";
+import { channelFromBuffer } from "../src/registry.js";
+
+const channels = new Map<number, ChannelMemory>();
+const objects = new Map<number, SharedArrayBuffer>();
+/** Fetches for ids not registered yet: their registration is on its way (posted before the message was sent). */
+const awaiting = new Map<string, Array<{ port: MessagePort; slot: number }>>();
+let registrationsSinceSweep = 0;
+
+function listen(port: MessagePort, slot: number, id: number): void {
+  port.on("message", (request: SupervisorRequest) => handle(request, port));
+  port.on("close", () => partyGone(slot, id));
+}
+
+function handle(request: SupervisorRequest, port: MessagePort): void {
+  switch (request.type) {
+    case "channel": {
+      const memory = channelFromBuffer(request.buffer);
+      channels.set(request.id, memory);
+      serveAwaiting(`channel:${request.id}`, request.buffer);
+      if (++registrationsSinceSweep >= 256) sweepClosedChannels();
+      return;
+    }
+    case "object":
+      objects.set(request.id, request.buffer);
+      serveAwaiting(`object:${request.id}`, request.buffer);
+      return;
+    case "fetch": {
+      const buffer = request.kind === "channel" ? channels.get(request.id)?.buffer : objects.get(request.id);
+      if (buffer) answerFetch(port, request.slot, buffer);
+      else {
+        const key = `${request.kind}:${request.id}`;
+        const list = awaiting.get(key) ?? [];
+        list.push({ port, slot: request.slot });
+        awaiting.set(key, list);
+      }
+      return;
+    }
+    case "attach":
+      listen(request.port, request.slot, request.id);
+      return;
+    case "exited":
+      partyGone(request.slot, request.id);
+      return;
+  }
+}
+
+function serveAwaiting(key: string, buffer: SharedArrayBuffer): void {
+  const list = awaiting.get(key);
+  if (!list) return;
+  awaiting.delete(key);
+  for (const { port, slot } of list) answerFetch(port, slot, buffer);
+}
+
+/** Releases everything party `slot` (interpreter `id`) held, then frees its slot. Idempotent. */
+function partyGone(slot: number, id: number): void {
+  const state = slotState(slot);
+  if (state === PartyState.FREE || slotId(slot) !== id) return;
+  setSlotState(slot, PartyState.EXITED);
+  for (const memory of channels.values()) releaseOnChannel(memory, slot);
+  setSlotState(slot, PartyState.FREE);
+  sweepClosedChannels();
+}
+
+function releaseOnChannel(memory: ChannelMemory, slot: number): void {
+  // A lock the dead party held can never be released by it: take it over.
+  if (lockOwner(memory.header, H.LOCK) === slot) recoverLock(memory.header, H.LOCK, slot, SUPERVISOR_SLOT);
+  let released: ReturnType<typeof releaseParty>;
+  if (lockOwner(memory.header, H.LOCK) === SUPERVISOR_SLOT) {
+    // Recovered above: we hold it already.
+    try {
+      released = releaseParty(memory, slot);
+    } finally {
+      Atomics.store(memory.header, H.LOCK, 0);
+      Atomics.notify(memory.header, H.LOCK);
+    }
+  } else {
+    released = locked(memory, () => releaseParty(memory, slot));
+  }
+  wakeWaiters(memory, released.wake);
+  releaseCarriedEnds(released.discarded);
+}
+
+/** Forgets channels no handle of which is left anywhere. */
+function sweepClosedChannels(): void {
+  registrationsSinceSweep = 0;
+  for (const [id, memory] of channels) {
+    if (memory.get(H.SEND_HANDLES) === 0 && memory.get(H.RECV_HANDLES) === 0) channels.delete(id);
+  }
+}
+
+const mainPort = (workerData as Record<string, unknown>)[`${WORKER_DATA_KEY}MainPort`] as MessagePort;
+listen(mainPort, 0, 0);
