@@ -36,7 +36,7 @@ import {
   slotWord,
   WORKER_DATA_KEY,
 } from "./control.js";
-import { type ErrorRecord, errorFromRecord, ExecutionFailed, InterpreterClosedError, InterpretersError } from "./errors.js";
+import { type ErrorRecord, ExecutionFailed, InterpreterClosedError, InterpretersError } from "./errors.js";
 import { spawnWorker } from "./spawn.js";
 import { ensureSupervisor, postToSupervisor } from "./supervisor-link.js";
 import { decodeFromPost, encodeForPost, type PostedValue } from "./transfer.js";
@@ -147,7 +147,10 @@ export class Interpreter extends Emitter {
     this.#pending.delete(message.req);
     this.#refCount();
     if (message.ok) pending.resolve(message.value);
-    else pending.reject(errorFromRecord(message.error));
+    else {
+      const { name, message: text, stack } = message.error;
+      pending.reject(new ExecutionFailed({ name, message: text, stack }, `${pending.what} in ${this.#describe()}`));
+    }
   }
 
   async #onExit(code: number): Promise<void> {

@@ -1,0 +1,381 @@
+/**
+ * Channel semantics in one thread (async API), for every capacity in the
+ * matrix: rendezvous, fullness, FIFO, close with buffered items, timeouts,
+ * abort, tryRecv/trySend. Cross-interpreter behaviour is in other files.
+ */
+import { suite, assert } from "./_harness.js";
+import { ChannelClosedError, createChannel, MessageTooLargeError, NotShareableError, TimeoutError } from "../src/index.js";
+
+const CAPACITIES = [0, 1, 2, 7, Infinity];
+const test = suite("channel");
+
+/** Resolves once `condition()` holds, checking on every macrotask turn (no fixed sleeps). */
+async function until(condition: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`condition never held: ${what}`);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+for (const capacity of CAPACITIES) {
+  const label = `capacity ${capacity}`;
+
+  test(`${label}: FIFO for one sender, every message once`, async () => {
+    const [rx, tx] = createChannel<number>({ capacity });
+    const received: number[] = [];
+    const consumer = (async () => {
+      for await (const value of rx) received.push(value);
+    })();
+    for (let i = 0; i < 500; i++) await tx.send(i);
+    tx.close();
+    await consumer;
+    assert.equal(received, Array.from({ length: 500 }, (_, i) => i));
+  });
+
+  test(`${label}: buffered messages survive the senders' close, then ChannelClosedError`, async () => {
+    const [rx, tx] = createChannel<string>({ capacity });
+    const n = capacity === 0 ? 0 : Math.min(3, capacity);
+    for (let i = 0; i < n; i++) assert.ok(tx.trySend(`m${i}`));
+    tx.close();
+    for (let i = 0; i < n; i++) assert.is(await rx.recv({ timeout: 5000 }), `m${i}`);
+    await assert.rejects(rx.recv({ timeout: 5000 }), ChannelClosedError, /every send handle is closed/);
+    // closed takes precedence over timed out, and never waits
+    await assert.rejects(rx.recv({ timeout: 0 }), ChannelClosedError);
+    assert.equal(rx.tryRecv(), { ok: false, closed: true });
+    assert.ok(rx.stats().closed);
+  });
+
+  test(`${label}: recv times out on an empty channel, and a late message is still delivered`, async () => {
+    const [rx, tx] = createChannel<number>({ capacity });
+    await assert.rejects(rx.recv({ timeout: 30 }), TimeoutError, /timed out after 30 ms/);
+    assert.throws(() => rx.recvSync({ timeout: 0 }), TimeoutError);
+    assert.is(rx.stats().waitingReceivers, 0);
+    const later = rx.recv({ timeout: 10_000 });
+    await tx.send(42, { timeout: 10_000 });
+    assert.is(await later, 42);
+  });
+
+  test(`${label}: an aborted recv takes nothing, the next recv gets the message`, async () => {
+    const [rx, tx] = createChannel<number>({ capacity });
+    const controller = new AbortController();
+    const aborted = rx.recv({ signal: controller.signal });
+    controller.abort(new Error("stop waiting"));
+    await assert.rejects(aborted, Error, /stop waiting/);
+    assert.is(rx.stats().waitingReceivers, 0);
+    const sent = tx.send(7, { timeout: 10_000 });
+    assert.is(await rx.recv({ timeout: 10_000 }), 7);
+    await sent;
+    // an already-aborted signal rejects at once and takes nothing
+    const done = new AbortController();
+    done.abort("already");
+    if (capacity !== 0) {
+      await tx.send(8);
+      await assert.rejects(() => rx.recv({ signal: done.signal }).catch((reason) => Promise.reject(new Error(String(reason)))), Error, /already/);
+      assert.is(await rx.recv({ timeout: 10_000 }), 8);
+    }
+  });
+
+  test(`${label}: tryRecv says empty (not closed) on an open empty channel`, () => {
+    const [rx] = createChannel<number>({ capacity });
+    assert.equal(rx.tryRecv(), { ok: false, closed: false });
+  });
+
+  test(`${label}: after every recv handle closes, senders fail at once`, async () => {
+    const [rx, tx] = createChannel<number>({ capacity });
+    const blocked = capacity === 0 ? tx.send(1) : undefined;
+    rx.close();
+    if (blocked) await assert.rejects(blocked, ChannelClosedError);
+    assert.throws(() => tx.trySend(2), ChannelClosedError, /every receive handle is closed/);
+    await assert.rejects(tx.send(3, { timeout: 5000 }), ChannelClosedError);
+    assert.throws(() => tx.sendSync(4), ChannelClosedError);
+    assert.ok(tx.stats().closed);
+  });
+}
+
+test("capacity 0: trySend fails with no waiting receiver and leaves nothing behind", async () => {
+  const [rx, tx] = createChannel<number>({ capacity: 0 });
+  assert.is(tx.trySend(1), false);
+  assert.equal(rx.tryRecv(), { ok: false, closed: false });
+  await assert.rejects(rx.recv({ timeout: 20 }), TimeoutError);
+  assert.is(tx.stats().length, 0);
+});
+
+test("capacity 0: trySend succeeds when a receiver is already waiting", async () => {
+  const [rx, tx] = createChannel<number>({ capacity: 0 });
+  const waiting = rx.recv({ timeout: 10_000 });
+  await until(() => rx.stats().waitingReceivers === 1, "receiver parked");
+  assert.ok(tx.trySend(8));
+  assert.is(await waiting, 8);
+});
+
+test("capacity 0: send completes only after a receiver has taken the message", async () => {
+  const [rx, tx] = createChannel<string>({ capacity: 0 });
+  let sent = false;
+  const sending = tx.send("hello").then(() => (sent = true));
+  await until(() => tx.stats().waitingSenders === 1, "sender parked");
+  assert.is(sent, false);
+  assert.is(await rx.recv({ timeout: 10_000 }), "hello");
+  await sending;
+  assert.ok(sent);
+});
+
+test("capacity 0: a timed-out send is withdrawn and never received", async () => {
+  const [rx, tx] = createChannel<number>({ capacity: 0 });
+  await assert.rejects(tx.send(99, { timeout: 20 }), TimeoutError);
+  assert.equal(rx.tryRecv(), { ok: false, closed: false });
+  assert.is(tx.stats().length, 0);
+  assert.is(tx.stats().sent, 0);
+  const late = rx.recv({ timeout: 10_000 });
+  await tx.send(100, { timeout: 10_000 });
+  assert.is(await late, 100);
+});
+
+test("capacity 0: tryRecv takes from a sender that is waiting", async () => {
+  const [rx, tx] = createChannel<number>({ capacity: 0 });
+  const sending = tx.send(5);
+  await until(() => tx.stats().waitingSenders === 1, "sender parked");
+  assert.equal(rx.tryRecv(), { ok: true, value: 5 });
+  await sending;
+});
+
+for (const capacity of [1, 2, 7]) {
+  test(`capacity ${capacity}: exactly n trySends fit; one recv makes room for one more`, async () => {
+    const [rx, tx] = createChannel<number>({ capacity });
+    for (let i = 0; i < capacity; i++) assert.ok(tx.trySend(i), `trySend ${i}`);
+    assert.is(tx.trySend(-1), false);
+    assert.is(tx.stats().length, capacity);
+    await assert.rejects(tx.send(-2, { timeout: 20 }), TimeoutError);
+    assert.is(await rx.recv(), 0);
+    assert.ok(tx.trySend(capacity));
+    assert.is(tx.trySend(-3), false);
+    const rest: number[] = [];
+    for (let i = 0; i < capacity; i++) rest.push(await rx.recv());
+    assert.equal(rest, Array.from({ length: capacity }, (_, i) => i + 1));
+  });
+
+  test(`capacity ${capacity}: a send on a full channel waits for room`, async () => {
+    const [rx, tx] = createChannel<number>({ capacity });
+    for (let i = 0; i < capacity; i++) await tx.send(i);
+    let done = false;
+    const waiting = tx.send(capacity).then(() => (done = true));
+    await until(() => tx.stats().waitingSenders === 1, "sender parked");
+    assert.is(done, false);
+    assert.is(await rx.recv(), 0);
+    await waiting;
+    for (let i = 1; i <= capacity; i++) assert.is(await rx.recv(), i);
+  });
+}
+
+test("capacity Infinity: 10,000 sends with no receiver, then all received in order", async () => {
+  const [rx, tx] = createChannel<number>({ capacity: Infinity });
+  for (let i = 0; i < 10_000; i++) assert.ok(tx.trySend(i));
+  for (let i = 0; i < 10_000; i++) {
+    const got = rx.tryRecv();
+    if (!got.ok || got.value !== i) assert.unreachable(`message ${i}: ${JSON.stringify(got)}`);
+  }
+  assert.equal(rx.tryRecv(), { ok: false, closed: false });
+});
+
+test("capacity Infinity: the byte budget is the only limit", async () => {
+  const [rx, tx] = createChannel<Uint8Array>({ capacity: Infinity, bufferBytes: 1024, maxBufferBytes: 4096 });
+  let accepted = 0;
+  while (tx.trySend(new Uint8Array(100))) accepted++;
+  assert.ok(accepted > 10 && accepted < 40, `accepted ${accepted}`);
+  assert.is(tx.stats().maxBufferBytes, 4096);
+  await assert.rejects(tx.send(new Uint8Array(100), { timeout: 20 }), TimeoutError);
+  await rx.recv();
+  assert.ok(tx.trySend(new Uint8Array(100)));
+});
+
+test("stats count handles, messages and waiters", async () => {
+  const [rx, tx] = createChannel<number>({ capacity: 4, name: "stats" });
+  const tx2 = tx.clone();
+  await tx.send(1);
+  await tx2.send(2);
+  const stats = rx.stats();
+  assert.is(stats.name, "stats");
+  assert.is(stats.capacity, 4);
+  assert.is(stats.senders, 2);
+  assert.is(stats.receivers, 1);
+  assert.is(stats.length, 2);
+  assert.is(stats.sent, 2);
+  assert.ok(stats.bytes > 0);
+  await rx.recv();
+  assert.is(rx.stats().received, 1);
+  tx.close();
+  assert.is(rx.stats().senders, 1);
+  assert.is(rx.stats().closed, false);
+  tx2.close();
+  assert.is(rx.stats().closed, false); // one message still buffered
+  await rx.recv();
+  assert.is(rx.stats().closed, true);
+});
+
+test("closing one of several send handles does not close the channel", async () => {
+  const [rx, tx] = createChannel<number>({ capacity: 2 });
+  const other = tx.clone();
+  tx.close();
+  tx.close(); // idempotent
+  assert.throws(() => tx.trySend(1), ChannelClosedError, /this send handle is closed/);
+  assert.throws(() => tx.clone(), ChannelClosedError);
+  assert.ok(other.trySend(2));
+  assert.is(await rx.recv(), 2);
+});
+
+test("a recv in progress on a handle that gets closed fails", async () => {
+  const [rx] = createChannel<number>({ capacity: 1 });
+  const pending = rx.recv();
+  rx.close();
+  await assert.rejects(pending, ChannelClosedError, /this recv handle is closed/);
+});
+
+test("invalid options are refused with RangeError", () => {
+  for (const capacity of [-1, 1.5, NaN, -Infinity, "3" as unknown as number]) {
+    assert.throws(() => createChannel({ capacity }), RangeError, /capacity/);
+  }
+  for (const key of ["bufferBytes", "maxBufferBytes", "maxMessageBytes"] as const) {
+    for (const bad of [0, -5, 1.5, NaN]) assert.throws(() => createChannel({ [key]: bad }), RangeError, new RegExp(key));
+  }
+  assert.throws(() => createChannel({ bufferBytes: 8192, maxBufferBytes: 4096 }), RangeError, /must not exceed/);
+});
+
+test("invalid timeouts are refused with RangeError", async () => {
+  const [rx, tx] = createChannel<number>({ capacity: 1 });
+  await assert.rejects(rx.recv({ timeout: -1 }), RangeError);
+  await assert.rejects(rx.recv({ timeout: NaN }), RangeError);
+  assert.throws(() => rx.recvSync({ timeout: -5 }), RangeError);
+  await assert.rejects(tx.send(1, { timeout: NaN }), RangeError);
+  assert.equal(rx.tryRecv(), { ok: false, closed: false }); // nothing was sent
+});
+
+test("unshareable values fail with NotShareableError naming the path; the channel is unchanged", async () => {
+  const [rx, tx] = createChannel<unknown>({ capacity: 4 });
+  const err = assert.throws(() => tx.trySend({ handlers: [1, 2, () => 3] }), NotShareableError, /value\.handlers\[2\]/);
+  assert.is((err as NotShareableError).path, "value.handlers[2]");
+  await assert.rejects(tx.send(Symbol("s")), NotShareableError);
+  assert.throws(() => tx.sendSync({ a: { b: new WeakMap() } }), NotShareableError, /value\.a\.b/);
+  assert.is(tx.stats().length, 0);
+  assert.is(tx.stats().sent, 0);
+  await tx.send("fine");
+  assert.is(await rx.recv(), "fine");
+});
+
+test("maxMessageBytes: a larger message fails at once, the channel stays usable", async () => {
+  const [rx, tx] = createChannel<Uint8Array>({ capacity: 2, maxMessageBytes: 1000 });
+  await assert.rejects(tx.send(new Uint8Array(2000)), MessageTooLargeError, /maxMessageBytes \(1000\)/);
+  assert.throws(() => tx.trySend(new Uint8Array(1001)), MessageTooLargeError);
+  assert.is(tx.stats().length, 0);
+  await tx.send(new Uint8Array(10));
+  assert.is((await rx.recv()).length, 10);
+});
+
+test("a 16 MiB message streams through a 64 KiB ring and arrives whole", async () => {
+  const [rx, tx] = createChannel<Uint8Array>({ capacity: 1, bufferBytes: 65536, maxBufferBytes: 65536 });
+  const big = new Uint8Array(16 * 1024 * 1024);
+  for (let i = 0; i < big.length; i += 4096) big[i] = (i / 4096) & 0xff;
+  big[big.length - 1] = 0xab;
+  const receiving = rx.recv({ timeout: 60_000 });
+  await tx.send(big, { timeout: 60_000 });
+  const got = await receiving;
+  assert.is(got.length, big.length);
+  assert.ok(Buffer.compare(Buffer.from(got.buffer, got.byteOffset, got.length), Buffer.from(big)) === 0, "bytes differ");
+  assert.ok(tx.stats().maxBufferBytes === 65536);
+  assert.is(tx.stats().length, 0);
+});
+
+test("an unbounded channel grows under a stalled receiver, in order, nothing lost", async () => {
+  const [rx, tx] = createChannel<{ i: number; pad: string }>({ capacity: Infinity, bufferBytes: 4096 });
+  const pad = "x".repeat(200);
+  for (let i = 0; i < 20_000; i++) assert.ok(tx.trySend({ i, pad }));
+  assert.ok(tx.stats().bytes > 4 * 1024 * 1024, `ring holds ${tx.stats().bytes} bytes`);
+  for (let i = 0; i < 20_000; i++) {
+    const got = rx.tryRecv();
+    assert.ok(got.ok && got.value.i === i && got.value.pad === pad, `message ${i}`);
+  }
+  assert.is(rx.stats().length, 0);
+});
+
+test("growth while wrapped keeps order (interleaved send/recv)", async () => {
+  const [rx, tx] = createChannel<number[]>({ capacity: Infinity, bufferBytes: 256 });
+  let next = 0;
+  let expected = 0;
+  for (let round = 0; round < 200; round++) {
+    for (let k = 0; k < (round % 7) + 1; k++) assert.ok(tx.trySend([next++, round]));
+    for (let k = 0; k < (round % 5); k++) {
+      const got = rx.tryRecv();
+      if (!got.ok) break;
+      assert.is(got.value[0], expected++);
+    }
+  }
+  while (expected < next) {
+    const got = rx.tryRecv();
+    assert.ok(got.ok);
+    assert.is((got as { value: number[] }).value[0], expected++);
+  }
+});
+
+test("a moved end says where it went; a clone kept before moving still works", async () => {
+  const [carrierRx, carrierTx] = createChannel<unknown>({ capacity: 2, name: "carrier" });
+  const [rx, tx] = createChannel<number>({ capacity: 2, name: "payload" });
+  const kept = tx.clone();
+  await carrierTx.send({ reply: tx });
+  assert.throws(() => tx.trySend(1), ChannelClosedError, /moved into a message on channel \d+ "carrier"/);
+  const { reply } = (await carrierRx.recv()) as { reply: typeof tx };
+  await reply.send(5);
+  await kept.send(6);
+  assert.is(await rx.recv(), 5);
+  assert.is(await rx.recv(), 6);
+  assert.is(rx.stats().senders, 2);
+});
+
+test("an end inside a buffered message keeps its channel open; discarding the message releases it", async () => {
+  const [carrierRx, carrierTx] = createChannel<unknown>({ capacity: 2 });
+  const [rx, tx] = createChannel<number>({ capacity: 2 });
+  await carrierTx.send(tx);
+  assert.is(rx.stats().senders, 1); // in transit
+  assert.is(rx.stats().closed, false);
+  carrierRx.close(); // the carrier's buffer is discarded: the end in it is released
+  assert.is(rx.stats().senders, 0);
+  await assert.rejects(rx.recv({ timeout: 5000 }), ChannelClosedError);
+});
+
+test("a send that times out gives back the ends it carried", async () => {
+  const [, carrierTx] = createChannel<unknown>({ capacity: 0 });
+  const [rx, tx] = createChannel<number>({ capacity: 1 });
+  await assert.rejects(carrierTx.send(tx, { timeout: 10 }), TimeoutError);
+  assert.ok(tx.trySend(3));
+  assert.is(await rx.recv(), 3);
+});
+
+test("round trips of many types through a channel", async () => {
+  const [rx, tx] = createChannel<unknown>({ capacity: Infinity });
+  const sab = new SharedArrayBuffer(8);
+  const values: unknown[] = [
+    "héllo wörld ✓ 😀",
+    "",
+    42,
+    -0,
+    NaN,
+    2n ** 100n,
+    null,
+    undefined,
+    true,
+    { nested: { deep: [1, { x: "y" }] } },
+    new Map<unknown, unknown>([["a", 1], [2, { b: 3 }]]),
+    new Set([1, "two", 3n]),
+    new Date(1700000000000),
+    new Uint8Array([1, 2, 3]),
+    new Float64Array([1.5, -2.25]),
+    new BigInt64Array([-5n]),
+    new ArrayBuffer(3),
+    [1, , 3],
+  ];
+  for (const value of values) await tx.send(value);
+  for (const value of values) assert.equal(await rx.recv(), value);
+  await tx.send({ shared: sab });
+  const { shared } = (await rx.recv()) as { shared: SharedArrayBuffer };
+  assert.is(shared, sab); // same thread: the very same buffer
+});
+
+test.run();
