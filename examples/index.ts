@@ -6,7 +6,7 @@
  */
 import { create, createChannel, type ChannelStats } from "interpreters";
 
-const MESSAGES = 100_000;
+const MESSAGES = 20_000;
 
 const PRODUCER = `
   for (let i = 0; i < count; i++) jobs.sendSync({ id: i, payload: "job-" + i });

@@ -40,6 +40,7 @@ import { type ErrorRecord, ExecutionFailed, InterpreterClosedError, Interpreters
 import { spawnWorker } from "./spawn.js";
 import { ensureSupervisor, postToSupervisor } from "./supervisor-link.js";
 import { decodeFromPost, encodeForPost, type PostedValue } from "./transfer.js";
+import { holdProcess } from "./waiting.js";
 
 /** Values that may cross into an interpreter (see isShareable). */
 export type Shareable = unknown;
@@ -267,15 +268,25 @@ export class Interpreter extends Emitter {
   async close(): Promise<void> {
     if (!this.#worker) throw new InterpretersError(`close on ${this.#describe()}: only its creator can close it`);
     if (this.#exited) return this.#gone;
-    await this.#request({ type: "close", req: this.#nextRequest++ }, "close").catch(() => {});
-    await this.#gone;
+    const release = holdProcess(); // until the exit event: the worker is unref'd
+    try {
+      await this.#request({ type: "close", req: this.#nextRequest++ }, "close").catch(() => {});
+      await this.#gone;
+    } finally {
+      release();
+    }
   }
 
   /** Hard stop: ends it now; its ends are released before this resolves. */
   async terminate(): Promise<void> {
     if (!this.#worker) throw new InterpretersError(`terminate on ${this.#describe()}: only its creator can terminate it`);
-    if (!this.#exited) await this.#worker.terminate();
-    await this.#gone;
+    const release = holdProcess();
+    try {
+      if (!this.#exited) await this.#worker.terminate();
+      await this.#gone;
+    } finally {
+      release();
+    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -317,6 +328,15 @@ function moduleHref(module: string): string {
 
 /** Waits (without blocking) until the supervisor has released slot `slot` of interpreter `id`. */
 async function waitForRelease(slot: number, id: number): Promise<void> {
+  const release = holdProcess();
+  try {
+    await waitForState(slot, id);
+  } finally {
+    release();
+  }
+}
+
+async function waitForState(slot: number, id: number): Promise<void> {
   const word = slotWord(slot, PSEUDO_STATE_FIELD);
   const deadline = performance.now() + 10_000;
   for (;;) {

@@ -321,7 +321,7 @@ export class Encoder {
       this.shrinkScratch();
       this.writeTop(value);
       this.lastLength = this.pos;
-      return this.buf.subarray(0, this.pos);
+      return new Uint8Array(this.buf.buffer, 0, this.pos);
     } finally {
       this.finish();
     }
@@ -1137,7 +1137,7 @@ class Reader {
     const obj = frame.obj as Record<string, unknown>;
     const depth = this.sp;
     while (frame.idx < frame.len) {
-      const key = this.readString();
+      const key = this.readKey();
       frame.idx++;
       const value = this.readItem();
       if (key === "__proto__") defineData(obj, key, value, true);
@@ -1386,6 +1386,21 @@ class Reader {
 
   // -- strings --------------------------------------------------------------
 
+  /** An object key: like readString, but short keys come from the cache as internalized strings (faster to store). */
+  private readKey(): string {
+    const tag = this.readTag();
+    const n = tag - Tag.StringInline;
+    if (n >= 0 && n <= STRING_CACHE_MAX_BYTES && n <= this.end - this.pos) {
+      const key = decodeShortUtf8(this.bytes, this.pos, n, true);
+      if (key !== undefined) {
+        this.pos += n;
+        return key;
+      }
+    }
+    this.pos--;
+    return this.readString();
+  }
+
   /** A string item (object keys, RegExp parts): any string form, nothing else. */
   private readString(): string {
     const tag = this.readTag();
@@ -1628,11 +1643,12 @@ const STRING_CACHE_SLOTS = 4096;
 const STRING_CACHE_MAX_BYTES = 16;
 const cachedStrings: (string | undefined)[] = new Array<string | undefined>(STRING_CACHE_SLOTS).fill(undefined);
 const cachedLengths = new Uint8Array(STRING_CACHE_SLOTS);
+const cachedInternalized = new Uint8Array(STRING_CACHE_SLOTS);
 const cachedBytes = new Uint8Array(STRING_CACHE_SLOTS * STRING_CACHE_MAX_BYTES);
 
 /** UTF-8 bytes [p, p + n) as a string, or undefined when they are not valid UTF-8. */
 function decodeUtf8(bytes: Uint8Array, p: number, n: number): string | undefined {
-  if (n <= STRING_CACHE_MAX_BYTES) return decodeShortUtf8(bytes, p, n);
+  if (n <= STRING_CACHE_MAX_BYTES) return decodeShortUtf8(bytes, p, n, false);
   if (n <= 64) {
     const ascii = decodeAscii(bytes, p, n);
     if (ascii !== undefined) return ascii;
@@ -1640,19 +1656,36 @@ function decodeUtf8(bytes: Uint8Array, p: number, n: number): string | undefined
   return decodeUtf8Strict(bytes, p, n);
 }
 
-function decodeShortUtf8(bytes: Uint8Array, p: number, n: number): string | undefined {
+/**
+ * A string of at most STRING_CACHE_MAX_BYTES bytes, from the cache when the
+ * same bytes were decoded recently. `asKey` returns it internalized (V8 stores
+ * a property faster under an internalized key); the cache then keeps that form.
+ */
+function decodeShortUtf8(bytes: Uint8Array, p: number, n: number, asKey: boolean): string | undefined {
   let h = n;
   for (let i = 0; i < n; i++) h = Math.imul(h ^ bytes[p + i]!, 0x01000193);
   const slot = (h ^ (h >>> 15)) & (STRING_CACHE_SLOTS - 1);
-  const cached = cachedStrings[slot];
-  if (cached !== undefined && cachedLengths[slot] === n && sameBytes(bytes, p, n, slot * STRING_CACHE_MAX_BYTES)) return cached;
-  const s = decodeAscii(bytes, p, n) ?? decodeUtf8Strict(bytes, p, n);
-  if (s !== undefined) {
+  let s = cachedStrings[slot];
+  if (s === undefined || cachedLengths[slot] !== n || !sameBytes(bytes, p, n, slot * STRING_CACHE_MAX_BYTES)) {
+    s = decodeAscii(bytes, p, n) ?? decodeUtf8Strict(bytes, p, n);
+    if (s === undefined) return undefined;
     cachedStrings[slot] = s;
     cachedLengths[slot] = n;
+    cachedInternalized[slot] = 0;
     for (let i = 0; i < n; i++) cachedBytes[slot * STRING_CACHE_MAX_BYTES + i] = bytes[p + i]!;
   }
+  if (asKey && cachedInternalized[slot] === 0) {
+    s = cachedStrings[slot] = internalize(s);
+    cachedInternalized[slot] = 1;
+  }
   return s;
+}
+
+/** The internalized copy of `s` (V8 keeps property names internalized, and Object.keys returns them). */
+function internalize(s: string): string {
+  const holder: Record<string, number> = {};
+  holder[s] = 0;
+  return objectKeys(holder)[0] ?? s;
 }
 
 function sameBytes(bytes: Uint8Array, p: number, n: number, at: number): boolean {

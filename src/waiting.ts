@@ -93,7 +93,26 @@ export interface AsyncStep {
 
 const pending = new Set<AsyncStep>();
 let pumping = false;
+
+let holds = 0;
 let keepAlive: NodeJS.Timeout | undefined;
+/**
+ * Keeps the process alive until the returned function is called (a bare
+ * Atomics.waitAsync does not, on Node 20). Reference-counted; idempotent release.
+ */
+export function holdProcess(): () => void {
+  if (holds++ === 0) keepAlive = setInterval(noop, 2 ** 30);
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    if (--holds === 0 && keepAlive) {
+      clearInterval(keepAlive);
+      keepAlive = undefined;
+    }
+  };
+}
+let releasePump: (() => void) | undefined;
 
 /**
  * Adds `op` to this thread's async pump and runs it until it settles. The
@@ -102,7 +121,7 @@ let keepAlive: NodeJS.Timeout | undefined;
  */
 export function pumpUntilSettled(op: AsyncStep): void {
   pending.add(op);
-  if (!keepAlive) keepAlive = setInterval(noop, 2 ** 30);
+  releasePump ??= holdProcess();
   if (!pumping) {
     pumping = true;
     void pump();
@@ -131,10 +150,10 @@ async function pump(): Promise<void> {
     }
   } finally {
     pumping = false;
-    if (pending.size === 0 && keepAlive) {
-      clearInterval(keepAlive);
-      keepAlive = undefined;
-    } else if (pending.size > 0) {
+    if (pending.size === 0) {
+      releasePump?.();
+      releasePump = undefined;
+    } else {
       pumping = true;
       void pump();
     }
@@ -144,9 +163,9 @@ async function pump(): Promise<void> {
 /** Stops pumping `op` (it settled by other means: timeout or abort). */
 export function removeFromPump(op: AsyncStep): void {
   pending.delete(op);
-  if (pending.size === 0 && keepAlive) {
-    clearInterval(keepAlive);
-    keepAlive = undefined;
+  if (pending.size === 0) {
+    releasePump?.();
+    releasePump = undefined;
   }
 }
 
