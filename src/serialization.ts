@@ -205,6 +205,7 @@ const SPARSE_SLACK = 64;
 const { getPrototypeOf, defineProperty, keys: objectKeys } = Object;
 const hasOwn = Object.hasOwn;
 const ObjectPrototype = Object.prototype;
+const ArrayBufferPrototype = ArrayBuffer.prototype;
 const {
   isProxy, isArrayBuffer, isSharedArrayBuffer, isAnyArrayBuffer, isDate, isRegExp, isMap, isSet,
   isNativeError, isBoxedPrimitive, isNumberObject, isStringObject, isBooleanObject, isBigIntObject,
@@ -391,15 +392,16 @@ export class Encoder {
   /** A top-level non-shared Uint8Array or ArrayBuffer is its tag + the raw bytes. */
   private writeTopObject(v: object): void {
     if (this.claim(v)) return;
+    if (isProxy(v)) throw this.proxyNotShareable();
     if (ArrayBuffer.isView(v)) {
       if (typedArrayName.call(v) === "Uint8Array" && !isSharedArrayBuffer(typedArrayBuffer.call(v))) {
         return this.writeRaw(Tag.TopBytes, v as Uint8Array);
       }
-    } else if (isArrayBuffer(v)) {
+    } else if (getPrototypeOf(v) === ArrayBufferPrototype && isArrayBuffer(v)) {
       const n = arrayBufferByteLength.call(v);
       return this.writeRaw(Tag.TopArrayBuffer, n === 0 ? new Uint8Array(0) : new Uint8Array(v, 0, n));
     }
-    this.writeUnclaimed(v);
+    this.writeNotProxy(v);
   }
 
   private writeRaw(tag: Tag, bytes: Uint8Array): void {
@@ -627,7 +629,11 @@ export class Encoder {
   }
 
   private writeUnclaimed(v: object): void {
-    if (isProxy(v)) throw this.notShareable("a Proxy", "its traps cannot run in another interpreter; send the target object or a plain copy of it");
+    if (isProxy(v)) throw this.proxyNotShareable();
+    this.writeNotProxy(v);
+  }
+
+  private writeNotProxy(v: object): void {
     if (Array.isArray(v)) return this.beginArray(v);
     const proto = getPrototypeOf(v);
     if (proto === ObjectPrototype || proto === null) return this.beginObject(v);
@@ -860,6 +866,10 @@ export class Encoder {
   private notShareable(what: string, advice: string): NotShareableError {
     const path = this.currentPath();
     return new NotShareableError(`${path} is ${what}, which cannot be sent to another interpreter: ${advice}.`, path);
+  }
+
+  private proxyNotShareable(): NotShareableError {
+    return this.notShareable("a Proxy", "its traps cannot run in another interpreter; send the target object or a plain copy of it");
   }
 
   private sharedBufferNotClaimed(): NotShareableError {
