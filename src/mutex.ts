@@ -11,6 +11,7 @@
  * thread may sleep here, the main thread included: the wait is bounded by
  * the owner's critical section, not by another party's progress.
  */
+import { MAX_PARTIES, PartyState, slotState } from "./control.js";
 import { CorruptDataError } from "./errors.js";
 
 const CONTENDED = 1 << 30;
@@ -43,8 +44,21 @@ function lockSlow(words: Int32Array, index: number, mine: number): void {
     }
     if ((seen & CONTENDED) === 0 && Atomics.compareExchange(words, index, seen, seen | CONTENDED) !== seen) continue;
     // Woken by unlock()'s notify (or RECHECK_MS passing); re-checks the word.
-    Atomics.wait(words, index, seen | CONTENDED, RECHECK_MS);
+    if (Atomics.wait(words, index, seen | CONTENDED, RECHECK_MS) === "timed-out" && takeOverIfOwnerIsGone(words, index, mine)) return;
   }
+}
+
+/**
+ * After a long wait: a lock word naming no valid party is corrupt; one whose
+ * owner's slot is FREE (the supervisor has already released that party) can
+ * never be unlocked by anyone, so the waiter takes it over.
+ */
+function takeOverIfOwnerIsGone(words: Int32Array, index: number, mine: number): boolean {
+  const value = Atomics.load(words, index);
+  if (value === 0) return false;
+  const owner = (value & OWNER_MASK) - 1;
+  if (owner < 0 || owner >= MAX_PARTIES) throw new CorruptDataError(`channel lock word names party ${owner}, which cannot exist`);
+  return slotState(owner) === PartyState.FREE && recoverLock(words, index, owner, mine - 1);
 }
 
 /** Releases the lock; wakes one sleeper if the word says someone may sleep. */

@@ -185,6 +185,7 @@ const VIEW_CONSTRUCTORS: readonly ViewConstructor[] = [
   Uint32Array, Float32Array, Float64Array, BigInt64Array, BigUint64Array, DataView,
 ];
 const DATA_VIEW_KIND = 11;
+const UINT8_KIND = 1;
 /** View kind by the TypedArray's brand name (its Symbol.toStringTag). */
 const VIEW_KIND_BY_NAME: ReadonlyMap<string, number> = new Map(VIEW_CONSTRUCTORS.slice(0, DATA_VIEW_KIND).map((C, i) => [C.name, i]));
 
@@ -234,6 +235,9 @@ const bigIntValueOf = BigInt.prototype.valueOf;
 const mapForEach = Map.prototype.forEach;
 const setForEach = Set.prototype.forEach;
 const fromCharCode = String.fromCharCode;
+const BufferPrototype = Buffer.prototype;
+/** A Node Buffer (any object whose prototype chain holds Buffer.prototype; `v` is not a Proxy). */
+const isNodeBuffer = (v: object): boolean => BufferPrototype.isPrototypeOf(v);
 /** Prototypes of built-in iterators that util.types has no check for. */
 const ITERATOR_PROTOTYPES: ReadonlySet<unknown> = new Set([
   getPrototypeOf([][Symbol.iterator]()),
@@ -774,10 +778,27 @@ export class Encoder {
     this.ensure(2);
     this.buf[this.pos++] = Tag.View;
     this.buf[this.pos++] = kind;
-    this.writeViewBuffer(buffer);
+    if (kind === UINT8_KIND && isNodeBuffer(v) && !isSharedArrayBuffer(buffer)) {
+      this.writeBufferBytes(buffer, offset, length);
+      offset = 0;
+    } else {
+      this.writeViewBuffer(buffer);
+    }
     this.ensure(10);
     this.writeVaruint(offset);
     this.writeVaruint(length);
+  }
+
+  /**
+   * A Node Buffer usually sits in a shared 8 KiB pool, so only its own bytes
+   * are copied (into an ArrayBuffer of their size) rather than the whole pool.
+   */
+  private writeBufferBytes(buffer: ArrayBufferLike, offset: number, length: number): void {
+    this.remember({});
+    this.ensure(6 + length);
+    this.writeTagVaruint(Tag.ArrayBuffer, length);
+    if (length > 0) this.buf.set(new Uint8Array(buffer, offset, length), this.pos);
+    this.pos += length;
   }
 
   private writeViewBuffer(buffer: ArrayBufferLike): void {

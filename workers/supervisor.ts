@@ -105,5 +105,6 @@ function sweepClosedChannels(): void {
   }
 }
 
+setSlotState(SUPERVISOR_SLOT, PartyState.LIVE);
 const mainPort = (workerData as Record<string, unknown>)[`${WORKER_DATA_KEY}MainPort`] as MessagePort;
 listen(mainPort, 0, 0);

@@ -1,0 +1,93 @@
+/**
+ * Shared memory is a trust boundary too: a corrupt index, length or lock
+ * word in a channel's memory raises CorruptDataError; it never reads out of
+ * range and never spins forever.
+ */
+import { suite, assert } from "./_harness.js";
+import { createChannel, CorruptDataError } from "../src/index.js";
+import { H } from "../src/ring.js";
+import { endOf } from "../src/transfer.js";
+
+const test = suite("corruption");
+
+function memoryOf(handle: object) {
+  const end = endOf(handle);
+  if (!end) throw new Error("not a channel handle");
+  return end.memory;
+}
+
+async function corruptAndRecv(field: number, value: number, what: RegExp): Promise<void> {
+  const [rx, tx] = createChannel<string>({ capacity: 8, bufferBytes: 1024 });
+  await tx.send("a");
+  await tx.send("b");
+  Atomics.store(memoryOf(rx).header, field, value);
+  assert.throws(() => rx.tryRecv(), CorruptDataError, what);
+}
+
+test("a head index out of range or misaligned", async () => {
+  await corruptAndRecv(H.HEAD, 1 << 20, /head/);
+  await corruptAndRecv(H.HEAD, 3, /head/);
+  await corruptAndRecv(H.HEAD, -8, /head/);
+});
+
+test("a tail index out of range", async () => {
+  await corruptAndRecv(H.TAIL, 1 << 24, /tail/);
+});
+
+test("a data size larger than the buffer", async () => {
+  await corruptAndRecv(H.DATA_SIZE, 1 << 30, /data size/);
+});
+
+test("a wrap point inconsistent with head and tail", async () => {
+  await corruptAndRecv(H.WRAP_AT, 8, /wrap point/);
+});
+
+test("a record length that runs past the ring", async () => {
+  const [rx, tx] = createChannel<string>({ capacity: 8, bufferBytes: 1024 });
+  await tx.send("hello");
+  const memory = memoryOf(rx);
+  memory.dataWords[memory.get(H.HEAD) >>> 2] = 100_000;
+  assert.throws(() => rx.tryRecv(), CorruptDataError, /length 100000/);
+  memory.dataWords[memory.get(H.HEAD) >>> 2] = -1;
+  assert.throws(() => rx.tryRecv(), CorruptDataError, /length -1/);
+});
+
+test("a record whose total exceeds maxMessageBytes", async () => {
+  const [rx, tx] = createChannel<string>({ capacity: 8, bufferBytes: 1024, maxMessageBytes: 4096 });
+  await tx.send("hello");
+  const memory = memoryOf(rx);
+  memory.dataWords[(memory.get(H.HEAD) >>> 2) + 3] = 1 << 30;
+  assert.throws(() => rx.tryRecv(), CorruptDataError, /total/);
+});
+
+test("a used-bytes count that disagrees with the records (a walk that would not end)", async () => {
+  const [rx, tx] = createChannel<string>({ capacity: 8, bufferBytes: 1024 });
+  await tx.send("a");
+  const memory = memoryOf(rx);
+  Atomics.store(memory.header, H.USED_BYTES, 1 << 20);
+  assert.throws(() => rx.close(), CorruptDataError); // closing the last receiver walks the ring
+});
+
+test("payload bytes that are not a valid encoding", async () => {
+  const [rx, tx] = createChannel<unknown>({ capacity: 8, bufferBytes: 1024 });
+  await tx.send({ a: 1, b: "two" });
+  const memory = memoryOf(rx);
+  const start = memory.get(H.HEAD) + 16;
+  memory.data.fill(0xff, start, start + memory.dataWords[memory.get(H.HEAD) >>> 2]!);
+  assert.throws(() => rx.tryRecv(), CorruptDataError);
+});
+
+test("a lock word naming a party that cannot exist fails instead of waiting forever", () => {
+  const [rx] = createChannel<string>({ capacity: 1 });
+  Atomics.store(memoryOf(rx).header, H.LOCK, 4000);
+  assert.throws(() => rx.stats(), CorruptDataError, /cannot exist/);
+});
+
+test("a lock left by a party whose slot is free is taken over", () => {
+  const [rx, tx] = createChannel<string>({ capacity: 1 });
+  Atomics.store(memoryOf(rx).header, H.LOCK, 200 + 1); // slot 200: never used in this test
+  assert.ok(tx.trySend("after takeover"));
+  assert.equal(rx.tryRecv(), { ok: true, value: "after takeover" });
+});
+
+test.run();
