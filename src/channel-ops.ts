@@ -12,7 +12,7 @@
  * records which side to wake (`wake`), and the driver wakes it after
  * releasing the lock.
  */
-import { mySlot } from "./control.js";
+import { MAX_PARTIES, mySlot } from "./control.js";
 import { ChannelClosedError, CorruptDataError, MessageTooLargeError } from "./errors.js";
 import type { Flavor } from "./flavors/index.js";
 import { lock, unlock } from "./mutex.js";
@@ -150,7 +150,9 @@ export class SendOp extends Operation {
 
   private admit(): boolean {
     const m = this.memory;
-    if (m.get(H.STREAM_SENDER) !== 0) return false;
+    const streamer = m.get(H.STREAM_SENDER);
+    if (streamer < 0 || streamer > MAX_PARTIES) throw m.corrupt(`stream sender ${streamer}`);
+    if (streamer !== 0) return false;
     if (!(this.isTry ? this.flavor.tryAdmits(m) : this.flavor.admits(m))) return false;
     const total = this.message.length;
     if (recordBytes(total) > m.get(H.MAX_DATA_SIZE)) {
@@ -315,6 +317,7 @@ export class RecvOp extends Operation {
       if (flags & R_FIRST) {
         if (this.midStream) throw m.corrupt("a new message starts inside a streamed one");
         const claimedBy = m.get(H.STREAM_RECEIVER);
+        if (claimedBy < 0 || claimedBy > MAX_PARTIES) throw m.corrupt(`stream receiver ${claimedBy}`);
         if (claimedBy !== 0 && claimedBy !== mySlot + 1) return this.register();
         if (flags & R_LAST) return this.takeWhole(at, flags);
         this.claimStream(at);

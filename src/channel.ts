@@ -15,7 +15,18 @@ import { End } from "./handle.js";
 import { registerNewChannel } from "./registry.js";
 import { CLOSED_NO_RECEIVERS, CLOSED_NO_SENDERS, ChannelMemory, createChannelMemory, H } from "./ring.js";
 import { bindHandle, type ChannelMessage, decodeFromChannel, encodeForChannel, installHandleFactory } from "./transfer.js";
-import { checkTimeout, now, parkSync, parkValue, pumpUntilSettled, removeFromPump, timeoutError } from "./waiting.js";
+import {
+  checkTimeout,
+  clearWait,
+  now,
+  parkSync,
+  parkValue,
+  publishWait,
+  pumpUntilSettled,
+  removeFromPump,
+  timeoutError,
+  WaitOp,
+} from "./waiting.js";
 
 /** Initial ring size when `bufferBytes` is not given. */
 export const DEFAULT_BUFFER_BYTES = 64 * 1024;
@@ -112,16 +123,21 @@ function withdrawOnce(op: DrivenOp, finalAttempt: boolean): Withdrawal {
  */
 function runSync(op: DrivenOp, timeout: number, what: string): void {
   let deadline = timeout === Infinity ? Infinity : now() + timeout;
-  for (;;) {
-    const seen = parkValue();
-    if (attemptOnce(op)) return;
-    if (now() >= deadline) {
-      const outcome = withdrawOnce(op, true);
-      if (outcome === "done") return;
-      if (outcome === "withdrawn") throw timeoutError(what, timeout);
-      deadline = Infinity;
+  publishWait(op instanceof SendOp ? WaitOp.SEND : WaitOp.RECV, op.memory.id, timeout !== Infinity);
+  try {
+    for (;;) {
+      const seen = parkValue();
+      if (attemptOnce(op)) return;
+      if (now() >= deadline) {
+        const outcome = withdrawOnce(op, true);
+        if (outcome === "done") return;
+        if (outcome === "withdrawn") throw timeoutError(what, timeout);
+        deadline = Infinity;
+      }
+      parkSync(seen, deadline);
     }
-    parkSync(seen, deadline);
+  } finally {
+    clearWait();
   }
 }
 

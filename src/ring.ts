@@ -152,6 +152,7 @@ export class ChannelMemory {
     if (Atomics.load(this.header, H.MAGIC) !== MAGIC) throw new CorruptDataError("shared memory is not a channel (bad magic word)");
     this.id = Atomics.load(this.header, H.ID);
     this.capacity = Atomics.load(this.header, H.CAPACITY);
+    if (this.capacity < -1) throw new CorruptDataError(`channel ${this.id}: capacity ${this.capacity} out of range`);
     const nameLength = Atomics.load(this.header, H.NAME_LEN);
     if (nameLength < 0 || nameLength > NAME_BYTES) throw new CorruptDataError(`channel ${this.id}: name length ${nameLength} out of range`);
     this.name = new TextDecoder().decode(new Uint8Array(buffer, NAME_OFFSET, nameLength).slice());

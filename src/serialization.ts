@@ -198,6 +198,8 @@ const LINEAR_SEEN_LIMIT = 16;
 const INITIAL_SCRATCH_BYTES = 256;
 /** A scratch buffer above this size is dropped when the previous message used under an eighth of it. */
 const RETAINED_SCRATCH_BYTES = 1 << 20;
+/** Stack frames and back-reference slots kept between messages (a deeper or bigger message's extra ones are dropped). */
+const RETAINED_SLOTS = 4096;
 /** How many more missing elements than present ones an array (or object) may have before it is built sparse. */
 const SPARSE_SLACK = 64;
 
@@ -348,7 +350,8 @@ export class Encoder {
 
   /** Forgets every reference to the message's objects, ready for the next encode(). */
   private finish(): void {
-    for (let f = 0; f < this.maxSp; f++) {
+    if (this.maxSp > RETAINED_SLOTS) this.frames.length = RETAINED_SLOTS;
+    for (let f = 0; f < Math.min(this.maxSp, RETAINED_SLOTS); f++) {
       const frame = this.frames[f]!;
       frame.obj = undefined;
       frame.items = null;
@@ -1084,9 +1087,11 @@ class Reader {
 
   /** Forgets the message and its objects. */
   reset(): void {
-    for (let i = 0; i < this.refCount; i++) this.refs[i] = undefined;
+    if (this.refCount > RETAINED_SLOTS) this.refs.length = 0;
+    else for (let i = 0; i < this.refCount; i++) this.refs[i] = undefined;
     this.refCount = 0;
-    for (let f = 0; f < this.maxSp; f++) {
+    if (this.maxSp > RETAINED_SLOTS) this.frames.length = RETAINED_SLOTS;
+    for (let f = 0; f < Math.min(this.maxSp, RETAINED_SLOTS); f++) {
       const frame = this.frames[f]!;
       frame.obj = undefined;
       frame.key = undefined;

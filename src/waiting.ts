@@ -21,7 +21,7 @@
  * wait holds a ref'd timer so the process stays alive while it waits
  * (Node 20 does not count a bare `waitAsync` as pending work).
  */
-import { control, mySlot, slotWord } from "./control.js";
+import { control, mySlot, P_WAIT_CHANNEL, P_WAIT_FLAGS, P_WAIT_OP, slotWord } from "./control.js";
 import { TimeoutError } from "./errors.js";
 
 const PARK_FIELD = 2;
@@ -83,6 +83,26 @@ export function parkSync(seen: number, deadline: number): void {
   const remaining = deadline - now();
   if (remaining <= 0) return;
   Atomics.wait(control, myParkWord, seen, remaining === Infinity ? undefined : remaining);
+}
+
+/** What a party waits for, as published for deadlock detection (control.ts, party words 7-9). */
+export const WaitOp = { NONE: 0, SEND: 1, RECV: 2, SELECT: 3, ACQUIRE: 4 } as const;
+export const WAIT_SYNC = 1;
+export const WAIT_HAS_TIMEOUT = 2;
+
+/**
+ * Publishes that this party is about to block synchronously in `op` on
+ * channel `channelId` (the deadlock detector reads it; a wait with a
+ * timeout is never reported). Cleared by clearWait.
+ */
+export function publishWait(op: number, channelId: number, hasTimeout: boolean): void {
+  Atomics.store(control, slotWord(mySlot, P_WAIT_CHANNEL), channelId);
+  Atomics.store(control, slotWord(mySlot, P_WAIT_FLAGS), WAIT_SYNC | (hasTimeout ? WAIT_HAS_TIMEOUT : 0));
+  Atomics.store(control, slotWord(mySlot, P_WAIT_OP), op);
+}
+
+export function clearWait(): void {
+  Atomics.store(control, slotWord(mySlot, P_WAIT_OP), WaitOp.NONE);
 }
 
 /** One operation driven by the async pump. */
