@@ -15,7 +15,7 @@
 import { MAX_PARTIES, mySlot } from "./control.js";
 import { ChannelClosedError, CorruptDataError, MessageTooLargeError } from "./errors.js";
 import type { Flavor } from "./flavors/index.js";
-import { lock, unlock } from "./mutex.js";
+import { lock, lockOwner, recoverLock, unlock } from "./mutex.js";
 import {
   ChannelMemory,
   CLOSED_NO_RECEIVERS,
@@ -37,14 +37,39 @@ export const WAKE_RECEIVERS = 2;
 /** Smallest piece a streamed message is cut into while the ring is busy (bytes). */
 const MIN_STREAM_CHUNK = 1024;
 
-/** Runs `body` with the channel lock held by this thread. */
+/**
+ * Runs `body` with the channel lock held by this thread, as one journaled
+ * critical section (ring.ts): if this thread dies inside it, whoever takes
+ * the lock over undoes it.
+ */
 export function locked<T>(memory: ChannelMemory, body: () => T): T {
-  lock(memory.header, H.LOCK, mySlot);
+  lock(memory.header, H.LOCK, mySlot, () => memory.rollback());
+  memory.beginJournal();
   try {
     return body();
   } finally {
+    memory.endJournal();
     unlock(memory.header, H.LOCK);
   }
+}
+
+/**
+ * Like `locked`, for the supervisor cleaning up after party `deadSlot`: if
+ * the dead party holds the lock, takes it over and rolls back its
+ * half-done critical section first.
+ */
+export function lockedAfterDeath<T>(memory: ChannelMemory, deadSlot: number, body: () => T): T {
+  if (lockOwner(memory.header, H.LOCK) === deadSlot && recoverLock(memory.header, H.LOCK, deadSlot, mySlot)) {
+    memory.rollback();
+    memory.beginJournal();
+    try {
+      return body();
+    } finally {
+      memory.endJournal();
+      unlock(memory.header, H.LOCK);
+    }
+  }
+  return locked(memory, body);
 }
 
 /** Wakes every party registered as waiting on the sides in `wake` (call after unlocking). */

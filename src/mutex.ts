@@ -20,17 +20,21 @@ const SPIN_TRIES = 200;
 /** A sleeping locker re-checks at least this often (ms), e.g. for a dead owner. */
 const RECHECK_MS = 50;
 
-/** Acquires the lock word `index` of `words` for party `slot`. */
-export function lock(words: Int32Array, index: number, slot: number): void {
+/**
+ * Acquires the lock word `index` of `words` for party `slot`. If it has to
+ * take the lock over from an owner that is gone, it calls `recovered()`
+ * holding the lock (to roll back what the owner left half done).
+ */
+export function lock(words: Int32Array, index: number, slot: number, recovered: () => void): void {
   const mine = slot + 1;
   if (Atomics.compareExchange(words, index, 0, mine) === 0) return;
   for (let i = 0; i < SPIN_TRIES; i++) {
     if (Atomics.load(words, index) === 0 && Atomics.compareExchange(words, index, 0, mine) === 0) return;
   }
-  lockSlow(words, index, mine);
+  lockSlow(words, index, mine, recovered);
 }
 
-function lockSlow(words: Int32Array, index: number, mine: number): void {
+function lockSlow(words: Int32Array, index: number, mine: number, recovered: () => void): void {
   for (;;) {
     const seen = Atomics.load(words, index);
     if (seen === 0) {
@@ -44,7 +48,10 @@ function lockSlow(words: Int32Array, index: number, mine: number): void {
     }
     if ((seen & CONTENDED) === 0 && Atomics.compareExchange(words, index, seen, seen | CONTENDED) !== seen) continue;
     // Woken by unlock()'s notify (or RECHECK_MS passing); re-checks the word.
-    if (Atomics.wait(words, index, seen | CONTENDED, RECHECK_MS) === "timed-out" && takeOverIfOwnerIsGone(words, index, mine)) return;
+    if (Atomics.wait(words, index, seen | CONTENDED, RECHECK_MS) === "timed-out" && takeOverIfOwnerIsGone(words, index, mine)) {
+      recovered();
+      return;
+    }
   }
 }
 

@@ -40,7 +40,11 @@
  * | 1316   | 1028  | HOLDERS_RECV[257]: recv handles held by party s (256 = in transit) | handle owners       |
  * | 2344   | 1024  | WAITS_SEND[256]: send operations party s has parked here | waiting senders               |
  * | 3368   | 1024  | WAITS_RECV[256]: recv operations party s has parked here | waiting receivers             |
- * | 4096   | ...   | DATA area: the ring (DATA_SIZE bytes; grows in place)    | senders write, receivers read |
+ * | 4400   | 4     | JOURNAL_VALID: 1 while a critical section may be half done | the lock holder             |
+ * | 4404   | 4     | JOURNAL_UNDO: number of undo entries                     | the lock holder               |
+ * | 4416   | 128   | JOURNAL snapshot of bytes 16..144 (words 4..35)          | the lock holder               |
+ * | 4544   | 768   | JOURNAL undo entries: 64 × (area, index, old value)      | the lock holder               |
+ * | 8192   | ...   | DATA area: the ring (DATA_SIZE bytes; grows in place)    | senders write, receivers read |
  *
  * Record (at an 8-aligned offset of the data area; 16-byte header):
  *
@@ -56,6 +60,15 @@
  * ever hold, a stream of records FIRST, ..., LAST written by one sender
  * (STREAM_SENDER) and taken by one receiver (STREAM_RECEIVER).
  *
+ * The journal makes every critical section all-or-nothing even if its
+ * thread is killed inside it (terminate(), resource limits): the lock
+ * holder snapshots the header words it may change before changing any,
+ * logs the old value of every other word it changes (holder and waiter
+ * tables, record flags), and clears JOURNAL_VALID just before unlocking.
+ * Whoever takes over the lock of a dead owner rolls the journal back
+ * (rollback), so a half-written record is never published and a half-taken
+ * message is back in the ring.
+ *
  * Ring invariants (established by createChannelMemory, kept by every writer):
  * HEAD, TAIL, WRAP_AT are multiples of 8 within [0, DATA_SIZE]. Not wrapped
  * (WRAP_AT = -1): records fill [HEAD, TAIL). Wrapped: records fill
@@ -65,7 +78,7 @@
  */
 import { CorruptDataError } from "./errors.js";
 
-export const HEADER_BYTES = 4096;
+export const HEADER_BYTES = 8192;
 export const RECORD_HEADER_BYTES = 16;
 const MAGIC = 0x43484e31;
 
@@ -106,6 +119,15 @@ const HOLDERS_SEND_WORD = 288 / 4;
 const HOLDERS_RECV_WORD = 1316 / 4;
 const WAITS_SEND_WORD = 2344 / 4;
 const WAITS_RECV_WORD = 3368 / 4;
+const JOURNAL_VALID_WORD = 4400 / 4;
+const JOURNAL_UNDO_WORD = 4404 / 4;
+const SNAPSHOT_FIRST_WORD = 4;
+const SNAPSHOT_END_WORD = 36;
+const JOURNAL_SNAPSHOT_WORD = 4416 / 4;
+const JOURNAL_ENTRIES_WORD = 4544 / 4;
+const JOURNAL_MAX_ENTRIES = 64;
+const AREA_HEADER = 1;
+const AREA_DATA = 2;
 /** Holder table index that counts ends carried inside messages or in flight. */
 export const TRANSIT = 256;
 
@@ -158,6 +180,50 @@ export class ChannelMemory {
     this.name = new TextDecoder().decode(new Uint8Array(buffer, NAME_OFFSET, nameLength).slice());
   }
 
+  // ---- journal (see the file comment) ----
+  /** Starts a critical section: snapshots the header words it may change. */
+  beginJournal(): void {
+    const header = this.header;
+    header.copyWithin(JOURNAL_SNAPSHOT_WORD, SNAPSHOT_FIRST_WORD, SNAPSHOT_END_WORD);
+    Atomics.store(header, JOURNAL_UNDO_WORD, 0);
+    Atomics.store(header, JOURNAL_VALID_WORD, 1);
+  }
+  /** Ends a critical section: its changes stand. */
+  endJournal(): void {
+    Atomics.store(this.header, JOURNAL_VALID_WORD, 0);
+  }
+  /** Logs the old value of a word outside the snapshot before it changes. */
+  private logUndo(area: number, index: number, old: number): void {
+    const header = this.header;
+    if (Atomics.load(header, JOURNAL_VALID_WORD) !== 1) return; // not in a journaled section (creation)
+    const count = Atomics.load(header, JOURNAL_UNDO_WORD);
+    if (count >= JOURNAL_MAX_ENTRIES) throw this.corrupt("journal overflow");
+    const at = JOURNAL_ENTRIES_WORD + count * 3;
+    header[at] = area;
+    header[at + 1] = index;
+    header[at + 2] = old;
+    Atomics.store(header, JOURNAL_UNDO_WORD, count + 1);
+  }
+  /**
+   * Undoes a critical section its owner died in (call holding the lock,
+   * taken over from the dead owner). Returns true when there was one.
+   */
+  rollback(): boolean {
+    const header = this.header;
+    if (Atomics.load(header, JOURNAL_VALID_WORD) !== 1) return false;
+    const count = Math.min(Math.max(Atomics.load(header, JOURNAL_UNDO_WORD), 0), JOURNAL_MAX_ENTRIES);
+    for (let i = count - 1; i >= 0; i--) {
+      const at = JOURNAL_ENTRIES_WORD + i * 3;
+      const [area, index, old] = [header[at]!, header[at + 1]!, header[at + 2]!];
+      if (area === AREA_HEADER && index >= 0 && index < header.length) Atomics.store(header, index, old);
+      else if (area === AREA_DATA && index >= 0 && index < this.dataWords.length) this.dataWords[index] = old;
+      else throw this.corrupt(`journal entry ${i} (area ${area}, index ${index})`);
+    }
+    header.copyWithin(SNAPSHOT_FIRST_WORD, JOURNAL_SNAPSHOT_WORD, JOURNAL_SNAPSHOT_WORD + (SNAPSHOT_END_WORD - SNAPSHOT_FIRST_WORD));
+    Atomics.store(header, JOURNAL_VALID_WORD, 0);
+    return true;
+  }
+
   get(field: number): number {
     return Atomics.load(this.header, field);
   }
@@ -199,6 +265,9 @@ export class ChannelMemory {
    */
   addWaits(side: Side, slot: number, delta: number): void {
     const word = (side === "send" ? WAITS_SEND_WORD : WAITS_RECV_WORD) + slot;
+    const bitmapWord = (side === "send" ? SEND_WAITERS_WORD : RECV_WAITERS_WORD) + (slot >>> 5);
+    this.logUndo(AREA_HEADER, word, Atomics.load(this.header, word));
+    this.logUndo(AREA_HEADER, bitmapWord, Atomics.load(this.header, bitmapWord));
     const count = Atomics.add(this.header, word, delta) + delta;
     if (count < 0) throw this.corrupt(`party ${slot} would have ${count} parked ${side} operations`);
     this.add(side === "send" ? H.WAITING_SENDERS : H.WAITING_RECEIVERS, delta);
@@ -230,6 +299,7 @@ export class ChannelMemory {
   /** Adds `delta` handles of `side` held by `slot` (TRANSIT for in flight); keeps the total in step. */
   addHolders(side: Side, slot: number, delta: number): void {
     const word = (side === "send" ? HOLDERS_SEND_WORD : HOLDERS_RECV_WORD) + slot;
+    this.logUndo(AREA_HEADER, word, Atomics.load(this.header, word));
     const held = Atomics.add(this.header, word, delta) + delta;
     if (held < 0) {
       Atomics.store(this.header, word, 0);
@@ -332,7 +402,9 @@ export class ChannelMemory {
     return this.dataWords[(offset >>> 2) + 1]!;
   }
   setRecordFlags(offset: number, flags: number): void {
-    this.dataWords[(offset >>> 2) + 1] = flags;
+    const index = (offset >>> 2) + 1;
+    this.logUndo(AREA_DATA, index, this.dataWords[index]!);
+    this.dataWords[index] = flags;
   }
   recordSeq(offset: number): number {
     return this.dataWords[(offset >>> 2) + 2]!;

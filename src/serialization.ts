@@ -1044,6 +1044,7 @@ function writeUtf8Short(buf: Uint8Array, at: number, s: string, n: number): numb
 // Decoder
 
 const NO_BYTES = new Uint8Array(0);
+const PREALLOCATED = Symbol("preallocated");
 
 /** One level of the decoder's explicit stack: a container still being filled. */
 class DecodeFrame {
@@ -1054,7 +1055,7 @@ class DecodeFrame {
   len = 0;
   /** Array: holes so far; Object: index keys so far; Error: field bits still to come. */
   aux = 0;
-  /** A Map key waiting for its value. */
+  /** A Map key waiting for its value; for an array, PREALLOCATED when it was made at its full length. */
   key: unknown = undefined;
   /** Elements were moved to a dictionary (see makeSparse). */
   sparse = false;
@@ -1070,6 +1071,8 @@ class Reader {
   inResolver = false;
   private readonly refs: unknown[] = [];
   private refCount = 0;
+  /** Array elements that may still be preallocated in this message (see beginArray). */
+  private slotBudget = 0;
   private readonly frames: DecodeFrame[] = [];
   private sp = 0;
   private maxSp = 0;
@@ -1078,6 +1081,7 @@ class Reader {
     this.bytes = bytes;
     this.pos = 0;
     this.end = bytes.length;
+    this.slotBudget = bytes.length;
     this.resolver = resolver;
     const root = this.readItem();
     this.fill();
@@ -1136,10 +1140,12 @@ class Reader {
     frame.idx = 0;
     frame.len = len;
     frame.aux = aux;
+    frame.key = undefined;
     frame.sparse = false;
     if (this.sp > this.maxSp) this.maxSp = this.sp;
   }
 
+  /** Reads elements until one opens a container (returns to fill it) or the array is complete. */
   /** Reads elements until one opens a container (returns to fill it) or the array is complete. */
   private fillArray(frame: DecodeFrame): void {
     const arr = frame.obj as unknown[];
@@ -1149,24 +1155,30 @@ class Reader {
         this.readHoles(frame, arr);
         continue;
       }
-      frame.idx++;
-      arr.push(this.readItem());
+      const i = frame.idx++;
+      arr[i] = this.readItem();
       if (this.sp !== depth) return;
     }
     this.sp--;
   }
 
+  /**
+   * Skips a run of missing elements. A preallocated array has them already;
+   * one that was not (its length exceeded the input) grows its length, and
+   * moves to dictionary storage first when it is mostly holes.
+   */
   private readHoles(frame: DecodeFrame, arr: unknown[]): void {
     this.pos++;
     const n = this.readVaruint();
     if (n === 0 || n > frame.len - frame.idx) throw this.corrupt(`a run of ${n} holes does not fit in an array of length ${frame.len} at index ${frame.idx}`);
-    if (!frame.sparse && frame.aux + n > frame.idx - frame.aux + SPARSE_SLACK) {
+    const preallocated = frame.key === PREALLOCATED;
+    if (!preallocated && !frame.sparse && frame.aux + n > frame.idx - frame.aux + SPARSE_SLACK) {
       makeSparse(arr, frame.idx);
       frame.sparse = true;
     }
     frame.aux += n;
     frame.idx += n;
-    arr.length = frame.idx;
+    if (!preallocated) arr.length = frame.idx;
   }
 
   private fillObject(frame: DecodeFrame): void {
@@ -1300,10 +1312,20 @@ class Reader {
     }
   }
 
+  /**
+   * Arrays are allocated at their full length (as JSON.parse does) while the
+   * message's total stays within its byte length (each element of a dense
+   * array takes at least a byte); past that (only holes can make it valid)
+   * an array starts empty and grows, so a few bytes cannot allocate much.
+   */
   private beginArray(): unknown[] {
     const len = this.readVaruint();
-    const arr = this.register([]);
-    if (len > 0) this.push(Frame.Array, arr, len);
+    if (len === 0) return this.register([]);
+    const preallocate = len <= this.slotBudget;
+    if (preallocate) this.slotBudget -= len;
+    const arr = this.register(preallocate ? new Array<unknown>(len) : []);
+    this.push(Frame.Array, arr, len);
+    if (preallocate) this.frames[this.sp - 1]!.key = PREALLOCATED;
     return arr;
   }
 

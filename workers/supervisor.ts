@@ -9,9 +9,8 @@
  *   only then is the interpreter's party slot freed for reuse.
  */
 import { MessagePort, workerData } from "node:worker_threads";
-import { locked, releaseParty, wakeWaiters } from "../src/channel-ops.js";
+import { lockedAfterDeath, releaseParty, wakeWaiters } from "../src/channel-ops.js";
 import { PartyState, setSlotState, slotId, slotState, SUPERVISOR_SLOT, WORKER_DATA_KEY } from "../src/control.js";
-import { lockOwner, recoverLock } from "../src/mutex.js";
 import { ChannelMemory, H } from "../src/ring.js";
 import { answerFetch, type SupervisorRequest } from "../src/supervisor-link.js";
 import { releaseCarriedEnds } from "../src/transfer.js";
@@ -79,20 +78,7 @@ function partyGone(slot: number, id: number): void {
 }
 
 function releaseOnChannel(memory: ChannelMemory, slot: number): void {
-  // A lock the dead party held can never be released by it: take it over.
-  if (lockOwner(memory.header, H.LOCK) === slot) recoverLock(memory.header, H.LOCK, slot, SUPERVISOR_SLOT);
-  let released: ReturnType<typeof releaseParty>;
-  if (lockOwner(memory.header, H.LOCK) === SUPERVISOR_SLOT) {
-    // Recovered above: we hold it already.
-    try {
-      released = releaseParty(memory, slot);
-    } finally {
-      Atomics.store(memory.header, H.LOCK, 0);
-      Atomics.notify(memory.header, H.LOCK);
-    }
-  } else {
-    released = locked(memory, () => releaseParty(memory, slot));
-  }
+  const released = lockedAfterDeath(memory, slot, () => releaseParty(memory, slot));
   wakeWaiters(memory, released.wake);
   releaseCarriedEnds(released.discarded);
 }
