@@ -7,8 +7,11 @@
  * in channel-ops.ts; the capacity rules in flavors/; the memory layout in
  * ring.ts; how values are encoded and ends moved in transfer.ts.
  */
-import { nextChannelId } from "./control.js";
-import { ChannelClosedError, MessageTooLargeError } from "./errors.js";
+import { mySlot, nextChannelId } from "./control.js";
+import { setVerdictFlag, verdictFlag } from "./deadlock.js";
+import { ChannelClosedError, DeadlockError, MessageTooLargeError } from "./errors.js";
+import { ensureSupervisor, takeFromSupervisor } from "./supervisor-link.js";
+import { writeSync } from "node:fs";
 import { flavorFor, type Flavor } from "./flavors/index.js";
 import { locked, RecvOp, SendOp, wakeWaiters, type Withdrawal } from "./channel-ops.js";
 import { End } from "./handle.js";
@@ -123,6 +126,7 @@ function withdrawOnce(op: DrivenOp, finalAttempt: boolean): Withdrawal {
  */
 function runSync(op: DrivenOp, timeout: number, what: string): void {
   let deadline = timeout === Infinity ? Infinity : now() + timeout;
+  if (timeout === Infinity) ensureSupervisor(); // the deadlock detector runs there
   publishWait(op instanceof SendOp ? WaitOp.SEND : WaitOp.RECV, op.memory.id, timeout !== Infinity);
   try {
     for (;;) {
@@ -135,10 +139,29 @@ function runSync(op: DrivenOp, timeout: number, what: string): void {
         deadline = Infinity;
       }
       parkSync(seen, deadline);
+      if (verdictFlag(mySlot) !== 0 && heedVerdict(op)) return;
     }
   } finally {
     clearWait();
   }
+}
+
+/**
+ * The supervisor found this party deadlocked (deadlock.ts). In throw mode,
+ * withdraws the operation and throws DeadlockError (unless it completed
+ * after all: returns true); in report mode, warns and goes on waiting.
+ */
+function heedVerdict(op: DrivenOp): boolean {
+  setVerdictFlag(mySlot, 0);
+  const verdict = takeFromSupervisor("verdict");
+  if (!verdict) return false;
+  if (verdict.mode === "report") {
+    // Written synchronously: this thread goes straight back to waiting, maybe forever.
+    writeSync(2, `DeadlockWarning: ${verdict.message}\n`);
+    return false;
+  }
+  if (withdrawOnce(op, false) === "done") return true;
+  throw new DeadlockError(verdict.message, verdict.cycle);
 }
 
 /**

@@ -15,6 +15,8 @@
  * | 8                         | 4           | next shared-object id (SABs, locks)       | senders (Atomics.add)       |
  * | 12                        | 4           | magic `0x1e7e5001` (layout version)       | main, once                  |
  * | 16                        | 4           | supervisor started (0/1)                  | main, once                  |
+ * | 20                        | 4           | deadlock mode: 0 throw, 1 report, 2 off   | configureDeadlockDetection  |
+ * | 24                        | 4           | deadlock detection time (ms)              | configureDeadlockDetection  |
  * | 64                        | 64 × 256    | party table: slot `s` at 64 + 64·s        | see the slot table          |
  * | 64 + 64·256               | 64 × 256    | party names: UTF-8, NAME_BYTES per slot   | the creator, before start   |
  *
@@ -32,7 +34,9 @@
  * | 7    | wait op (deadlock detection: 0 none, 1 send, 2 recv, ...)      | the party                         |
  * | 8    | wait channel id                                                | the party                         |
  * | 9    | wait flags (bit 0 sync, bit 1 has timeout)                     | the party                         |
- * | 10-15| reserved                                                       |                                   |
+ * | 10   | deadlock verdict: 0 none, else a verdict waits on the party's  | supervisor sets; the party clears |
+ * |      | supervisor port (see deadlock.ts)                              |                                   |
+ * | 11-15| reserved                                                       |                                   |
  *
  * Slot 0 is always the main thread. Slot SUPERVISOR_SLOT is reserved for
  * the supervisor (it owns channel locks while cleaning up after a death).
@@ -50,6 +54,8 @@ const WORD_NEXT_CHANNEL_ID = 1;
 const WORD_NEXT_OBJECT_ID = 2;
 const WORD_MAGIC = 3;
 export const WORD_SUPERVISOR_STARTED = 4;
+export const WORD_DEADLOCK_MODE = 5;
+export const WORD_DEADLOCK_MS = 6;
 const MAGIC = 0x1e7e5001;
 
 const PARTY_TABLE_BYTES = 64;
@@ -61,7 +67,7 @@ export const PartyState = { FREE: 0, STARTING: 1, LIVE: 2, EXITED: 3 } as const;
 
 const P_STATE = 0;
 const P_ID = 1;
-const P_PARK = 2;
+export const P_PARK = 2;
 const P_FETCH = 3;
 const P_RUNNING = 4;
 const P_CREATOR = 5;
@@ -69,6 +75,7 @@ const P_NAME_LEN = 6;
 export const P_WAIT_OP = 7;
 export const P_WAIT_CHANNEL = 8;
 export const P_WAIT_FLAGS = 9;
+export const P_VERDICT = 10;
 
 /** What a worker started by this library finds under this key of `workerData`. */
 export const WORKER_DATA_KEY = "__interpreters";
@@ -103,6 +110,7 @@ if (!boot) {
   Atomics.store(control, WORD_NEXT_INTERPRETER_ID, 1);
   Atomics.store(control, WORD_NEXT_CHANNEL_ID, 1);
   Atomics.store(control, WORD_NEXT_OBJECT_ID, 1);
+  Atomics.store(control, WORD_DEADLOCK_MS, 1000);
   initSlot(0, 0, 0, isMainThread ? "main" : `thread ${threadId}`);
   Atomics.store(control, slotWord(0, P_STATE), PartyState.LIVE);
 }
@@ -135,6 +143,7 @@ function initSlot(slot: number, id: number, creator: number, name: string): void
   Atomics.store(control, slotWord(slot, P_RUNNING), 0);
   Atomics.store(control, slotWord(slot, P_FETCH), 0);
   Atomics.store(control, slotWord(slot, P_WAIT_OP), 0);
+  Atomics.store(control, slotWord(slot, P_VERDICT), 0);
   const encoded = new TextEncoder().encode(name).subarray(0, NAME_BYTES);
   nameBytes.set(encoded, slot * NAME_BYTES);
   Atomics.store(control, slotWord(slot, P_NAME_LEN), encoded.length);

@@ -10,6 +10,8 @@ import { endOf } from "./transfer.js";
 export { create, current, list, main, Interpreter } from "./interpreter.js";
 export type { CreateOptions, InterpreterEvents, Shareable } from "./interpreter.js";
 export { createChannel, RecvChannel, SendChannel } from "./channel.js";
+export { configureDeadlockDetection } from "./deadlock.js";
+export type { DeadlockMode } from "./deadlock.js";
 export type { ChannelOptions, ChannelStats, TryRecvResult, WaitOptions } from "./channel.js";
 export {
   ChannelClosedError,

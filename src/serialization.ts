@@ -71,11 +71,20 @@
  * Where this differs from structured clone: non-index properties of arrays
  * are dropped; an Error keeps a non-standard `name` and a string `code` as own
  * properties (structured clone drops both); AggregateError arrives as an Error
- * named "AggregateError" without `errors`; resizable buffers and
- * length-tracking views arrive fixed-size; Blob, KeyObject and CryptoKey are
- * refused rather than copied; an object whose prototype is Object.prototype or
- * null is taken as a plain object even if it is a built-in whose prototype was
- * replaced. Decoded plain objects have Object.prototype.
+ * named "AggregateError" without `errors`; a Node Buffer's own bytes are copied
+ * (not the whole pooled ArrayBuffer under it), so it arrives as a Uint8Array
+ * at offset 0 over its own buffer; resizable buffers and length-tracking views
+ * arrive fixed-size, a detached buffer as an empty one; Blob, KeyObject and
+ * CryptoKey are refused rather than copied; an object whose prototype is
+ * Object.prototype or null is taken as a plain object even if it is a built-in
+ * whose prototype was replaced, and an `arguments` object is copied as a
+ * plain object (structured clone refuses it). Decoded plain objects (null-prototype ones
+ * too) have Object.prototype; decoded arrays are allocated at their length,
+ * as JSON.parse does.
+ *
+ * Nesting depth is limited only by memory: both directions walk values with
+ * an explicit stack instead of recursion, so 100k nested arrays neither
+ * overflow the call stack nor need a cap.
  */
 import { types } from "node:util";
 import { Buffer, Blob } from "node:buffer";
@@ -91,7 +100,8 @@ export interface Attacher {
    * Called for every SharedArrayBuffer, and for every other non-null object
    * BEFORE any other check (so a channel end or Lock class instance can be
    * claimed). Return an attachment index (>= 0) to encode a reference to it,
-   * or undefined to let the codec handle the object normally. `path` builds
+   * or undefined to let the codec handle the object normally (functions are
+   * refused without asking). `path` builds
    * the path string (e.g. "value.a[2]") lazily; call it only during attach.
    * A SharedArrayBuffer for which attach returns undefined (or when no
    * attacher is given) fails with NotShareableError.
@@ -212,7 +222,7 @@ const ArrayBufferPrototype = ArrayBuffer.prototype;
 const {
   isProxy, isArrayBuffer, isSharedArrayBuffer, isAnyArrayBuffer, isDate, isRegExp, isMap, isSet,
   isNativeError, isBoxedPrimitive, isNumberObject, isStringObject, isBooleanObject, isBigIntObject,
-  isPromise, isWeakMap, isWeakSet, isGeneratorObject, isMapIterator, isSetIterator, isArgumentsObject,
+  isPromise, isWeakMap, isWeakSet, isGeneratorObject, isMapIterator, isSetIterator,
   isModuleNamespaceObject, isExternal, isKeyObject, isCryptoKey,
 } = types;
 const TypedArrayPrototype = getPrototypeOf(Uint8Array.prototype) as object;
@@ -240,6 +250,15 @@ const fromCharCode = String.fromCharCode;
 const BufferPrototype = Buffer.prototype;
 /** A Node Buffer (any object whose prototype chain holds Buffer.prototype; `v` is not a Proxy). */
 const isNodeBuffer = (v: object): boolean => BufferPrototype.isPrototypeOf(v);
+// What the decoder calls, captured so that replacing a global or a method later cannot run code during a decode.
+const DateConstructor = Date;
+const RegExpConstructor = RegExp;
+const MapConstructor = Map;
+const SetConstructor = Set;
+const box = Object as (value: boolean | number | string | bigint) => object;
+const uncurryThis = Function.prototype.bind.bind(Function.prototype.call) as <A extends unknown[], R>(fn: (...args: A) => R) => (self: unknown, ...args: A) => R;
+const mapSet = uncurryThis(Map.prototype.set as (key: unknown, value: unknown) => Map<unknown, unknown>);
+const setAdd = uncurryThis(Set.prototype.add as (value: unknown) => Set<unknown>);
 /** Prototypes of built-in iterators that util.types has no check for. */
 const ITERATOR_PROTOTYPES: ReadonlySet<unknown> = new Set([
   getPrototypeOf([][Symbol.iterator]()),
@@ -311,7 +330,7 @@ export class Encoder {
    * @throws NotShareableError (with `.path` like "value.handlers[2]", and a
    *   message naming the path and the type and saying what to do) for
    *   functions, symbols, Proxies, WeakMap/WeakSet/WeakRef/FinalizationRegistry,
-   *   Promises, iterators and generators, arguments objects, MessagePort,
+   *   Promises, iterators and generators, MessagePort,
    *   BroadcastChannel, Worker, Blob, KeyObject, CryptoKey, and a
    *   SharedArrayBuffer the attacher does not claim; nothing is written
    *   anywhere but this encoder's scratch buffer.
@@ -970,7 +989,6 @@ function uncloneable(v: object): readonly [string, string] | undefined {
   if (isGeneratorObject(v) || isMapIterator(v) || isSetIterator(v) || ITERATOR_PROTOTYPES.has(getPrototypeOf(v))) {
     return ["an iterator or generator", "collect its values first (e.g. with Array.from) and send the array"];
   }
-  if (isArgumentsObject(v)) return ["an arguments object", "copy it into an array first (Array.from(arguments))"];
   if (isModuleNamespaceObject(v)) return ["a module namespace object", "send the exports you need as plain data"];
   const bound = v instanceof MessagePort ? "a MessagePort" : v instanceof BroadcastChannel ? "a BroadcastChannel" : v instanceof Worker ? "a Worker" : undefined;
   if (bound !== undefined) return [bound, "it belongs to this thread; talk across interpreters through channels"];
@@ -1216,7 +1234,7 @@ class Reader {
       const item = this.readItem();
       if (isKey) frame.key = item;
       else {
-        map.set(frame.key, item);
+        mapSet(map, frame.key, item);
         frame.key = undefined;
       }
       if (this.sp !== depth) return;
@@ -1229,7 +1247,7 @@ class Reader {
     const depth = this.sp;
     while (frame.idx < frame.len) {
       frame.idx++;
-      set.add(this.readItem());
+      setAdd(set, this.readItem());
       if (this.sp !== depth) return;
     }
     this.sp--;
@@ -1284,16 +1302,16 @@ class Reader {
       case Tag.Set:
         return this.beginSet();
       case Tag.Date:
-        return this.register(new Date(this.readFloat64()));
+        return this.register(new DateConstructor(this.readFloat64()));
       case Tag.RegExp:
         return this.readRegExp();
       case Tag.FalseObject:
       case Tag.TrueObject:
-        return this.register(Object(tag === Tag.TrueObject));
+        return this.register(box(tag === Tag.TrueObject));
       case Tag.NumberObject:
-        return this.register(Object(this.readFloat64()));
+        return this.register(box(this.readFloat64()));
       case Tag.StringObject:
-        return this.register(Object(this.readString()));
+        return this.register(box(this.readString()));
       case Tag.BigIntObject:
         return this.readBigIntObject();
       case Tag.ArrayBuffer:
@@ -1338,14 +1356,14 @@ class Reader {
 
   private beginMap(): Map<unknown, unknown> {
     const count = this.readCount(2, "Map entries");
-    const map = this.register(new Map());
+    const map = this.register(new MapConstructor());
     if (count > 0) this.push(Frame.Map, map, 2 * count);
     return map;
   }
 
   private beginSet(): Set<unknown> {
     const count = this.readCount(1, "Set elements");
-    const set = this.register(new Set());
+    const set = this.register(new SetConstructor());
     if (count > 0) this.push(Frame.Set, set, count);
     return set;
   }
@@ -1368,7 +1386,7 @@ class Reader {
     const flags = this.readString();
     let re: RegExp;
     try {
-      re = new RegExp(source, flags);
+      re = new RegExpConstructor(source, flags);
     } catch {
       throw this.corrupt(`invalid RegExp /${source.slice(0, 40)}/${flags.slice(0, 10)}`);
     }
@@ -1380,7 +1398,7 @@ class Reader {
     const id = this.reserve();
     const tag = this.readTag();
     if (tag !== Tag.BigIntPos && tag !== Tag.BigIntNeg) throw this.corrupt("a BigInt object does not hold a bigint");
-    return (this.refs[id] = Object(this.readBigInt(tag)));
+    return (this.refs[id] = box(this.readBigInt(tag)));
   }
 
   private readArrayBuffer(): ArrayBuffer {
@@ -1606,10 +1624,14 @@ let spareReader: Reader | null = null;
  * Decodes bytes produced by {@link Encoder.encode} (or written by the channel
  * code in one of the top-level raw forms: TAG_TOP_BYTES gives a fresh
  * Uint8Array copy, TAG_TOP_ARRAYBUFFER a fresh ArrayBuffer, TAG_TOP_STRING a
- * string). Never sets a prototype (a "__proto__" key becomes an own data
- * property), never calls user code or getters/setters, never evals; decoded
- * plain objects have Object.prototype, errors the built-in prototype of their
- * kind. Attachments are looked up with `resolver.resolve(index)`.
+ * string). `bytes` may be a view of shared memory; it is read, not copied.
+ * Never sets a prototype (a "__proto__" key becomes an own data property),
+ * never calls user code or getters/setters, never evals; decoded plain objects
+ * have Object.prototype, errors the built-in prototype of their kind.
+ * Attachments are looked up with `resolver.resolve(index)`. (The constructors
+ * and Map/Set methods it uses are captured when this module loads; properties
+ * are assigned, so a setter someone installs on Object.prototype or
+ * Array.prototype in this realm would run.)
  *
  * @throws CorruptDataError for malformed, truncated or trailing-garbage input,
  *   or an attachment without a resolver; never RangeError or a stack overflow

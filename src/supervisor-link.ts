@@ -16,9 +16,9 @@
  * with `receiveMessageOnPort`. The port has no listener, so nothing else
  * consumes its messages.
  */
-import { MessageChannel, MessagePort, receiveMessageOnPort, Worker, workerData } from "node:worker_threads";
+import { MessageChannel, type MessagePort, receiveMessageOnPort, type Worker, workerData } from "node:worker_threads";
 import { control, controlBuffer, isSupervisor, mySlot, slotWord, SUPERVISOR_SLOT, WORKER_DATA_KEY, WORD_SUPERVISOR_STARTED } from "./control.js";
-import { InterpretersError } from "./errors.js";
+import { type DeadlockParty, InterpretersError } from "./errors.js";
 import { spawnWorker } from "./spawn.js";
 
 const FETCH_FIELD = 3;
@@ -32,8 +32,25 @@ export type SupervisorRequest =
   | { type: "attach"; slot: number; id: number; port: MessagePort }
   | { type: "exited"; slot: number; id: number };
 
-export interface FetchAnswer {
-  buffer: SharedArrayBuffer | null;
+/** What the supervisor posts to a party: fetch answers and deadlock verdicts. */
+export type SupervisorMessage =
+  | { kind: "fetch"; buffer: SharedArrayBuffer | null }
+  | { kind: "verdict"; mode: "throw" | "report"; message: string; cycle: DeadlockParty[] };
+
+/** Messages read from the port while looking for another kind. */
+const inbox: SupervisorMessage[] = [];
+
+/** Takes the oldest message of `kind` from the port (or the inbox); undefined if none has arrived. */
+export function takeFromSupervisor<K extends SupervisorMessage["kind"]>(kind: K): Extract<SupervisorMessage, { kind: K }> | undefined {
+  const queued = inbox.findIndex((message) => message.kind === kind);
+  if (queued >= 0) return inbox.splice(queued, 1)[0] as Extract<SupervisorMessage, { kind: K }>;
+  if (!port) return undefined;
+  for (;;) {
+    const message = receiveMessageOnPort(port)?.message as SupervisorMessage | undefined;
+    if (!message) return undefined;
+    if (message.kind === kind) return message as Extract<SupervisorMessage, { kind: K }>;
+    inbox.push(message);
+  }
 }
 
 let port: MessagePort | undefined = (workerData as Record<string, unknown> | null)?.[`${WORKER_DATA_KEY}Supervisor`] as MessagePort | undefined;
@@ -96,14 +113,14 @@ export function fetchFromSupervisor(kind: "channel" | "object", id: number): Sha
     if (remaining <= 0) throw new InterpretersError(`the supervisor did not answer a fetch of ${kind} ${id} within ${FETCH_TIMEOUT_MS} ms`);
     Atomics.wait(control, flag, 0, remaining);
   }
-  const answer = receiveMessageOnPort(port)?.message as FetchAnswer | undefined;
+  const answer = takeFromSupervisor("fetch");
   if (!answer) throw new InterpretersError(`the supervisor flagged an answer for ${kind} ${id} but none arrived`);
   return answer.buffer;
 }
 
 /** The supervisor's side of a fetch: post the answer, then raise the flag. */
 export function answerFetch(target: MessagePort, slot: number, buffer: SharedArrayBuffer | null): void {
-  target.postMessage({ buffer } satisfies FetchAnswer);
+  target.postMessage({ kind: "fetch", buffer } satisfies SupervisorMessage);
   const flag = slotWord(slot, FETCH_FIELD);
   Atomics.store(control, flag, 1);
   Atomics.notify(control, flag);

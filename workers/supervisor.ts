@@ -12,17 +12,22 @@ import { MessagePort, workerData } from "node:worker_threads";
 import { lockedAfterDeath, releaseParty, wakeWaiters } from "../src/channel-ops.js";
 import { PartyState, setSlotState, slotId, slotState, SUPERVISOR_SLOT, WORKER_DATA_KEY } from "../src/control.js";
 import { ChannelMemory, H } from "../src/ring.js";
-import { answerFetch, type SupervisorRequest } from "../src/supervisor-link.js";
+import { DeadlockDetector, setVerdictFlag } from "../src/deadlock.js";
+import { answerFetch, type SupervisorMessage, type SupervisorRequest } from "../src/supervisor-link.js";
+import { wakeParty } from "../src/waiting.js";
 import { releaseCarriedEnds } from "../src/transfer.js";
 import { channelFromBuffer } from "../src/registry.js";
 
 const channels = new Map<number, ChannelMemory>();
+/** Each live party's port, for verdicts. */
+const partyPorts = new Map<number, MessagePort>();
 const objects = new Map<number, SharedArrayBuffer>();
 /** Fetches for ids not registered yet: their registration is on its way (posted before the message was sent). */
 const awaiting = new Map<string, Array<{ port: MessagePort; slot: number }>>();
 let registrationsSinceSweep = 0;
 
 function listen(port: MessagePort, slot: number, id: number): void {
+  partyPorts.set(slot, port);
   port.on("message", (request: SupervisorRequest) => handle(request, port));
   port.on("close", () => partyGone(slot, id));
 }
@@ -72,6 +77,7 @@ function partyGone(slot: number, id: number): void {
   const state = slotState(slot);
   if (state === PartyState.FREE || slotId(slot) !== id) return;
   setSlotState(slot, PartyState.EXITED);
+  partyPorts.delete(slot);
   for (const memory of channels.values()) releaseOnChannel(memory, slot);
   setSlotState(slot, PartyState.FREE);
   sweepClosedChannels();
@@ -90,6 +96,20 @@ function sweepClosedChannels(): void {
     if (memory.get(H.SEND_HANDLES) === 0 && memory.get(H.RECV_HANDLES) === 0) channels.delete(id);
   }
 }
+
+const detector = new DeadlockDetector(
+  (id) => channels.get(id),
+  (slot, verdict) => {
+    const port = partyPorts.get(slot);
+    if (!port) return;
+    port.postMessage({ kind: "verdict", ...verdict } satisfies SupervisorMessage);
+    setVerdictFlag(slot, 1);
+    wakeParty(slot);
+  },
+);
+// Level-triggered: a deadlock that forms while nothing else happens is still found.
+// Cheap when nobody waits (a read of each party's wait word); ~50 ms keeps detection well within `after`.
+setInterval(() => detector.scan(performance.now()), 50);
 
 setSlotState(SUPERVISOR_SLOT, PartyState.LIVE);
 const mainPort = (workerData as Record<string, unknown>)[`${WORKER_DATA_KEY}MainPort`] as MessagePort;
