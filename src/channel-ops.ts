@@ -34,6 +34,17 @@ import { wakeParty } from "./waiting.js";
 export const WAKE_SENDERS = 1;
 export const WAKE_RECEIVERS = 2;
 
+/**
+ * Test hook: called at named points inside critical sections (with the
+ * lock held), so that tests can stop or kill a thread exactly there.
+ * Points: "send:committed" (a record is published but the message is not
+ * yet counted), "recv:copied" (a message is copied out but not yet popped).
+ */
+let testHook: ((point: string) => void) | undefined;
+export function setTestHook(hook: ((point: string) => void) | undefined): void {
+  testHook = hook;
+}
+
 /** Smallest piece a streamed message is cut into while the ring is busy (bytes). */
 const MIN_STREAM_CHUNK = 1024;
 
@@ -197,6 +208,7 @@ export class SendOp extends Operation {
     if (at < 0) return false;
     this.seq = m.add(H.SEQ_TAIL, 1) - 1;
     this.writeRecord(at, 0, total, R_FIRST | R_LAST);
+    testHook?.("send:committed");
     m.add(H.LENGTH, 1);
     m.sent += 1;
     this.wake |= WAKE_RECEIVERS;
@@ -372,6 +384,7 @@ export class RecvOp extends Operation {
   private takeWhole(at: number, flags: number): boolean {
     const m = this.memory;
     this.received = { bytes: m.payload(at).slice(), flags };
+    testHook?.("recv:copied");
     this.completeMessage(m.recordSeq(at));
     m.popRecord(at);
     return this.finish();

@@ -78,9 +78,9 @@
  * CryptoKey are refused rather than copied; an object whose prototype is
  * Object.prototype or null is taken as a plain object even if it is a built-in
  * whose prototype was replaced, and an `arguments` object is copied as a
- * plain object (structured clone refuses it). Decoded plain objects (null-prototype ones
- * too) have Object.prototype; decoded arrays are allocated at their length,
- * as JSON.parse does.
+ * plain object (structured clone refuses it). Decoded plain objects
+ * (null-prototype ones too) have Object.prototype; decoded arrays are
+ * allocated at their length, as JSON.parse does.
  *
  * Nesting depth is limited only by memory: both directions walk values with
  * an explicit stack instead of recursion, so 100k nested arrays neither
@@ -252,6 +252,8 @@ const BufferPrototype = Buffer.prototype;
 const isNodeBuffer = (v: object): boolean => BufferPrototype.isPrototypeOf(v);
 // What the decoder calls, captured so that replacing a global or a method later cannot run code during a decode.
 const DateConstructor = Date;
+const ArrayBufferConstructor = ArrayBuffer;
+const Uint8ArrayConstructor = Uint8Array;
 const RegExpConstructor = RegExp;
 const MapConstructor = Map;
 const SetConstructor = Set;
@@ -353,18 +355,27 @@ export class Encoder {
     }
   }
 
-  /** Drops a scratch buffer over 1 MiB (a view returned by encode() stays valid). */
+  /** Drops a scratch buffer over 1 MiB, e.g. after a one-off big message (a view encode() returned stays valid). */
   trim(): void {
-    if (!this.busy && this.buf.length > RETAINED_SCRATCH_BYTES) this.lastLength = 0;
-    if (!this.busy) this.shrinkScratch();
+    if (!this.busy && this.buf.length > RETAINED_SCRATCH_BYTES) this.replaceScratch(INITIAL_SCRATCH_BYTES);
   }
 
-  /** Drops an oversized scratch buffer (kept by a one-off big message) when the last message was small. */
+  /** Drops an oversized scratch buffer when the last message used under an eighth of it. */
   private shrinkScratch(): void {
-    if (this.buf.length > RETAINED_SCRATCH_BYTES && this.lastLength < this.buf.length >>> 3) {
-      this.buf = new Uint8Array(INITIAL_SCRATCH_BYTES);
-      this.view = new DataView(this.buf.buffer);
+    if (this.buf.length > RETAINED_SCRATCH_BYTES && this.lastLength < this.buf.length >>> 3) this.replaceScratch(INITIAL_SCRATCH_BYTES);
+  }
+
+  /** Swaps in a new scratch buffer of `size` bytes, keeping what was written so far. */
+  private replaceScratch(size: number): void {
+    let next: Uint8Array;
+    try {
+      next = new Uint8Array(size);
+    } catch (err) {
+      throw new MessageTooLargeError(`Cannot encode ${this.currentPath()}: could not allocate ${size} bytes for the message. Send large data in parts, or share it through a SharedArrayBuffer.`, { cause: err });
     }
+    next.set(this.buf.subarray(0, this.pos));
+    this.buf = next;
+    this.view = new DataView(next.buffer);
   }
 
   /** Forgets every reference to the message's objects, ready for the next encode(). */
@@ -713,21 +724,26 @@ export class Encoder {
     if (items.length > 0) this.push(Frame.Set, set, items, items.length);
   }
 
-  /** Errors: prototype kind, then name (if unusual), message, stack, cause, code. */
+  /** Errors: prototype kind, then name (if unusual), own message, stack, own cause, code (if a string). */
   private beginError(err: Error): void {
     this.remember(err);
     const kind = errorKindOf(err);
     const fields: unknown[] = [];
     let bits = 0;
+    const add = (bit: ErrorField, value: unknown, present: boolean): void => {
+      if (!present) return;
+      bits |= bit;
+      fields.push(value);
+    };
     const name = err.name;
-    if (typeof name === "string" && name !== ERROR_PROTOTYPES[kind].name) (bits |= ErrorField.Name), fields.push(name);
+    add(ErrorField.Name, name, typeof name === "string" && name !== ERROR_PROTOTYPES[kind].name);
     const message = hasOwn(err, "message") ? err.message : undefined;
-    if (typeof message === "string") (bits |= ErrorField.Message), fields.push(message);
+    add(ErrorField.Message, message, typeof message === "string");
     const stack = err.stack;
-    if (typeof stack === "string") (bits |= ErrorField.Stack), fields.push(stack);
-    if (hasOwn(err, "cause")) (bits |= ErrorField.Cause), fields.push(err.cause);
+    add(ErrorField.Stack, stack, typeof stack === "string");
+    add(ErrorField.Cause, hasOwn(err, "cause") ? err.cause : undefined, hasOwn(err, "cause"));
     const code = (err as { code?: unknown }).code;
-    if (typeof code === "string") (bits |= ErrorField.Code), fields.push(code);
+    add(ErrorField.Code, code, typeof code === "string");
     this.ensure(3);
     this.buf[this.pos++] = Tag.Error;
     this.buf[this.pos++] = kind;
@@ -898,10 +914,7 @@ export class Encoder {
     }
     let size = this.buf.length * 2;
     while (size < required) size *= 2;
-    const next = new Uint8Array(Math.min(size, MAX_ENCODED_BYTES));
-    next.set(this.buf.subarray(0, this.pos));
-    this.buf = next;
-    this.view = new DataView(next.buffer);
+    this.replaceScratch(Math.min(size, MAX_ENCODED_BYTES));
   }
 
   // -- errors and paths -----------------------------------------------------
@@ -1062,7 +1075,6 @@ function writeUtf8Short(buf: Uint8Array, at: number, s: string, n: number): numb
 // Decoder
 
 const NO_BYTES = new Uint8Array(0);
-const PREALLOCATED = Symbol("preallocated");
 
 /** One level of the decoder's explicit stack: a container still being filled. */
 class DecodeFrame {
@@ -1073,8 +1085,10 @@ class DecodeFrame {
   len = 0;
   /** Array: holes so far; Object: index keys so far; Error: field bits still to come. */
   aux = 0;
-  /** A Map key waiting for its value; for an array, PREALLOCATED when it was made at its full length. */
+  /** A Map key waiting for its value. */
   key: unknown = undefined;
+  /** An array made at its full length (see Reader.beginArray). */
+  preallocated = false;
   /** Elements were moved to a dictionary (see makeSparse). */
   sparse = false;
 }
@@ -1159,11 +1173,11 @@ class Reader {
     frame.len = len;
     frame.aux = aux;
     frame.key = undefined;
+    frame.preallocated = false;
     frame.sparse = false;
     if (this.sp > this.maxSp) this.maxSp = this.sp;
   }
 
-  /** Reads elements until one opens a container (returns to fill it) or the array is complete. */
   /** Reads elements until one opens a container (returns to fill it) or the array is complete. */
   private fillArray(frame: DecodeFrame): void {
     const arr = frame.obj as unknown[];
@@ -1189,7 +1203,7 @@ class Reader {
     this.pos++;
     const n = this.readVaruint();
     if (n === 0 || n > frame.len - frame.idx) throw this.corrupt(`a run of ${n} holes does not fit in an array of length ${frame.len} at index ${frame.idx}`);
-    const preallocated = frame.key === PREALLOCATED;
+    const preallocated = frame.preallocated;
     if (!preallocated && !frame.sparse && frame.aux + n > frame.idx - frame.aux + SPARSE_SLACK) {
       makeSparse(arr, frame.idx);
       frame.sparse = true;
@@ -1343,7 +1357,7 @@ class Reader {
     if (preallocate) this.slotBudget -= len;
     const arr = this.register(preallocate ? new Array<unknown>(len) : []);
     this.push(Frame.Array, arr, len);
-    if (preallocate) this.frames[this.sp - 1]!.key = PREALLOCATED;
+    this.frames[this.sp - 1]!.preallocated = preallocate;
     return arr;
   }
 
@@ -1403,8 +1417,8 @@ class Reader {
 
   private readArrayBuffer(): ArrayBuffer {
     const n = this.readLength();
-    const buffer = new ArrayBuffer(n);
-    new Uint8Array(buffer).set(this.bytes.subarray(this.pos, this.pos + n));
+    const buffer = new ArrayBufferConstructor(n);
+    new Uint8ArrayConstructor(buffer).set(this.bytes.subarray(this.pos, this.pos + n));
     this.pos += n;
     return buffer;
   }
