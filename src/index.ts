@@ -5,7 +5,7 @@
  * thread and inside interpreters alike.
  */
 import { isCloneable } from "./serialization.js";
-import { endOf } from "./transfer.js";
+import { isAttachable } from "./transfer.js";
 
 export { create, current, list, main, Interpreter } from "./interpreter.js";
 export type { CreateOptions, InterpreterEvents, Shareable } from "./interpreter.js";
@@ -32,8 +32,5 @@ export type { DeadlockParty, RemoteErrorInfo } from "./errors.js";
  * (shared), and open channel ends (moved). Never throws.
  */
 export function isShareable(value: unknown): boolean {
-  return isCloneable(value, (object: object) => {
-    const end = endOf(object);
-    return end !== undefined && end.state === "open";
-  });
+  return isCloneable(value, isAttachable);
 }

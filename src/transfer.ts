@@ -9,9 +9,10 @@
  * | offset  | size | meaning                                                      |
  * |---------|------|--------------------------------------------------------------|
  * | 0       | 4    | n: number of attachments (little-endian u32)                 |
- * | 4 + 8·i | 1    | kind: 1 send end, 2 recv end, 3 SharedArrayBuffer            |
- * | 5 + 8·i | 3    | zero                                                         |
- * | 8 + 8·i | 4    | channel id (ends) or object id (buffers)                     |
+ * | 4 + 8·i | 1    | kind: 1 send end, 2 recv end, 3 SharedArrayBuffer, 4 shared object |
+ * | 5 + 8·i | 1    | shared-object tag (kind 4: which SharedKind), else 0          |
+ * | 6 + 8·i | 2    | zero                                                         |
+ * | 8 + 8·i | 4    | channel id (ends) or object id (buffers, shared objects)     |
  * | 4 + 8·n | ...  | codec bytes                                                  |
  *
  * Through postMessage (exec bindings, call arguments and results), the
@@ -35,7 +36,48 @@ import { type Attacher, decode, Encoder, type Resolver, TAG_TOP_ARRAYBUFFER, TAG
 const KIND_SEND_END = 1;
 const KIND_RECV_END = 2;
 const KIND_BUFFER = 3;
+const KIND_OBJECT = 4;
 const ENTRY_BYTES = 8;
+
+/**
+ * A class whose instances are backed by a SharedArrayBuffer and are shared
+ * (not copied, not moved) when they cross: Lock, Semaphore, Event. The
+ * instance travels as its buffer; the other side rebuilds an instance over
+ * the same buffer with `fromBuffer`.
+ */
+export interface SharedKind {
+  /** 1..255, stable: travels in messages. */
+  readonly tag: number;
+  /** The buffer behind `value` if it is an instance of this kind, else undefined. */
+  bufferOf(value: object): SharedArrayBuffer | undefined;
+  /** An instance over `buffer` (which holds an instance of this kind). */
+  fromBuffer(buffer: SharedArrayBuffer): object;
+}
+const sharedKinds = new Map<number, SharedKind>();
+/** Makes instances of `kind` shareable (called once by the module defining it). */
+export function registerSharedKind(kind: SharedKind): void {
+  if (!Number.isInteger(kind.tag) || kind.tag < 1 || kind.tag > 255) throw new RangeError(`shared kind tag ${kind.tag} out of range`);
+  sharedKinds.set(kind.tag, kind);
+}
+function sharedKindOf(value: object): { kind: SharedKind; buffer: SharedArrayBuffer } | undefined {
+  for (const kind of sharedKinds.values()) {
+    const buffer = kind.bufferOf(value);
+    if (buffer) return { kind, buffer };
+  }
+  return undefined;
+}
+/** True for objects that cross by reference: open channel ends and shared objects (Lock, ...). */
+export function isAttachable(value: object): boolean {
+  const end = endsOfHandles.get(value);
+  if (end) return end.state === "open";
+  return sharedKinds.size > 0 && sharedKindOf(value) !== undefined;
+}
+
+function rebuildShared(tag: number, buffer: SharedArrayBuffer): object {
+  const kind = sharedKinds.get(tag);
+  if (!kind) throw new CorruptDataError(`message carries a shared object of unknown kind ${tag}`);
+  return kind.fromBuffer(buffer);
+}
 
 /** Makes the public handle object for an End (installed by channel.ts). */
 type HandleFactory = (end: End) => object;
@@ -61,6 +103,7 @@ export function handleFor(end: End): object {
 interface Entry {
   kind: number;
   id: number;
+  tag?: number;
   end?: End;
   buffer?: SharedArrayBuffer;
 }
@@ -81,6 +124,9 @@ class Collector implements Attacher {
       entry = { kind: end.side === "send" ? KIND_SEND_END : KIND_RECV_END, id: end.memory.id, end };
     } else if (value instanceof SharedArrayBuffer) {
       entry = { kind: KIND_BUFFER, id: 0, buffer: value };
+    } else if (sharedKinds.size > 0) {
+      const shared = sharedKindOf(value);
+      if (shared) entry = { kind: KIND_OBJECT, id: 0, tag: shared.kind.tag, buffer: shared.buffer };
     }
     if (!entry) return undefined;
     const index = this.entries.push(entry) - 1;
@@ -173,6 +219,7 @@ export function encodeForChannel(value: unknown): ChannelMessage {
   collector.entries.forEach((entry, i) => {
     if (entry.buffer) entry.id = depositObject(entry.buffer);
     view.setUint8(4 + ENTRY_BYTES * i, entry.kind);
+    view.setUint8(5 + ENTRY_BYTES * i, entry.tag ?? 0);
     view.setUint32(8 + ENTRY_BYTES * i, entry.id, true);
   });
   try {
@@ -190,19 +237,23 @@ export function encodeForChannel(value: unknown): ChannelMessage {
 }
 
 /** Reads the attachment table at the front of `payload`; returns the entries and where the codec bytes start. */
-function readTable(payload: Uint8Array): { entries: Array<{ kind: number; id: number }>; bodyStart: number } {
+function readTable(payload: Uint8Array): { entries: Array<{ kind: number; id: number; tag: number }>; bodyStart: number } {
   if (payload.length < 4) throw new CorruptDataError("message attachment table is truncated");
   const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   const count = view.getUint32(0, true);
   const bodyStart = 4 + ENTRY_BYTES * count;
   if (bodyStart > payload.length) throw new CorruptDataError(`message declares ${count} attachments, more than its ${payload.length} bytes hold`);
-  const entries: Array<{ kind: number; id: number }> = [];
+  const entries: Array<{ kind: number; id: number; tag: number }> = [];
   for (let i = 0; i < count; i++) {
     const kind = view.getUint8(4 + ENTRY_BYTES * i);
-    if (kind < KIND_SEND_END || kind > KIND_BUFFER) throw new CorruptDataError(`message attachment ${i} has unknown kind ${kind}`);
-    entries.push({ kind, id: view.getUint32(8 + ENTRY_BYTES * i, true) });
+    if (kind < KIND_SEND_END || kind > KIND_OBJECT) throw new CorruptDataError(`message attachment ${i} has unknown kind ${kind}`);
+    entries.push({ kind, id: view.getUint32(8 + ENTRY_BYTES * i, true), tag: view.getUint8(5 + ENTRY_BYTES * i) });
   }
   return { entries, bodyStart };
+}
+
+function isEnd(kind: number): boolean {
+  return kind === KIND_SEND_END || kind === KIND_RECV_END;
 }
 
 function sideOfKind(kind: number): Side {
@@ -223,6 +274,7 @@ export function decodeFromChannel(received: Received): unknown {
       if (!entry) throw new CorruptDataError(`message refers to attachment ${index} of ${entries.length}`);
       let value: unknown;
       if (entry.kind === KIND_BUFFER) value = objectById(entry.id);
+      else if (entry.kind === KIND_OBJECT) value = rebuildShared(entry.tag, objectById(entry.id));
       else {
         const end = End.claimFromTransit(channelById(entry.id), sideOfKind(entry.kind));
         claimed.push(end);
@@ -233,7 +285,7 @@ export function decodeFromChannel(received: Received): unknown {
     },
   };
   // Claim every end even if the codec never asks for one, so none stays in transit.
-  for (let i = 0; i < entries.length; i++) if (entries[i]!.kind !== KIND_BUFFER) resolver.resolve(i);
+  for (let i = 0; i < entries.length; i++) if (isEnd(entries[i]!.kind)) resolver.resolve(i);
   try {
     return decode(bytes.subarray(bodyStart), resolver);
   } catch (err) {
@@ -255,7 +307,7 @@ export function releaseCarriedEnds(payloads: Uint8Array[]): void {
       continue; // a damaged table: nothing reliable to release
     }
     for (const entry of entries) {
-      if (entry.kind === KIND_BUFFER) continue;
+      if (!isEnd(entry.kind)) continue;
       const memory = channelById(entry.id);
       const { wake, discarded } = locked(memory, () => releaseHandles(memory, sideOfKind(entry.kind), TRANSIT, 1));
       wakeWaiters(memory, wake);
@@ -267,7 +319,7 @@ export function releaseCarriedEnds(payloads: Uint8Array[]): void {
 /** A value as posted to another thread: codec bytes plus the shared buffers it refers to. */
 export interface PostedValue {
   bytes: Uint8Array;
-  attachments: Array<{ kind: number; buffer: SharedArrayBuffer }>;
+  attachments: Array<{ kind: number; tag?: number; buffer: SharedArrayBuffer }>;
 }
 
 /**
@@ -284,7 +336,7 @@ export function encodeForPost(value: unknown, targetSlot: number, destination: s
       entry.end.moveToParty(targetSlot, destination);
       return { kind: entry.kind, buffer: entry.end.memory.buffer };
     }
-    return { kind: entry.kind, buffer: entry.buffer! };
+    return { kind: entry.kind, tag: entry.tag, buffer: entry.buffer! };
   });
   return { bytes, attachments };
 }
@@ -298,7 +350,11 @@ export function decodeFromPost(posted: PostedValue): unknown {
       const attachment = posted.attachments[index];
       if (!attachment) throw new CorruptDataError(`posted value refers to attachment ${index} of ${posted.attachments.length}`);
       const value =
-        attachment.kind === KIND_BUFFER ? attachment.buffer : handleFor(new End(channelFromBuffer(attachment.buffer), sideOfKind(attachment.kind)));
+        attachment.kind === KIND_BUFFER
+          ? attachment.buffer
+          : attachment.kind === KIND_OBJECT
+            ? rebuildShared(attachment.tag ?? 0, attachment.buffer)
+            : handleFor(new End(channelFromBuffer(attachment.buffer), sideOfKind(attachment.kind)));
       handles.set(index, value);
       return value;
     },
