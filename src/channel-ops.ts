@@ -121,8 +121,15 @@ abstract class Operation {
     if (!this.registered) {
       this.registered = true;
       this.memory.addWaits(this.side, mySlot, 1);
+      // A new receiver is what a rendezvous trySend / select send case waits for.
+      if (this.side === "recv" && this.memory.capacity === 0) this.wake |= WAKE_SENDERS;
     }
     return false;
+  }
+
+  /** True while this operation counts as waiting on its channel. */
+  get isRegistered(): boolean {
+    return this.registered;
   }
 
   /** Stops counting this operation as waiting (under the lock); idempotent. */
@@ -160,6 +167,8 @@ export class SendOp extends Operation {
     private readonly message: OutgoingMessage,
     private readonly isTry: boolean,
     private readonly checkHandle: () => void,
+    /** Receive operations of the same select on this channel (not partners for a rendezvous). */
+    private readonly ownReceivers: () => number = () => 0,
   ) {
     super(memory, "send");
   }
@@ -189,7 +198,7 @@ export class SendOp extends Operation {
     const streamer = m.get(H.STREAM_SENDER);
     if (streamer < 0 || streamer > MAX_PARTIES) throw m.corrupt(`stream sender ${streamer}`);
     if (streamer !== 0) return false;
-    if (!(this.isTry ? this.flavor.tryAdmits(m) : this.flavor.admits(m))) return false;
+    if (!(this.isTry ? this.flavor.tryAdmits(m, this.ownReceivers()) : this.flavor.admits(m))) return false;
     const total = this.message.length;
     if (recordBytes(total) > m.get(H.MAX_DATA_SIZE)) {
       if (this.isTry) {

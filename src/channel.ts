@@ -89,7 +89,7 @@ const closeForgotten = new FinalizationRegistry<End>((end) => end.close());
 /** Only this module may construct handles. */
 const constructing = Symbol("constructing");
 
-interface DrivenOp {
+export interface DrivenOp {
   readonly memory: ChannelMemory;
   wake: number;
   attempt(): boolean;
@@ -97,7 +97,7 @@ interface DrivenOp {
 }
 
 /** One attempt under the lock; wakes whoever the attempt said to wake, even if it threw. */
-function attemptOnce(op: DrivenOp): boolean {
+export function attemptOnce(op: DrivenOp): boolean {
   try {
     return locked(op.memory, () => op.attempt());
   } finally {
@@ -107,7 +107,7 @@ function attemptOnce(op: DrivenOp): boolean {
   }
 }
 
-function withdrawOnce(op: DrivenOp, finalAttempt: boolean): Withdrawal {
+export function withdrawOnce(op: DrivenOp, finalAttempt: boolean): Withdrawal {
   try {
     return locked(op.memory, () => op.withdraw(finalAttempt));
   } finally {
@@ -151,7 +151,7 @@ function runSync(op: DrivenOp, timeout: number, what: string): void {
  * withdraws the operation and throws DeadlockError (unless it completed
  * after all: returns true); in report mode, warns and goes on waiting.
  */
-function heedVerdict(op: DrivenOp): boolean {
+export function heedVerdict(op: DrivenOp): boolean {
   setVerdictFlag(mySlot, 0);
   const verdict = takeFromSupervisor("verdict");
   if (!verdict) return false;

@@ -11,6 +11,8 @@ export { create, current, list, main, Interpreter } from "./interpreter.js";
 export type { CreateOptions, InterpreterEvents, Shareable } from "./interpreter.js";
 export { createChannel, RecvChannel, SendChannel } from "./channel.js";
 export { configureDeadlockDetection } from "./deadlock.js";
+export { select, selectSync } from "./select.js";
+export type { SelectCase, SelectResult } from "./select.js";
 export type { DeadlockMode } from "./deadlock.js";
 export type { ChannelOptions, ChannelStats, TryRecvResult, WaitOptions } from "./channel.js";
 export {

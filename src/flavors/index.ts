@@ -20,8 +20,12 @@ export interface Flavor {
   readonly name: "rendezvous" | "bounded" | "unbounded";
   /** A blocking send may put a new message into the ring now (count-wise). Called under the lock. */
   admits(memory: ChannelMemory): boolean;
-  /** trySend may put a new message into the ring now. Called under the lock. */
-  tryAdmits(memory: ChannelMemory): boolean;
+  /**
+   * trySend (and a select send case) may put a new message into the ring
+   * now. `ownReceivers`: receive operations of the same select on this
+   * channel, which must not count as partners (no self-pairing). Under the lock.
+   */
+  tryAdmits(memory: ChannelMemory, ownReceivers: number): boolean;
   /** A blocking send completes only once a receiver has taken its message. */
   readonly awaitsTake: boolean;
 }
