@@ -12,6 +12,8 @@ export type { CreateOptions, InterpreterEvents, Shareable } from "./interpreter.
 export { createChannel, RecvChannel, SendChannel } from "./channel.js";
 export { configureDeadlockDetection } from "./deadlock.js";
 export { select, selectSync } from "./select.js";
+export { TaskGroup } from "./task-group.js";
+export type { GroupError } from "./task-group.js";
 export type { SelectCase, SelectResult } from "./select.js";
 export type { DeadlockMode } from "./deadlock.js";
 export type { ChannelOptions, ChannelStats, TryRecvResult, WaitOptions } from "./channel.js";
