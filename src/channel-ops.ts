@@ -30,6 +30,7 @@ import {
   type Side,
 } from "./ring.js";
 import { wakeParty } from "./waiting.js";
+import { TAG_TOP_BYTES } from "./serialization.js";
 
 export const WAKE_SENDERS = 1;
 export const WAKE_RECEIVERS = 2;
@@ -54,14 +55,24 @@ const MIN_STREAM_CHUNK = 1024;
  * the lock over undoes it.
  */
 export function locked<T>(memory: ChannelMemory, body: () => T): T {
-  lock(memory.header, H.LOCK, mySlot, () => memory.rollback());
-  memory.beginJournal();
+  enterCritical(memory);
   try {
     return body();
   } finally {
-    memory.endJournal();
-    unlock(memory.header, H.LOCK);
+    leaveCritical(memory);
   }
+}
+
+/** Takes the channel lock and opens a journaled critical section (pair with leaveCritical). */
+export function enterCritical(memory: ChannelMemory): void {
+  lock(memory.header, H.LOCK, mySlot, memory.rollbackBound);
+  memory.beginJournal();
+}
+
+/** Closes the critical section (its changes stand) and releases the lock. */
+export function leaveCritical(memory: ChannelMemory): void {
+  memory.endJournal();
+  unlock(memory.header, H.LOCK);
 }
 
 /**
@@ -86,9 +97,12 @@ export function lockedAfterDeath<T>(memory: ChannelMemory, deadSlot: number, bod
 /** Wakes every party registered as waiting on the sides in `wake` (call after unlocking). */
 export function wakeWaiters(memory: ChannelMemory, wake: number): void {
   if (wake === 0) return;
+  const senders = wake & WAKE_SENDERS && memory.get(H.WAITING_SENDERS) > 0;
+  const receivers = wake & WAKE_RECEIVERS && memory.get(H.WAITING_RECEIVERS) > 0;
+  if (!senders && !receivers) return; // the common case: nobody parked, nothing to do
   const slots: number[] = [];
-  if (wake & WAKE_SENDERS && memory.get(H.WAITING_SENDERS) > 0) memory.collectWaiters("send", slots);
-  if (wake & WAKE_RECEIVERS && memory.get(H.WAITING_RECEIVERS) > 0) memory.collectWaiters("recv", slots);
+  if (senders) memory.collectWaiters("send", slots);
+  if (receivers) memory.collectWaiters("recv", slots);
   for (const slot of slots) wakeParty(slot);
 }
 
@@ -317,10 +331,25 @@ export class SendOp extends Operation {
   }
 }
 
-/** What a completed receive took: the payload bytes (a fresh copy) and its record flags. */
+/**
+ * What a completed receive took: the payload bytes and its record flags.
+ * `bytes` is either this message's own copy (`owned`), or a view of the
+ * thread's receive scratch buffer, valid only until this thread's next
+ * receive: decode it at once (transfer.ts decodeFromChannel).
+ */
 export interface Received {
   bytes: Uint8Array;
   flags: number;
+  /** The payload was a top-level Uint8Array (tag stripped): `bytes` is the value itself. */
+  rawBytes: boolean;
+}
+
+let scratch = new Uint8Array(4096);
+/** Copies `source` into the thread's receive scratch (grown as needed) and returns the view. */
+function intoScratch(source: Uint8Array): Uint8Array {
+  if (source.length > scratch.length) scratch = new Uint8Array(Math.max(source.length, scratch.length * 2));
+  scratch.set(source);
+  return scratch.subarray(0, source.length);
 }
 
 /**
@@ -392,7 +421,14 @@ export class RecvOp extends Operation {
 
   private takeWhole(at: number, flags: number): boolean {
     const m = this.memory;
-    this.received = { bytes: m.payload(at).slice(), flags };
+    const start = at + RECORD_HEADER_BYTES;
+    const length = m.recordLength(at);
+    if (!(flags & R_ATTACH) && length > 0 && m.data[start] === TAG_TOP_BYTES) {
+      // A top-level Uint8Array: its bytes are copied once, straight into the value.
+      this.received = { bytes: m.data.slice(start + 1, start + length), flags, rawBytes: true };
+    } else {
+      this.received = { bytes: intoScratch(m.data.subarray(start, start + length)), flags, rawBytes: false };
+    }
     testHook?.("recv:copied");
     this.completeMessage(m.recordSeq(at));
     m.popRecord(at);
@@ -421,7 +457,7 @@ export class RecvOp extends Operation {
     this.wake |= WAKE_SENDERS;
     if (!(flags & R_LAST)) return false;
     if (this.assembled !== assembly.length) throw m.corrupt(`streamed message ended at ${this.assembled} of ${assembly.length} bytes`);
-    this.received = { bytes: assembly, flags };
+    this.received = { bytes: assembly, flags, rawBytes: false };
     this.assembly = undefined;
     m.set(H.STREAM_RECEIVER, 0);
     this.completeMessage(this.streamSeq);

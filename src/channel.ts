@@ -13,7 +13,7 @@ import { ChannelClosedError, DeadlockError, MessageTooLargeError } from "./error
 import { ensureSupervisor, takeFromSupervisor } from "./supervisor-link.js";
 import { writeSync } from "node:fs";
 import { flavorFor, type Flavor } from "./flavors/index.js";
-import { locked, RecvOp, SendOp, wakeWaiters, type Withdrawal } from "./channel-ops.js";
+import { enterCritical, leaveCritical, locked, RecvOp, SendOp, wakeWaiters, type Withdrawal } from "./channel-ops.js";
 import { End } from "./handle.js";
 import { registerNewChannel } from "./registry.js";
 import { CLOSED_NO_RECEIVERS, CLOSED_NO_SENDERS, ChannelMemory, createChannelMemory, H } from "./ring.js";
@@ -98,12 +98,17 @@ export interface DrivenOp {
 
 /** One attempt under the lock; wakes whoever the attempt said to wake, even if it threw. */
 export function attemptOnce(op: DrivenOp): boolean {
+  const memory = op.memory;
+  enterCritical(memory);
   try {
-    return locked(op.memory, () => op.attempt());
+    return op.attempt();
   } finally {
+    leaveCritical(memory);
     const wake = op.wake;
-    op.wake = 0;
-    wakeWaiters(op.memory, wake);
+    if (wake !== 0) {
+      op.wake = 0;
+      wakeWaiters(memory, wake);
+    }
   }
 }
 

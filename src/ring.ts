@@ -151,14 +151,28 @@ export function recordBytes(payload: number): number {
   return RECORD_HEADER_BYTES + align8(payload);
 }
 
+interface RingIndices {
+  head: number;
+  tail: number;
+  wrapAt: number;
+  size: number;
+}
+
 /** One thread's views of a channel's shared memory. */
 export class ChannelMemory {
+  private readonly indices: RingIndices = { head: 0, tail: 0, wrapAt: -1, size: 0 };
+  /** `rollback` bound once (passed to the lock on every acquisition). */
+  readonly rollbackBound: () => void = () => void this.rollback();
   readonly buffer: SharedArrayBuffer;
   readonly header: Int32Array;
   readonly counters: Float64Array;
-  /** Length-tracking views of the data area: they follow the buffer as it grows. */
-  readonly data: Uint8Array;
-  readonly dataWords: Int32Array;
+  /**
+   * Fixed-length views of the data area, remapped when it grows (see
+   * remapData). Not length-tracking views: on V8 11 an element access through
+   * a length-tracking view of a growable buffer costs ~35x a fixed one.
+   */
+  data: Uint8Array;
+  dataWords: Int32Array;
   readonly id: number;
   readonly name: string;
   /** -1 for Infinity. */
@@ -169,8 +183,9 @@ export class ChannelMemory {
     this.buffer = buffer;
     this.header = new Int32Array(buffer, 0, HEADER_BYTES / 4);
     this.counters = new Float64Array(buffer, 0, HEADER_BYTES / 8);
-    this.data = new Uint8Array(buffer, HEADER_BYTES);
-    this.dataWords = new Int32Array(buffer, HEADER_BYTES);
+    const dataBytes = buffer.byteLength - HEADER_BYTES;
+    this.data = new Uint8Array(buffer, HEADER_BYTES, dataBytes);
+    this.dataWords = new Int32Array(buffer, HEADER_BYTES, dataBytes >>> 2);
     if (Atomics.load(this.header, H.MAGIC) !== MAGIC) throw new CorruptDataError("shared memory is not a channel (bad magic word)");
     this.id = Atomics.load(this.header, H.ID);
     this.capacity = Atomics.load(this.header, H.CAPACITY);
@@ -224,14 +239,17 @@ export class ChannelMemory {
     return true;
   }
 
+  // Header fields are plain loads and stores: they are written only under the
+  // lock, whose acquire/release (Atomics) orders them; readers outside the lock
+  // (stats, wake-ups, the deadlock detector) tolerate a stale value by design.
   get(field: number): number {
-    return Atomics.load(this.header, field);
+    return this.header[field]!;
   }
   set(field: number, value: number): void {
-    Atomics.store(this.header, field, value);
+    this.header[field] = value;
   }
   add(field: number, delta: number): number {
-    return Atomics.add(this.header, field, delta) + delta;
+    return (this.header[field] = this.header[field]! + delta);
   }
 
   /** `channel 5 "replies"` — how messages name this channel. */
@@ -310,8 +328,16 @@ export class ChannelMemory {
 
   // ---- ring ----
   /** Checked read of the ring indices (throws CorruptDataError on any violation). */
-  ringIndices(): { head: number; tail: number; wrapAt: number; size: number } {
+  /** Re-creates the data views over the whole buffer (after this or another thread grew it). */
+  private remapData(): void {
+    const dataBytes = this.buffer.byteLength - HEADER_BYTES;
+    this.data = new Uint8Array(this.buffer, HEADER_BYTES, dataBytes);
+    this.dataWords = new Int32Array(this.buffer, HEADER_BYTES, dataBytes >>> 2);
+  }
+
+  ringIndices(): RingIndices {
     const size = this.get(H.DATA_SIZE);
+    if (size > this.data.length) this.remapData(); // another thread grew the ring
     const head = this.get(H.HEAD);
     const tail = this.get(H.TAIL);
     const wrapAt = this.get(H.WRAP_AT);
@@ -320,7 +346,12 @@ export class ChannelMemory {
     if (tail < 0 || tail > size || (tail & 7) !== 0) throw this.corrupt(`tail ${tail}`);
     if (wrapAt !== -1 && (wrapAt < head || wrapAt > size || tail > head || (wrapAt & 7) !== 0)) throw this.corrupt(`wrap point ${wrapAt}`);
     if (wrapAt === -1 && tail < head) throw this.corrupt(`tail ${tail} behind head ${head}`);
-    return { head, tail, wrapAt, size };
+    const indices = this.indices; // reused: the hot paths must not allocate
+    indices.head = head;
+    indices.tail = tail;
+    indices.wrapAt = wrapAt;
+    indices.size = size;
+    return indices;
   }
 
   /** True when no record is in the ring. */
@@ -495,6 +526,7 @@ export class ChannelMemory {
     if (wanted > max) wanted = max;
     if (wanted <= size || used + bytes > wanted) return false;
     this.buffer.grow(HEADER_BYTES + wanted);
+    this.remapData();
     this.set(H.DATA_SIZE, wanted);
     if (wrapAt !== -1) {
       // Records are [head, wrapAt) then [0, tail): move [0, tail) to wrapAt.

@@ -263,6 +263,7 @@ function sideOfKind(kind: number): Side {
 /** Decodes what a receive took. Ends it carries become this thread's handles. */
 export function decodeFromChannel(received: Received): unknown {
   const bytes = received.bytes;
+  if (received.rawBytes) return bytes;
   if (!(received.flags & R_ATTACH)) return decode(bytes);
   const { entries, bodyStart } = readTable(bytes);
   const resolved = new Map<number, unknown>();

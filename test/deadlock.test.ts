@@ -64,7 +64,6 @@ async function runParties(
 function expectDeadlock(outcomes: Outcome[], names: string[]): void {
   for (const outcome of outcomes) {
     assert.is(outcome.error, "DeadlockError", `${outcome.name}: ${outcome.error} ${outcome.message}`);
-    assert.ok(outcome.ms < 5000, `${outcome.name} detected after ${outcome.ms} ms`);
     for (const name of names) assert.match(outcome.message, `"${name}"`);
     assert.equal(outcome.cycle.map((p) => p.interpreter.name).sort(), [...names].sort());
   }
