@@ -124,6 +124,8 @@ export interface OutgoingMessage {
 /** Common part of send and receive operations: waiter registration. */
 abstract class Operation {
   wake = 0;
+  /** When set, a blocked attempt does not register as a waiter (the caller spins instead). */
+  probing = false;
   private registered = false;
   constructor(
     readonly memory: ChannelMemory,
@@ -132,7 +134,7 @@ abstract class Operation {
 
   /** Counts this operation as waiting (under the lock). */
   protected register(): false {
-    if (!this.registered) {
+    if (!this.registered && !this.probing) {
       this.registered = true;
       this.memory.addWaits(this.side, mySlot, 1);
       // A new receiver is what a rendezvous trySend / select send case waits for.

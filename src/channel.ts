@@ -92,6 +92,7 @@ const constructing = Symbol("constructing");
 export interface DrivenOp {
   readonly memory: ChannelMemory;
   wake: number;
+  probing: boolean;
   attempt(): boolean;
   withdraw(finalAttempt: boolean): Withdrawal;
 }
@@ -133,22 +134,59 @@ function runSync(op: DrivenOp, timeout: number, what: string): void {
   let deadline = timeout === Infinity ? Infinity : now() + timeout;
   if (timeout === Infinity) ensureSupervisor(); // the deadlock detector runs there
   publishWait(op instanceof SendOp ? WaitOp.SEND : WaitOp.RECV, op.memory.id, timeout !== Infinity);
+  const memory = op.memory;
+  // Phase 1 (probing): attempt without registering and spin on the channel's
+  // progress stamp, so that a busy peer pays nothing to wake us. Phase 2:
+  // register (in the attempt) and sleep on the park word until woken.
+  let probing = memory.spinMicros > 0;
   try {
     for (;;) {
       const seen = parkValue();
+      const before = memory.progressStamp();
+      op.probing = probing;
       if (attemptOnce(op)) return;
       if (now() >= deadline) {
+        op.probing = false;
         const outcome = withdrawOnce(op, true);
         if (outcome === "done") return;
         if (outcome === "withdrawn") throw timeoutError(what, timeout);
         deadline = Infinity;
       }
-      parkSync(seen, deadline);
+      if (probing) {
+        if (!spinUntilChanged(memory, before, deadline)) probing = false;
+        continue;
+      }
+      parkSync(seen, deadline, 0);
       if (verdictFlag(mySlot) !== 0 && heedVerdict(op)) return;
     }
   } finally {
+    op.probing = false;
     clearWait();
   }
+}
+
+/**
+ * Spins (Atomics loads, no lock) until the channel's progress stamp moves
+ * away from `before`, for at most the channel's adaptive spin budget.
+ * Returns whether it moved. The budget doubles after a spin that paid off
+ * and halves after one that did not, within [MIN, MAX]: two busy parties
+ * keep handing over without sleeping, while a party whose peer is slow
+ * soon stops burning its core.
+ */
+const MIN_SPIN_MICROS = 8;
+const MAX_SPIN_MICROS = 200;
+function spinUntilChanged(memory: ChannelMemory, before: number, deadline: number): boolean {
+  const until = Math.min(now() + memory.spinMicros / 1000, deadline);
+  for (let i = 0; ; i++) {
+    if (memory.progressStamp() !== before) {
+      memory.spinMicros = Math.min(MAX_SPIN_MICROS, memory.spinMicros * 2);
+      return true;
+    }
+    // performance.now() costs ~60 ns: look at the clock every 32 polls.
+    if ((i & 31) === 31 && now() >= until) break;
+  }
+  memory.spinMicros = Math.max(MIN_SPIN_MICROS, memory.spinMicros / 2);
+  return false;
 }
 
 /**

@@ -18,6 +18,12 @@
  * are about to be released, and an end in transit (inside a message or on
  * its way to an interpreter). No false reports: when in doubt, not stuck.
  *
+ * A Lock wait (WaitOp.ACQUIRE, published with the lock's id; sync.ts)
+ * can be ended only by the lock's owner, read from the lock's memory (the
+ * supervisor looks locks up by id): it is woken from outside unless the
+ * owner is in the set. Semaphore and Event waits publish nothing, so they
+ * are never reported, and a party in one counts as able to act.
+ *
  * The supervisor runs `scan` periodically; each party of a deadlocked set
  * gets a verdict (supervisor-link.ts) and is woken: it then fails with
  * DeadlockError (or, in report mode, warns once and keeps waiting).
@@ -26,6 +32,7 @@ import {
   control,
   describeSlot,
   liveSlots,
+  mySlot,
   P_PARK,
   P_VERDICT,
   P_WAIT_CHANNEL,
@@ -37,7 +44,9 @@ import {
   WORD_DEADLOCK_MODE,
   WORD_DEADLOCK_MS,
 } from "./control.js";
-import { type DeadlockParty } from "./errors.js";
+import { writeSync } from "node:fs";
+import { DeadlockError, type DeadlockParty } from "./errors.js";
+import { takeFromSupervisor } from "./supervisor-link.js";
 import { CLOSED_NO_RECEIVERS, CLOSED_NO_SENDERS, type ChannelMemory, H, type Side, TRANSIT } from "./ring.js";
 import { WAIT_HAS_TIMEOUT, WAIT_SYNC, WaitOp } from "./waiting.js";
 import { MAX_PARTIES } from "./control.js";
@@ -73,13 +82,19 @@ export function detectionMillis(): number {
   return Atomics.load(control, WORD_DEADLOCK_MS) || 1000;
 }
 
-interface Waiter {
+/** A Lock as the detector sees it: its id and its owner's slot (-1 when free). */
+export interface LockState {
+  id: number;
+  owner: number;
+}
+
+/** A stuck candidate: waiting on a channel (`memory`) or for a Lock (`lock`). */
+type Waiter = {
   slot: number;
   op: number;
-  memory: ChannelMemory;
   /** What must stay the same for the party to count as stuck. */
   signature: string;
-}
+} & ({ memory: ChannelMemory; lock?: undefined } | { lock: LockState; memory?: undefined });
 
 /** Per-party: since when its current wait has looked exactly the same. */
 interface Observation {
@@ -99,6 +114,8 @@ export class DeadlockDetector {
   constructor(
     private readonly channelById: (id: number) => ChannelMemory | undefined,
     private readonly deliver: (slot: number, verdict: { mode: "throw" | "report"; message: string; cycle: DeadlockParty[] }) => void,
+    /** The Lock deposited under an id, with its owner now (undefined if unknown or not a lock). */
+    private readonly lockById: (id: number) => LockState | undefined = () => undefined,
   ) {}
 
   /** One look at every party; reports deadlocks that have lasted long enough. */
@@ -133,6 +150,16 @@ export class DeadlockDetector {
       const op = Atomics.load(control, slotWord(slot, P_WAIT_OP));
       const flags = Atomics.load(control, slotWord(slot, P_WAIT_FLAGS));
       if (op === WaitOp.NONE || !(flags & WAIT_SYNC) || flags & WAIT_HAS_TIMEOUT) continue;
+      if (op === WaitOp.ACQUIRE) {
+        const lock = this.lockById(Atomics.load(control, slotWord(slot, P_WAIT_CHANNEL)));
+        if (!lock) continue;
+        // The owner in the signature: a new owner is progress, even if this party lost the race again.
+        const signature = `${op}:${lock.id}:${Atomics.load(control, slotWord(slot, P_PARK))}:${lock.owner}`;
+        const seen = this.observed.get(slot);
+        if (!seen || seen.signature !== signature) this.observed.set(slot, { signature, since: now, reported: false });
+        waiters.set(slot, { slot, op, lock, signature });
+        continue;
+      }
       if (op !== WaitOp.SEND && op !== WaitOp.RECV) continue;
       const memory = this.channelById(Atomics.load(control, slotWord(slot, P_WAIT_CHANNEL)));
       if (!memory) continue;
@@ -171,6 +198,9 @@ function opposite(op: number): Side {
 }
 
 function couldBeWokenFromOutside(waiter: Waiter, set: Map<number, Waiter>): boolean {
+  // Only the owner can release a lock (or the supervisor, once the owner is dead: then it is not live, so not in the set).
+  // A free lock: the waiter is about to take it.
+  if (waiter.lock) return waiter.lock.owner < 0 || !set.has(waiter.lock.owner);
   const memory = waiter.memory;
   const closed = memory.get(H.CLOSED);
   // A closed side means the operation fails rather than waits: not stuck.
@@ -185,6 +215,7 @@ function couldBeWokenFromOutside(waiter: Waiter, set: Map<number, Waiter>): bool
 }
 
 function partyData(slot: number, waiter: Waiter): DeadlockParty {
+  if (waiter.lock) return { interpreter: { id: slotId(slot), name: slotName(slot) }, op: "acquire" };
   return {
     interpreter: { id: slotId(slot), name: slotName(slot) },
     op: waiter.op === WaitOp.SEND ? "send" : "recv",
@@ -211,6 +242,24 @@ function listParties(slots: number[], self: number): string {
   return `${names.slice(0, -1).join(", ")} and ${names[names.length - 1]}`;
 }
 
+/** What `waiter` (party `slot`) waits for, as a clause ("waits to ..."), and who alone could end the wait. */
+function explainWait(waiter: Waiter, slot: number): { text: string; holders: number[] } {
+  if (waiter.lock) {
+    const holders = waiter.lock.owner < 0 ? [] : [waiter.lock.owner];
+    return { text: `waits to acquire lock ${waiter.lock.id}, held by ${listParties(holders, slot)}`, holders };
+  }
+  const memory = waiter.memory;
+  const side = opposite(waiter.op);
+  const holders = holdersOf(memory, side);
+  const role = side === "send" ? "sender" : "receiver";
+  const who = holders.length === 1 ? `whose only ${role} is` : `whose ${role}s are`;
+  const verb = waiter.op === WaitOp.SEND ? "send" : "recv";
+  return {
+    text: `waits to ${verb} on ${memory.describe()}${waiter.op === WaitOp.SEND ? sendState(memory) : ""}, ${who} ${listParties(holders, slot)}`,
+    holders,
+  };
+}
+
 /** A sentence walking the cycle, and the same as data. */
 export function describe(deadlocked: Map<number, Waiter>): { message: string; cycle: DeadlockParty[] } {
   const slots = [...deadlocked.keys()].sort((a, b) => a - b);
@@ -220,21 +269,23 @@ export function describe(deadlocked: Map<number, Waiter>): { message: string; cy
   while (!order.includes(slot)) {
     order.push(slot);
     const waiter = deadlocked.get(slot)!;
-    const verb = waiter.op === WaitOp.SEND ? "send" : "recv";
-    const side = opposite(waiter.op);
-    const holders = holdersOf(waiter.memory, side);
-    const role = side === "send" ? "sender" : "receiver";
-    const who = holders.length === 1 ? `whose only ${role} is` : `whose ${role}s are`;
     const lead = order.length === 1 ? describeSlot(slot) : "which";
-    parts.push(
-      `${lead} waits to ${verb} on ${waiter.memory.describe()}${waiter.op === WaitOp.SEND ? sendState(waiter.memory) : ""}, ${who} ${listParties(holders, slot)}`,
-    );
+    const { text, holders } = explainWait(waiter, slot);
+    parts.push(`${lead} ${text}`);
     const next = holders.find((h) => deadlocked.has(h) && !order.includes(h)) ?? holders.find((h) => deadlocked.has(h));
     if (next === undefined || next === slot) break;
     slot = next;
   }
   for (const rest of slots) if (!order.includes(rest)) order.push(rest);
-  const message = `deadlock: ${parts.join(", ")}; nothing else holds those ends, so none of these waits can ever complete (close an end, add a timeout, or change a capacity)`;
+  const waiters = [...deadlocked.values()];
+  const locks = waiters.some((w) => w.lock);
+  const ends = waiters.some((w) => w.memory);
+  const why = !locks
+    ? "nothing else holds those ends, so none of these waits can ever complete (close an end, add a timeout, or change a capacity)"
+    : !ends
+      ? "no party outside this cycle can release those locks, so none of these waits can ever complete (acquire locks in one order, release a lock before waiting, or add a timeout)"
+      : "nothing else holds those ends or locks, so none of these waits can ever complete (close an end, release a lock before waiting, add a timeout, or change a capacity)";
+  const message = `deadlock: ${parts.join(", ")}; ${why}`;
   return { message, cycle: order.map((s) => partyData(s, deadlocked.get(s)!)) };
 }
 
@@ -244,4 +295,23 @@ export function verdictFlag(slot: number): number {
 }
 export function setVerdictFlag(slot: number, value: number): void {
   Atomics.store(control, slotWord(slot, P_VERDICT), value);
+}
+
+/**
+ * Party side, in a sync wait that found its verdict flag set: clears the
+ * flag and takes the verdict. In throw mode returns the DeadlockError to
+ * throw (the caller withdraws first, and completes instead if it can); in
+ * report mode writes the warning and returns undefined (keep waiting), as
+ * it does when no verdict has arrived.
+ */
+export function takeVerdict(): DeadlockError | undefined {
+  setVerdictFlag(mySlot, 0);
+  const verdict = takeFromSupervisor("verdict");
+  if (!verdict) return undefined;
+  if (verdict.mode === "report") {
+    // Written synchronously: this thread goes straight back to waiting, maybe forever.
+    writeSync(2, `DeadlockWarning: ${verdict.message}\n`);
+    return undefined;
+  }
+  return new DeadlockError(verdict.message, verdict.cycle);
 }

@@ -11,6 +11,8 @@ export { create, current, list, main, Interpreter } from "./interpreter.js";
 export type { CreateOptions, InterpreterEvents, Shareable } from "./interpreter.js";
 export { createChannel, RecvChannel, SendChannel } from "./channel.js";
 export { configureDeadlockDetection } from "./deadlock.js";
+export { Event, Lock, Semaphore } from "./sync.js";
+export type { SyncWaitOptions } from "./sync.js";
 export { select, selectSync } from "./select.js";
 export { TaskGroup } from "./task-group.js";
 export type { GroupError } from "./task-group.js";
@@ -33,7 +35,8 @@ export type { DeadlockParty, RemoteErrorInfo } from "./errors.js";
 /**
  * True when `value` can be sent over a channel or passed to an interpreter:
  * anything the structured clone algorithm accepts, SharedArrayBuffers
- * (shared), and open channel ends (moved). Never throws.
+ * and sync primitives (Lock, Semaphore, Event: shared), and open channel
+ * ends (moved). Never throws.
  */
 export function isShareable(value: unknown): boolean {
   return isCloneable(value, isAttachable);

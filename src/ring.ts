@@ -161,6 +161,8 @@ interface RingIndices {
 /** One thread's views of a channel's shared memory. */
 export class ChannelMemory {
   private readonly indices: RingIndices = { head: 0, tail: 0, wrapAt: -1, size: 0 };
+  /** This thread's current spin budget on this channel (µs), adapted by the sync driver. */
+  spinMicros = 100;
   /** `rollback` bound once (passed to the lock on every acquisition). */
   readonly rollbackBound: () => void = () => void this.rollback();
   readonly buffer: SharedArrayBuffer;
@@ -250,6 +252,23 @@ export class ChannelMemory {
   }
   add(field: number, delta: number): number {
     return (this.header[field] = this.header[field]! + delta);
+  }
+
+  /**
+   * A number that changes whenever a message is added or taken, bytes are
+   * freed or a side closes: what a spinning waiter watches (without the
+   * lock) before it attempts again. Read with Atomics so the loop re-reads.
+   */
+  progressStamp(): number {
+    const h = this.header;
+    return (
+      (Atomics.load(h, H.SEQ_HEAD) * 0x9e3779b1) ^
+      Atomics.load(h, H.SEQ_TAIL) ^
+      (Atomics.load(h, H.USED_BYTES) * 0x85ebca6b) ^
+      (Atomics.load(h, H.CLOSED) << 29) ^
+      (Atomics.load(h, H.STREAM_RECEIVER) << 21) ^
+      (Atomics.load(h, H.WAITING_RECEIVERS) << 13)
+    );
   }
 
   /** `channel 5 "replies"` — how messages name this channel. */

@@ -71,9 +71,9 @@ export function now(): number {
  * window first. Woken by `wakeParty(mySlot)`; the caller re-checks its
  * condition after every return, whatever woke it.
  */
-export function parkSync(seen: number, deadline: number): void {
-  if (spinMicros > 0) {
-    const spinUntil = now() + spinMicros / 1000;
+export function parkSync(seen: number, deadline: number, spinFor: number = spinMicros): void {
+  if (spinFor > 0) {
+    const spinUntil = now() + spinFor / 1000;
     for (let i = 0; ; i++) {
       if (Atomics.load(control, myParkWord) !== seen) return;
       // performance.now() costs ~60 ns: check the clock every 64 polls.

@@ -5,8 +5,9 @@
  *   (see src/supervisor-link.ts and src/registry.ts);
  * - notice that an interpreter died (its port to us closes, whatever the
  *   cause: exit, uncaught error, terminate(), resource limits) and release
- *   every channel end it held, waking whoever waits on those channels;
- *   only then is the interpreter's party slot freed for reuse.
+ *   every channel end it held, waking whoever waits on those channels,
+ *   and every Lock it owned (src/sync.ts), waking its waiters; only then
+ *   is the interpreter's party slot freed for reuse.
  */
 import { MessagePort, workerData } from "node:worker_threads";
 import { lockedAfterDeath, releaseParty, wakeWaiters } from "../src/channel-ops.js";
@@ -17,10 +18,12 @@ import { answerFetch, type SupervisorMessage, type SupervisorRequest } from "../
 import { wakeParty } from "../src/waiting.js";
 import { releaseCarriedEnds } from "../src/transfer.js";
 import { channelFromBuffer } from "../src/registry.js";
+import { lockStateOf, releasePrimitivesOfDeadParty } from "../src/sync.js";
 
 const channels = new Map<number, ChannelMemory>();
 /** Each live party's port, for verdicts. */
 const partyPorts = new Map<number, MessagePort>();
+/** Deposited shared objects by id: SharedArrayBuffers, and the memory of every Lock, Semaphore and Event (deposited at creation). */
 const objects = new Map<number, SharedArrayBuffer>();
 /** Fetches for ids not registered yet: their registration is on its way (posted before the message was sent). */
 const awaiting = new Map<string, Array<{ port: MessagePort; slot: number }>>();
@@ -79,6 +82,8 @@ function partyGone(slot: number, id: number): void {
   setSlotState(slot, PartyState.EXITED);
   partyPorts.delete(slot);
   for (const memory of channels.values()) releaseOnChannel(memory, slot);
+  // Its Locks; Semaphore permits it held are not returned (they are not owned: see src/sync.ts).
+  releasePrimitivesOfDeadParty(objects, slot);
   setSlotState(slot, PartyState.FREE);
   sweepClosedChannels();
 }
@@ -106,6 +111,7 @@ const detector = new DeadlockDetector(
     setVerdictFlag(slot, 1);
     wakeParty(slot);
   },
+  (id) => lockStateOf(objects.get(id), id),
 );
 // Level-triggered: a deadlock that forms while nothing else happens is still found.
 // Cheap when nobody waits (a read of each party's wait word); ~50 ms keeps detection well within `after`.
