@@ -8,10 +8,9 @@
  * ring.ts; how values are encoded and ends moved in transfer.ts.
  */
 import { mySlot, nextChannelId } from "./control.js";
-import { setVerdictFlag, verdictFlag } from "./deadlock.js";
-import { ChannelClosedError, DeadlockError, MessageTooLargeError } from "./errors.js";
-import { ensureSupervisor, takeFromSupervisor } from "./supervisor-link.js";
-import { writeSync } from "node:fs";
+import { takeVerdict, verdictFlag } from "./deadlock.js";
+import { ChannelClosedError, MessageTooLargeError } from "./errors.js";
+import { ensureSupervisor } from "./supervisor-link.js";
 import { flavorFor, type Flavor } from "./flavors/index.js";
 import { enterCritical, leaveCritical, locked, RecvOp, SendOp, wakeWaiters, type Withdrawal } from "./channel-ops.js";
 import { End } from "./handle.js";
@@ -195,16 +194,10 @@ function spinUntilChanged(memory: ChannelMemory, before: number, deadline: numbe
  * after all: returns true); in report mode, warns and goes on waiting.
  */
 export function heedVerdict(op: DrivenOp): boolean {
-  setVerdictFlag(mySlot, 0);
-  const verdict = takeFromSupervisor("verdict");
-  if (!verdict) return false;
-  if (verdict.mode === "report") {
-    // Written synchronously: this thread goes straight back to waiting, maybe forever.
-    writeSync(2, `DeadlockWarning: ${verdict.message}\n`);
-    return false;
-  }
+  const error = takeVerdict();
+  if (!error) return false;
   if (withdrawOnce(op, false) === "done") return true;
-  throw new DeadlockError(verdict.message, verdict.cycle);
+  throw error;
 }
 
 /**
