@@ -1,42 +1,57 @@
 /**
- * `node dist/examples/fan-in.js`: three producer interpreters at different
- * speeds, one consumer (main) taking from whichever is ready with select().
- * The choice among ready channels is random, so the fast producer cannot
- * starve the slow ones.
+ * `node dist/examples/fan-in.js`: fan-in with select(). Two producers that
+ * are always ready ("a" and "b") and one that produces every 10 ms ("slow")
+ * feed one consumer (main) that takes from whichever is ready. The choice
+ * among ready channels is uniformly random: "a" and "b" get about half each,
+ * and neither can starve "slow".
  */
-import { ChannelClosedError, create, createChannel, select, type RecvChannel } from "interpreters";
+import { ChannelClosedError, create, createChannel, Event, select, type RecvChannel } from "interpreters";
 
-const speeds = [{ name: "fast", every: 0 }, { name: "medium", every: 2 }, { name: "slow", every: 10 }];
-const producers = await Promise.all(speeds.map((s) => create({ name: s.name })));
+const producers = [
+  { name: "a", every: 0, count: 2000 },
+  { name: "b", every: 0, count: 2000 },
+  { name: "slow", every: 10, count: 20 },
+];
+const go = new Event(); // so that all three start at the same moment
+const interpreters = await Promise.all(producers.map((p) => create({ name: p.name })));
 const inputs: RecvChannel<string>[] = [];
-const runs = producers.map((producer, i) => {
-  const [rx, tx] = createChannel<string>({ capacity: 4, name: speeds[i]!.name });
+const runs = interpreters.map((interp, i) => {
+  const { name, every, count } = producers[i]!;
+  const [rx, tx] = createChannel<string>({ capacity: 4, name });
   inputs.push(rx);
-  return producer.exec(
-    `for (let k = 0; k < 50; k++) {
+  return interp.exec(
+    `go.waitSync({ timeout: 30000 });
+     for (let k = 0; k < count; k++) {
        if (every > 0) await new Promise((r) => setTimeout(r, every));
-       await out.send(name + " #" + k);
+       await out.send(name);
      }
      out.close();`,
-    { bind: { out: tx, every: speeds[i]!.every, name: speeds[i]!.name } },
+    { bind: { out: tx, every, count, name, go } },
   );
 });
 
-const counts = new Map<string, number>();
-const firstTwenty: string[] = [];
+go.set();
+const counts: Record<string, number> = { a: 0, b: 0, slow: 0 };
+const WINDOW = 2000; // while both "a" and "b" still have plenty to send
+let aInWindow = 0;
+let whenSlowDone = 0;
+let received = 0;
 const open = [...inputs];
 while (open.length > 0) {
   try {
     const { value } = await select(open, { timeout: 30_000 });
-    const from = String(value).split(" ")[0]!;
-    counts.set(from, (counts.get(from) ?? 0) + 1);
-    if (firstTwenty.length < 20) firstTwenty.push(String(value));
+    counts[value as string]! += 1;
+    received++;
+    if (received <= WINDOW && value === "a") aInWindow++;
+    if (value === "slow" && counts.slow === producers[2]!.count) whenSlowDone = received;
   } catch (err) {
     if (!(err instanceof ChannelClosedError)) throw err;
     for (let i = open.length - 1; i >= 0; i--) if (open[i]!.stats().closed) open.splice(i, 1);
   }
 }
 await Promise.all(runs);
-console.log("first twenty received:", firstTwenty.join(", "));
-console.log("received per producer:", Object.fromEntries(counts));
-await Promise.all(producers.map((p) => p.close()));
+const aShare = (100 * aInWindow) / WINDOW;
+console.log(`received ${received} messages: a ${counts.a}, b ${counts.b}, slow ${counts.slow}`);
+console.log(`of the first ${WINDOW} (both "a" and "b" always ready): a ${aShare.toFixed(1)}%, b and slow ${(100 - aShare).toFixed(1)}%`);
+console.log(`all of "slow"'s messages were taken by message ${whenSlowDone} of ${received}: never starved by the busy ones`);
+await Promise.all(interpreters.map((p) => p.close()));
