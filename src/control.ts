@@ -17,6 +17,7 @@
  * | 16                        | 4           | supervisor started (0/1)                  | main, once                  |
  * | 20                        | 4           | deadlock mode: 0 throw, 1 report, 2 off   | configureDeadlockDetection  |
  * | 24                        | 4           | deadlock detection time (ms)              | configureDeadlockDetection  |
+ * | 28                        | 4           | parties in a sync wait without timeout    | those parties, supervisor   |
  * | 64                        | 64 × 256    | party table: slot `s` at 64 + 64·s        | see the slot table          |
  * | 64 + 64·256               | 64 × 256    | party names: UTF-8, NAME_BYTES per slot   | the creator, before start   |
  *
@@ -56,6 +57,8 @@ const WORD_MAGIC = 3;
 export const WORD_SUPERVISOR_STARTED = 4;
 export const WORD_DEADLOCK_MODE = 5;
 export const WORD_DEADLOCK_MS = 6;
+/** Parties now blocked in a sync wait without timeout (the deadlock detector scans only while > 0). */
+export const WORD_BLOCKED = 7;
 const MAGIC = 0x1e7e5001;
 
 const PARTY_TABLE_BYTES = 64;

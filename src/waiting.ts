@@ -21,7 +21,7 @@
  * wait holds a ref'd timer so the process stays alive while it waits
  * (Node 20 does not count a bare `waitAsync` as pending work).
  */
-import { control, mySlot, P_WAIT_CHANNEL, P_WAIT_FLAGS, P_WAIT_OP, slotWord } from "./control.js";
+import { control, mySlot, P_WAIT_CHANNEL, P_WAIT_FLAGS, P_WAIT_OP, slotWord, WORD_BLOCKED } from "./control.js";
 import { TimeoutError } from "./errors.js";
 
 const PARK_FIELD = 2;
@@ -98,11 +98,23 @@ export const WAIT_HAS_TIMEOUT = 2;
 export function publishWait(op: number, channelId: number, hasTimeout: boolean): void {
   Atomics.store(control, slotWord(mySlot, P_WAIT_CHANNEL), channelId);
   Atomics.store(control, slotWord(mySlot, P_WAIT_FLAGS), WAIT_SYNC | (hasTimeout ? WAIT_HAS_TIMEOUT : 0));
+  if (!hasTimeout) Atomics.add(control, WORD_BLOCKED, 1);
   Atomics.store(control, slotWord(mySlot, P_WAIT_OP), op);
 }
 
 export function clearWait(): void {
-  Atomics.store(control, slotWord(mySlot, P_WAIT_OP), WaitOp.NONE);
+  clearWaitOf(mySlot);
+}
+
+/** Clears party `slot`'s published wait (its own, or a dead party's, by the supervisor). */
+export function clearWaitOf(slot: number): void {
+  if (Atomics.exchange(control, slotWord(slot, P_WAIT_OP), WaitOp.NONE) === WaitOp.NONE) return;
+  if (!(Atomics.load(control, slotWord(slot, P_WAIT_FLAGS)) & WAIT_HAS_TIMEOUT)) Atomics.sub(control, WORD_BLOCKED, 1);
+}
+
+/** Whether any party is blocked in a sync wait without timeout right now. */
+export function anyoneBlocked(): boolean {
+  return Atomics.load(control, WORD_BLOCKED) > 0;
 }
 
 /** One operation driven by the async pump. */

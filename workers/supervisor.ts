@@ -13,9 +13,9 @@ import { MessagePort, workerData } from "node:worker_threads";
 import { lockedAfterDeath, releaseParty, wakeWaiters } from "../src/channel-ops.js";
 import { PartyState, setSlotState, slotId, slotState, SUPERVISOR_SLOT, WORKER_DATA_KEY } from "../src/control.js";
 import { ChannelMemory, H } from "../src/ring.js";
-import { DeadlockDetector, setVerdictFlag } from "../src/deadlock.js";
+import { DeadlockDetector, detectionMillis, setVerdictFlag } from "../src/deadlock.js";
 import { answerFetch, type SupervisorMessage, type SupervisorRequest } from "../src/supervisor-link.js";
-import { wakeParty } from "../src/waiting.js";
+import { anyoneBlocked, clearWaitOf, wakeParty } from "../src/waiting.js";
 import { releaseCarriedEnds } from "../src/transfer.js";
 import { channelFromBuffer } from "../src/registry.js";
 import { lockStateOf, releasePrimitivesOfDeadParty } from "../src/sync.js";
@@ -81,6 +81,7 @@ function partyGone(slot: number, id: number): void {
   if (state === PartyState.FREE || slotId(slot) !== id) return;
   setSlotState(slot, PartyState.EXITED);
   partyPorts.delete(slot);
+  clearWaitOf(slot);
   for (const memory of channels.values()) releaseOnChannel(memory, slot);
   // Its Locks; Semaphore permits it held are not returned (they are not owned: see src/sync.ts).
   releasePrimitivesOfDeadParty(objects, slot);
@@ -113,9 +114,16 @@ const detector = new DeadlockDetector(
   },
   (id) => lockStateOf(objects.get(id), id),
 );
-// Level-triggered: a deadlock that forms while nothing else happens is still found.
-// Cheap when nobody waits (a read of each party's wait word); ~50 ms keeps detection well within `after`.
-setInterval(() => detector.scan(performance.now()), 50);
+// Level-triggered: a deadlock that forms while nothing else happens is still
+// found. A look every quarter of the detection time keeps it well within
+// `after`; when no party is blocked without a timeout, a look is one load.
+function scanLater(): void {
+  setTimeout(() => {
+    if (anyoneBlocked()) detector.scan(performance.now());
+    scanLater();
+  }, Math.min(250, Math.max(10, detectionMillis() / 4)));
+}
+scanLater();
 
 setSlotState(SUPERVISOR_SLOT, PartyState.LIVE);
 const mainPort = (workerData as Record<string, unknown>)[`${WORKER_DATA_KEY}MainPort`] as MessagePort;
