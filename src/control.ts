@@ -20,6 +20,8 @@
  * | 28                        | 4           | parties in a sync wait without timeout    | those parties, supervisor   |
  * | 64                        | 64 × 256    | party table: slot `s` at 64 + 64·s        | see the slot table          |
  * | 64 + 64·256               | 64 × 256    | party names: UTF-8, NAME_BYTES per slot   | the creator, before start   |
+ * | 64 + 128·256              | 68 × 256    | select cases of a party's selectSync:     | the party                   |
+ * |                           |             | count, then up to 8 × (channel id, op)    |                             |
  *
  * Party slot (16 words at byte 64 + 64·s):
  *
@@ -64,7 +66,16 @@ const MAGIC = 0x1e7e5001;
 const PARTY_TABLE_BYTES = 64;
 const PARTY_WORDS = 16;
 const NAMES_BYTES = PARTY_TABLE_BYTES + MAX_PARTIES * PARTY_WORDS * 4;
-const CONTROL_BYTES = NAMES_BYTES + MAX_PARTIES * NAME_BYTES;
+const SELECTS_BYTES = NAMES_BYTES + MAX_PARTIES * NAME_BYTES;
+/** Most select cases published for deadlock detection (a larger select is never reported). */
+export const MAX_PUBLISHED_CASES = 8;
+const SELECT_WORDS = 1 + 2 * MAX_PUBLISHED_CASES;
+const CONTROL_BYTES = SELECTS_BYTES + MAX_PARTIES * SELECT_WORDS * 4;
+
+/** The word index of party `slot`'s select table (count, then id/op pairs). */
+export function selectWord(slot: number): number {
+  return SELECTS_BYTES / 4 + slot * SELECT_WORDS;
+}
 
 export const PartyState = { FREE: 0, STARTING: 1, LIVE: 2, EXITED: 3 } as const;
 

@@ -32,7 +32,9 @@ import {
   control,
   describeSlot,
   liveSlots,
+  MAX_PUBLISHED_CASES,
   mySlot,
+  selectWord,
   P_PARK,
   P_VERDICT,
   P_WAIT_CHANNEL,
@@ -94,7 +96,17 @@ type Waiter = {
   op: number;
   /** What must stay the same for the party to count as stuck. */
   signature: string;
-} & ({ memory: ChannelMemory; lock?: undefined } | { lock: LockState; memory?: undefined });
+} & (
+  | { memory: ChannelMemory; lock?: undefined; cases?: undefined }
+  | { lock: LockState; memory?: undefined; cases?: undefined }
+  | { cases: SelectCaseState[]; memory?: undefined; lock?: undefined }
+);
+
+/** One case of a selectSync, as published: a send or receive on a channel. */
+interface SelectCaseState {
+  op: number;
+  memory: ChannelMemory;
+}
 
 /** Per-party: since when its current wait has looked exactly the same. */
 interface Observation {
@@ -160,6 +172,16 @@ export class DeadlockDetector {
         waiters.set(slot, { slot, op, lock, signature });
         continue;
       }
+      if (op === WaitOp.SELECT) {
+        const cases = this.selectCases(slot);
+        if (!cases) continue;
+        const park = Atomics.load(control, slotWord(slot, P_PARK));
+        const signature = `${op}:${park}:${cases.map((c) => `${c.op}/${c.memory.id}/${progressOf(c.memory)}`).join(";")}`;
+        const seen = this.observed.get(slot);
+        if (!seen || seen.signature !== signature) this.observed.set(slot, { signature, since: now, reported: false });
+        waiters.set(slot, { slot, op, cases, signature });
+        continue;
+      }
       if (op !== WaitOp.SEND && op !== WaitOp.RECV) continue;
       const memory = this.channelById(Atomics.load(control, slotWord(slot, P_WAIT_CHANNEL)));
       if (!memory) continue;
@@ -171,6 +193,21 @@ export class DeadlockDetector {
     }
     for (const slot of this.observed.keys()) if (!waiters.has(slot)) this.observed.delete(slot);
     return waiters;
+  }
+
+  /** The published cases of party `slot`'s selectSync; undefined if too many, or a channel is unknown. */
+  private selectCases(slot: number): SelectCaseState[] | undefined {
+    const base = selectWord(slot);
+    const count = Atomics.load(control, base);
+    if (count <= 0 || count > MAX_PUBLISHED_CASES) return undefined;
+    const cases: SelectCaseState[] = [];
+    for (let i = 0; i < count; i++) {
+      const memory = this.channelById(Atomics.load(control, base + 1 + 2 * i));
+      const op = Atomics.load(control, base + 2 + 2 * i);
+      if (!memory || (op !== WaitOp.SEND && op !== WaitOp.RECV)) return undefined;
+      cases.push({ op, memory });
+    }
+    return cases;
   }
 
   /**
@@ -201,12 +238,18 @@ function couldBeWokenFromOutside(waiter: Waiter, set: Map<number, Waiter>): bool
   // Only the owner can release a lock (or the supervisor, once the owner is dead: then it is not live, so not in the set).
   // A free lock: the waiter is about to take it.
   if (waiter.lock) return waiter.lock.owner < 0 || !set.has(waiter.lock.owner);
-  const memory = waiter.memory;
+  // A select is woken by any of its cases.
+  if (waiter.cases) return waiter.cases.some((c) => channelCaseWakeable(c.op, c.memory, set));
+  return channelCaseWakeable(waiter.op, waiter.memory, set);
+}
+
+/** Could a send/recv (`op`) on `memory` be woken by a holder outside `set`? */
+function channelCaseWakeable(op: number, memory: ChannelMemory, set: Map<number, Waiter>): boolean {
   const closed = memory.get(H.CLOSED);
   // A closed side means the operation fails rather than waits: not stuck.
-  if (waiter.op === WaitOp.RECV && closed & CLOSED_NO_SENDERS) return true;
-  if (waiter.op === WaitOp.SEND && closed & CLOSED_NO_RECEIVERS) return true;
-  const side = opposite(waiter.op);
+  if (op === WaitOp.RECV && closed & CLOSED_NO_SENDERS) return true;
+  if (op === WaitOp.SEND && closed & CLOSED_NO_RECEIVERS) return true;
+  const side = opposite(op);
   if (memory.holders(side, TRANSIT) > 0) return true; // an end on its way somewhere could act
   for (let slot = 0; slot < MAX_PARTIES; slot++) {
     if (memory.holders(side, slot) > 0 && !set.has(slot)) return true;
@@ -216,6 +259,10 @@ function couldBeWokenFromOutside(waiter: Waiter, set: Map<number, Waiter>): bool
 
 function partyData(slot: number, waiter: Waiter): DeadlockParty {
   if (waiter.lock) return { interpreter: { id: slotId(slot), name: slotName(slot) }, op: "acquire" };
+  if (waiter.cases) {
+    const first = waiter.cases[0]!.memory;
+    return { interpreter: { id: slotId(slot), name: slotName(slot) }, op: "select", channel: { id: first.id, name: first.name } };
+  }
   return {
     interpreter: { id: slotId(slot), name: slotName(slot) },
     op: waiter.op === WaitOp.SEND ? "send" : "recv",
@@ -248,14 +295,24 @@ function explainWait(waiter: Waiter, slot: number): { text: string; holders: num
     const holders = waiter.lock.owner < 0 ? [] : [waiter.lock.owner];
     return { text: `waits to acquire lock ${waiter.lock.id}, held by ${listParties(holders, slot)}`, holders };
   }
-  const memory = waiter.memory;
-  const side = opposite(waiter.op);
+  if (waiter.cases) {
+    const clauses = waiter.cases.map((c) => explainChannelCase(c.op, c.memory, slot));
+    const holders = [...new Set(clauses.flatMap((c) => c.holders))];
+    return { text: `waits in select ${clauses.map((c) => `(${c.text})`).join(" or ")}`, holders };
+  }
+  const { text, holders } = explainChannelCase(waiter.op, waiter.memory, slot);
+  return { text: `waits ${text}`, holders };
+}
+
+/** "to send on channel 4 "x" (full, capacity 8), whose only receiver is ..." */
+function explainChannelCase(op: number, memory: ChannelMemory, slot: number): { text: string; holders: number[] } {
+  const side = opposite(op);
   const holders = holdersOf(memory, side);
   const role = side === "send" ? "sender" : "receiver";
   const who = holders.length === 1 ? `whose only ${role} is` : `whose ${role}s are`;
-  const verb = waiter.op === WaitOp.SEND ? "send" : "recv";
+  const verb = op === WaitOp.SEND ? "send" : "recv";
   return {
-    text: `waits to ${verb} on ${memory.describe()}${waiter.op === WaitOp.SEND ? sendState(memory) : ""}, ${who} ${listParties(holders, slot)}`,
+    text: `to ${verb} on ${memory.describe()}${op === WaitOp.SEND ? sendState(memory) : ""}, ${who} ${listParties(holders, slot)}`,
     holders,
   };
 }
@@ -279,7 +336,7 @@ export function describe(deadlocked: Map<number, Waiter>): { message: string; cy
   for (const rest of slots) if (!order.includes(rest)) order.push(rest);
   const waiters = [...deadlocked.values()];
   const locks = waiters.some((w) => w.lock);
-  const ends = waiters.some((w) => w.memory);
+  const ends = waiters.some((w) => w.memory || w.cases);
   const why = !locks
     ? "nothing else holds those ends, so none of these waits can ever complete (close an end, add a timeout, or change a capacity)"
     : !ends

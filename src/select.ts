@@ -38,7 +38,7 @@ import {
   now,
   parkSync,
   parkValue,
-  publishWait,
+  publishSelect,
   pumpUntilSettled,
   removeFromPump,
   timeoutError,
@@ -166,7 +166,10 @@ export function selectSync(cases: SelectCase[], options?: { timeout?: number }):
   const deadline = timeout === Infinity ? Infinity : now() + timeout;
   let winner: Armed | undefined;
   if (timeout === Infinity) ensureSupervisor();
-  publishWait(WaitOp.SELECT, armed[0]!.op.memory.id, timeout !== Infinity);
+  publishSelect(
+    armed.map((a) => ({ channelId: a.op.memory.id, op: a.op instanceof SendOp ? WaitOp.SEND : WaitOp.RECV })),
+    timeout !== Infinity,
+  );
   try {
     for (;;) {
       const seen = parkValue();

@@ -21,7 +21,7 @@
  * wait holds a ref'd timer so the process stays alive while it waits
  * (Node 20 does not count a bare `waitAsync` as pending work).
  */
-import { control, mySlot, P_WAIT_CHANNEL, P_WAIT_FLAGS, P_WAIT_OP, slotWord, WORD_BLOCKED } from "./control.js";
+import { control, MAX_PUBLISHED_CASES, mySlot, P_WAIT_CHANNEL, P_WAIT_FLAGS, P_WAIT_OP, selectWord, slotWord, WORD_BLOCKED } from "./control.js";
 import { TimeoutError } from "./errors.js";
 
 const PARK_FIELD = 2;
@@ -100,6 +100,22 @@ export function publishWait(op: number, channelId: number, hasTimeout: boolean):
   Atomics.store(control, slotWord(mySlot, P_WAIT_FLAGS), WAIT_SYNC | (hasTimeout ? WAIT_HAS_TIMEOUT : 0));
   if (!hasTimeout) Atomics.add(control, WORD_BLOCKED, 1);
   Atomics.store(control, slotWord(mySlot, P_WAIT_OP), op);
+}
+
+/**
+ * Publishes a selectSync's cases (channel id and WaitOp.SEND/RECV each), then
+ * the wait itself. More than MAX_PUBLISHED_CASES: published as count 0,
+ * which the detector never reports.
+ */
+export function publishSelect(cases: Array<{ channelId: number; op: number }>, hasTimeout: boolean): void {
+  const base = selectWord(mySlot);
+  const count = cases.length <= MAX_PUBLISHED_CASES ? cases.length : 0;
+  for (let i = 0; i < count; i++) {
+    Atomics.store(control, base + 1 + 2 * i, cases[i]!.channelId);
+    Atomics.store(control, base + 2 + 2 * i, cases[i]!.op);
+  }
+  Atomics.store(control, base, count);
+  publishWait(WaitOp.SELECT, cases[0]?.channelId ?? 0, hasTimeout);
 }
 
 export function clearWait(): void {

@@ -140,6 +140,22 @@ test("a cycle through a full capacity-1 channel", async () => {
   assert.match(outcomes.find((o) => o.name === "A")!.message, /\(full, capacity 1\)/);
 });
 
+test("a selectSync whose every case can only be woken by a stuck party", async () => {
+  const [aRx, aTx] = createChannel<number>({ capacity: 0, name: "a" });
+  const [bRx, bTx] = createChannel<number>({ capacity: 0, name: "b" });
+  const [cRx, cTx] = createChannel<number>({ capacity: 0, name: "c" });
+  const outcomes = await runParties(
+    [
+      { name: "selector", body: `const { selectSync } = await import("interpreters"); selectSync([a, b]); c.sendSync(1);`, bind: { a: aRx, b: bRx, c: cTx } },
+      { name: "feeder", body: "c.recvSync(); a.sendSync(1); b.sendSync(2);", bind: { a: aTx, b: bTx, c: cRx } },
+    ],
+    2,
+  );
+  expectDeadlock(outcomes, ["selector", "feeder"]);
+  assert.match(outcomes[0]!.message, /waits in select \(to recv on channel \d+ "a", whose only sender is interpreter \d+ "feeder"\) or \(to recv on channel \d+ "b"/);
+  assert.ok(outcomes[0]!.cycle.some((p) => p.op === "select"));
+});
+
 /** Runs `script` (ESM, importing ./src/index.ts) in a child Node process. */
 function runChild(script: string, what: string, opts: { killWhen?: RegExp } = {}): Promise<{ code: number | null; output: string }> {
   return withTimeout(
@@ -252,6 +268,19 @@ test("not reported: the other end is held by the main thread, which waits asynch
   } finally {
     await waiter.terminate();
   }
+});
+
+test("not reported: a selectSync with one case a busy party can still complete", async () => {
+  const [aRx, aTx] = createChannel<number>({ capacity: 0, name: "a" });
+  const [bRx, bTx] = createChannel<number>({ capacity: 0, name: "b" });
+  const outcomes = await runParties(
+    [
+      { name: "selector", body: `const { selectSync } = await import("interpreters"); selectSync([a, b]);`, bind: { a: aRx, b: bRx, keepA: aTx } },
+      { name: "busy", body: "const until = Date.now() + 2500; while (Date.now() < until) {} b.sendSync(1);", bind: { b: bTx } },
+    ],
+    2,
+  );
+  expectNoDeadlock(outcomes);
 });
 
 test("not reported: the only sender is in transit inside a buffered message", async () => {
