@@ -164,6 +164,31 @@ function runSync(op: DrivenOp, timeout: number, what: string): void {
   }
 }
 
+const MAX_ASYNC_SPIN_MICROS = 20;
+const asyncSpin = new WeakMap<ChannelMemory, number>();
+
+/**
+ * For an async operation that could not complete at once: spins up to this
+ * thread's async budget for the channel (starting at 2 µs, doubling when it
+ * pays, halving when not, within [1, MAX_ASYNC_SPIN_MICROS]) for the
+ * channel to move. Returns whether it moved.
+ */
+function spinBeforeAsyncWait(op: DrivenOp): boolean {
+  const memory = op.memory;
+  const budget = asyncSpin.get(memory) ?? 2;
+  const before = memory.progressStamp();
+  const until = now() + budget / 1000;
+  for (let i = 0; ; i++) {
+    if (memory.progressStamp() !== before) {
+      asyncSpin.set(memory, Math.min(MAX_ASYNC_SPIN_MICROS, budget * 2));
+      return true;
+    }
+    if ((i & 15) === 15 && now() >= until) break;
+  }
+  asyncSpin.set(memory, Math.max(1, budget / 2));
+  return false;
+}
+
 /**
  * Spins (Atomics loads, no lock) until the channel's progress stamp moves
  * away from `before`, for at most the channel's adaptive spin budget.
@@ -221,6 +246,15 @@ function runAsync<T>(
   }
   try {
     if (attemptOnce(op)) return Promise.resolve(done());
+    // A short synchronous spin pays when the peer answers within microseconds
+    // (a request/reply with a busy interpreter): it saves a trip through the
+    // event loop. Adaptive, and at most MAX_ASYNC_SPIN_MICROS of event loop time.
+    if (timeout !== 0 && spinBeforeAsyncWait(op)) {
+      op.probing = true;
+      const done2 = attemptOnce(op);
+      op.probing = false;
+      if (done2) return Promise.resolve(done());
+    }
   } catch (err) {
     undo();
     return Promise.reject(err);
