@@ -52,7 +52,8 @@ function setGlobals(bindings: unknown): void {
 }
 
 async function runExec(source: string): Promise<void> {
-  ensureResolveHook();
+  // The hook costs a loader thread (~50-100 ms) the first time: only code that imports needs it.
+  if (/\bimport\b/.test(source)) ensureResolveHook();
   // A comment makes every source a distinct URL, so the same text can run twice.
   const body = `${source}\n//# sourceURL=interpreters-exec-${++execCount}`;
   await import(`data:text/javascript;charset=utf-8,${encodeURIComponent(body)}`);
