@@ -462,6 +462,7 @@ export class RecvOp extends Operation {
     this.received = { bytes: assembly, flags, rawBytes: false };
     this.assembly = undefined;
     m.set(H.STREAM_RECEIVER, 0);
+    this.wake |= WAKE_RECEIVERS; // receivers parked behind this stream may go on now
     this.completeMessage(this.streamSeq);
     return true;
   }
