@@ -411,10 +411,9 @@ export class SendChannel<T = unknown> {
     const op = this.#op(message, false);
     const memory = this.#end.memory;
     try {
-      if (!attemptOnce(op)) {
-        message.detach();
-        runSync(op, timeout, `sendSync on ${memory.describe()}`);
-      }
+      // No copy while waiting: this thread is blocked, so neither the caller's
+      // array nor the encoder's scratch can change under the message.
+      if (!attemptOnce(op)) runSync(op, timeout, `sendSync on ${memory.describe()}`);
     } catch (err) {
       message.undo();
       throw err;
