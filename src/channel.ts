@@ -368,11 +368,13 @@ export class SendChannel<T = unknown> {
     return message;
   }
 
+  /** Made once per handle: the per-operation check that this handle is still usable. */
+  readonly #checkOpen = (): void => {
+    if (this.#end.state !== "open") this.#end.ensureOpen("send");
+  };
+
   #op(message: ChannelMessage, isTry: boolean): SendOp {
-    const end = this.#end;
-    return new SendOp(end.memory, this.#flavor, message, isTry, () => {
-      if (end.state !== "open") end.ensureOpen("send");
-    });
+    return new SendOp(this.#end.memory, this.#flavor, message, isTry, this.#checkOpen);
   }
 
   /**
@@ -486,11 +488,12 @@ export class RecvChannel<T = unknown> {
     return this.#end.memory.id;
   }
 
+  readonly #checkOpen = (): void => {
+    if (this.#end.state !== "open") this.#end.ensureOpen("recv");
+  };
+
   #op(): RecvOp {
-    const end = this.#end;
-    return new RecvOp(end.memory, () => {
-      if (end.state !== "open") end.ensureOpen("recv");
-    });
+    return new RecvOp(this.#end.memory, this.#checkOpen);
   }
 
   /**

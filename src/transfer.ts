@@ -169,6 +169,13 @@ export class ChannelMessage implements OutgoingMessage {
 
   copyTo(target: Uint8Array, at: number, from: number, count: number): void {
     const headLength = this.head.length;
+    if (from === 0 && count === headLength + this.body.length) {
+      // The whole message (the common case): no subarray views to allocate.
+      if (headLength === 1) target[at] = this.head[0]!;
+      else if (headLength > 0) target.set(this.head, at);
+      target.set(this.body, at + headLength);
+      return;
+    }
     if (from < headLength) {
       const n = Math.min(count, headLength - from);
       target.set(this.head.subarray(from, from + n), at);
