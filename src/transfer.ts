@@ -111,12 +111,16 @@ interface Entry {
 /** Collects the attachments of one value being encoded. */
 class Collector implements Attacher {
   readonly entries: Entry[] = [];
-  private readonly indexOf = new Map<object, number>();
+  private indexOf: Map<object, number> | undefined; // made on the first attachment
 
   attach(value: object): number | undefined {
-    const known = this.indexOf.get(value);
-    if (known !== undefined) return known;
     if (isProxy(value)) return undefined;
+    // The common case, asked for every object of every message: arrays and plain objects never travel by reference.
+    if (Array.isArray(value)) return undefined;
+    const proto = Object.getPrototypeOf(value);
+    if (proto === Object.prototype || proto === null) return undefined;
+    const known = this.indexOf?.get(value);
+    if (known !== undefined) return known;
     let entry: Entry | undefined;
     const end = endsOfHandles.get(value);
     if (end) {
@@ -130,7 +134,7 @@ class Collector implements Attacher {
     }
     if (!entry) return undefined;
     const index = this.entries.push(entry) - 1;
-    this.indexOf.set(value, index);
+    (this.indexOf ??= new Map()).set(value, index);
     return index;
   }
 }
