@@ -12,10 +12,10 @@
  * records which side to wake (`wake`), and the driver wakes it after
  * releasing the lock.
  */
-import { MAX_PARTIES, mySlot } from "./control.js";
+import { MAX_PARTIES, mySlot, PartyState, slotState } from "./control.js";
 import { ChannelClosedError, CorruptDataError, MessageTooLargeError } from "./errors.js";
 import type { Flavor } from "./flavors/index.js";
-import { lock, lockOwner, recoverLock, unlock } from "./mutex.js";
+import { lock, lockOwner, recoverLock, tryLock, unlock } from "./mutex.js";
 import {
   ChannelMemory,
   CLOSED_NO_RECEIVERS,
@@ -76,22 +76,27 @@ export function leaveCritical(memory: ChannelMemory): void {
 }
 
 /**
- * Like `locked`, for the supervisor cleaning up after party `deadSlot`: if
- * the dead party holds the lock, takes it over and rolls back its
- * half-done critical section first.
+ * For the supervisor cleaning up after party `deadSlot`: runs `body` under
+ * the channel lock, taking the lock over from the dead party (and rolling
+ * back its half-done critical section) if it held it. Never sleeps: if a
+ * live party holds the lock, returns `undefined` and the caller retries
+ * later (that party may die there too, and only the supervisor would
+ * notice).
  */
-export function lockedAfterDeath<T>(memory: ChannelMemory, deadSlot: number, body: () => T): T {
-  if (lockOwner(memory.header, H.LOCK) === deadSlot && recoverLock(memory.header, H.LOCK, deadSlot, mySlot)) {
+export function tryLockedAfterDeath<T>(memory: ChannelMemory, deadSlot: number, body: () => T): { value: T } | undefined {
+  const owner = lockOwner(memory.header, H.LOCK);
+  if (owner === deadSlot || (owner >= 0 && slotState(owner) === PartyState.FREE)) {
+    if (!recoverLock(memory.header, H.LOCK, owner, mySlot)) return undefined;
     memory.rollback();
-    memory.beginJournal();
-    try {
-      return body();
-    } finally {
-      memory.endJournal();
-      unlock(memory.header, H.LOCK);
-    }
+  } else if (!tryLock(memory.header, H.LOCK, mySlot, 1000)) {
+    return undefined;
   }
-  return locked(memory, body);
+  memory.beginJournal();
+  try {
+    return { value: body() };
+  } finally {
+    leaveCritical(memory);
+  }
 }
 
 /** Wakes every party registered as waiting on the sides in `wake` (call after unlocking). */

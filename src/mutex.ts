@@ -68,6 +68,20 @@ function takeOverIfOwnerIsGone(words: Int32Array, index: number, mine: number): 
   return slotState(owner) === PartyState.FREE && recoverLock(words, index, owner, mine - 1);
 }
 
+/**
+ * Takes the lock for party `slot` if that is possible within about
+ * `spinTries` attempts; never sleeps. For the supervisor, which must never
+ * block on a lock (the owner may be the next party to die, and only the
+ * supervisor can notice that).
+ */
+export function tryLock(words: Int32Array, index: number, slot: number, spinTries: number): boolean {
+  const mine = slot + 1;
+  for (let i = 0; i <= spinTries; i++) {
+    if (Atomics.load(words, index) === 0 && Atomics.compareExchange(words, index, 0, mine | CONTENDED) === 0) return true;
+  }
+  return false;
+}
+
 /** Releases the lock; wakes one sleeper if the word says someone may sleep. */
 export function unlock(words: Int32Array, index: number): void {
   const previous = Atomics.exchange(words, index, 0);

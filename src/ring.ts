@@ -544,7 +544,11 @@ export class ChannelMemory {
     let wanted = align8(Math.max(size * 2, (wrapAt === -1 ? size : size * 2) + bytes));
     if (wanted > max) wanted = max;
     if (wanted <= size || used + bytes > wanted) return false;
-    this.buffer.grow(HEADER_BYTES + wanted);
+    // The buffer may already be longer than DATA_SIZE: a growth whose critical
+    // section was rolled back (its thread died) cannot shrink the buffer back.
+    // A SharedArrayBuffer never shrinks, so reuse what is there.
+    wanted = Math.min(max, Math.max(wanted, (this.buffer.byteLength - HEADER_BYTES) & ~7));
+    if (HEADER_BYTES + wanted > this.buffer.byteLength) this.buffer.grow(HEADER_BYTES + wanted);
     this.remapData();
     this.set(H.DATA_SIZE, wanted);
     if (wrapAt !== -1) {

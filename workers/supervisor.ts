@@ -10,7 +10,7 @@
  *   is the interpreter's party slot freed for reuse.
  */
 import { MessagePort, workerData } from "node:worker_threads";
-import { lockedAfterDeath, releaseParty, wakeWaiters } from "../src/channel-ops.js";
+import { releaseParty, tryLockedAfterDeath, wakeWaiters } from "../src/channel-ops.js";
 import { PartyState, setSlotState, slotId, slotState, SUPERVISOR_SLOT, WORKER_DATA_KEY } from "../src/control.js";
 import { ChannelMemory, H } from "../src/ring.js";
 import { DeadlockDetector, detectionMillis, setVerdictFlag } from "../src/deadlock.js";
@@ -75,24 +75,40 @@ function serveAwaiting(key: string, buffer: SharedArrayBuffer): void {
   for (const { port, slot } of list) answerFetch(port, slot, buffer);
 }
 
-/** Releases everything party `slot` (interpreter `id`) held, then frees its slot. Idempotent. */
+/**
+ * Releases everything party `slot` (interpreter `id`) held, then frees its
+ * slot. Idempotent. A channel whose lock a live party holds right now is
+ * retried a moment later: the supervisor never sleeps on a lock.
+ */
 function partyGone(slot: number, id: number): void {
   const state = slotState(slot);
-  if (state === PartyState.FREE || slotId(slot) !== id) return;
+  if (state !== PartyState.LIVE && state !== PartyState.STARTING) return; // FREE, or already being released
+  if (slotId(slot) !== id) return;
   setSlotState(slot, PartyState.EXITED);
   partyPorts.delete(slot);
   clearWaitOf(slot);
-  for (const memory of channels.values()) releaseOnChannel(memory, slot);
+  releaseChannels(slot, [...channels.values()], 0);
+}
+
+function releaseChannels(slot: number, pending: ChannelMemory[], attempt: number): void {
+  const busy = pending.filter((memory) => !releaseOnChannel(memory, slot));
+  if (busy.length > 0) {
+    setTimeout(() => releaseChannels(slot, busy, attempt + 1), Math.min(20, 1 + attempt));
+    return;
+  }
   // Its Locks; Semaphore permits it held are not returned (they are not owned: see src/sync.ts).
   releasePrimitivesOfDeadParty(objects, slot);
   setSlotState(slot, PartyState.FREE);
   sweepClosedChannels();
 }
 
-function releaseOnChannel(memory: ChannelMemory, slot: number): void {
-  const released = lockedAfterDeath(memory, slot, () => releaseParty(memory, slot));
-  wakeWaiters(memory, released.wake);
-  releaseCarriedEnds(released.discarded);
+/** Releases what `slot` held on one channel; false if the lock is busy (retry later). */
+function releaseOnChannel(memory: ChannelMemory, slot: number): boolean {
+  const released = tryLockedAfterDeath(memory, slot, () => releaseParty(memory, slot));
+  if (!released) return false;
+  wakeWaiters(memory, released.value.wake);
+  releaseCarriedEnds(released.value.discarded);
+  return true;
 }
 
 /** Forgets channels no handle of which is left anywhere. */
