@@ -12,7 +12,8 @@
  * records which side to wake (`wake`), and the driver wakes it after
  * releasing the lock.
  */
-import { MAX_PARTIES, mySlot, PartyState, slotState } from "./control.js";
+import { MAX_PARTIES, mySlot, PartyState, slotState, writeClaims } from "./control.js";
+import { carriedEnds } from "./transfer.js";
 import { ChannelClosedError, CorruptDataError, MessageTooLargeError } from "./errors.js";
 import type { Flavor } from "./flavors/index.js";
 import { lock, lockOwner, recoverLock, tryLock, unlock } from "./mutex.js";
@@ -112,7 +113,7 @@ export function wakeWaiters(memory: ChannelMemory, wake: number): void {
 }
 
 /** Is seq `a` after seq `b`, on a 32-bit wrapping counter? */
-function seqAfter(a: number, b: number): boolean {
+export function seqAfter(a: number, b: number): boolean {
   return ((a - b) | 0) > 0;
 }
 
@@ -437,6 +438,7 @@ export class RecvOp extends Operation {
       this.received = { bytes: intoScratch(m.data.subarray(start, start + length)), flags, rawBytes: false };
     }
     testHook?.("recv:copied");
+    if (flags & R_ATTACH) recordCarriedEnds(m.id, m.recordSeq(at), this.received.bytes);
     this.completeMessage(m.recordSeq(at));
     m.popRecord(at);
     return this.finish();
@@ -465,6 +467,7 @@ export class RecvOp extends Operation {
     if (!(flags & R_LAST)) return false;
     if (this.assembled !== assembly.length) throw m.corrupt(`streamed message ended at ${this.assembled} of ${assembly.length} bytes`);
     this.received = { bytes: assembly, flags, rawBytes: false };
+    if (flags & R_ATTACH) recordCarriedEnds(m.id, this.streamSeq, assembly);
     this.assembly = undefined;
     m.set(H.STREAM_RECEIVER, 0);
     this.wake |= WAKE_RECEIVERS; // receivers parked behind this stream may go on now
@@ -510,6 +513,11 @@ export class RecvOp extends Operation {
     this.unregister();
     return "withdrawn";
   }
+}
+
+/** In the critical section that takes a message: records the ends it carries (control.ts, claims). */
+function recordCarriedEnds(carrierId: number, seq: number, payload: Uint8Array): void {
+  writeClaims(carrierId, seq, carriedEnds(payload));
 }
 
 /** Channel ends carried inside records that a release discarded (their transit counts must be released). */

@@ -22,6 +22,9 @@
  * | 64 + 64·256               | 64 × 256    | party names: UTF-8, NAME_BYTES per slot   | the creator, before start   |
  * | 64 + 128·256              | 68 × 256    | select cases of a party's selectSync:     | the party                   |
  * |                           |             | count, then up to 8 × (channel id, op)    |                             |
+ * | 64 + 196·256              | 76 × 256    | claims: ends in a message the party took  | the party; supervisor reads |
+ * |                           |             | but has not claimed yet: carrier channel  | it after the party died     |
+ * |                           |             | id, message seq, count, 8 × (id, kind)    |                             |
  *
  * Party slot (16 words at byte 64 + 64·s):
  *
@@ -70,7 +73,59 @@ const SELECTS_BYTES = NAMES_BYTES + MAX_PARTIES * NAME_BYTES;
 /** Most select cases published for deadlock detection (a larger select is never reported). */
 export const MAX_PUBLISHED_CASES = 8;
 const SELECT_WORDS = 1 + 2 * MAX_PUBLISHED_CASES;
-const CONTROL_BYTES = SELECTS_BYTES + MAX_PARTIES * SELECT_WORDS * 4;
+const CLAIMS_BYTES = SELECTS_BYTES + MAX_PARTIES * SELECT_WORDS * 4;
+/** Most carried ends per message whose claim survives the receiver's death (see claims below). */
+export const MAX_RECORDED_CLAIMS = 8;
+const CLAIM_WORDS = 3 + 2 * MAX_RECORDED_CLAIMS;
+const CONTROL_BYTES = CLAIMS_BYTES + MAX_PARTIES * CLAIM_WORDS * 4;
+
+/**
+ * Claims. A receiver that takes a message carrying channel ends records
+ * them here, inside the critical section that takes the message, and marks
+ * each one as it claims it (TRANSIT -> itself); then clears the record. If
+ * it dies in between, the supervisor releases the ends still unclaimed, but
+ * only if the message was really taken (its seq is behind the carrier's
+ * SEQ_HEAD once any half-done critical section has been rolled back).
+ */
+export interface ClaimRecord {
+  carrierId: number;
+  seq: number;
+  ends: Array<{ id: number; kind: number }>;
+}
+function claimWord(slot: number): number {
+  return CLAIMS_BYTES / 4 + slot * CLAIM_WORDS;
+}
+export function writeClaims(carrierId: number, seq: number, ends: Array<{ id: number; kind: number }>): void {
+  const base = claimWord(mySlot);
+  const count = Math.min(ends.length, MAX_RECORDED_CLAIMS);
+  Atomics.store(control, base + 2, 0);
+  Atomics.store(control, base, carrierId);
+  Atomics.store(control, base + 1, seq);
+  for (let i = 0; i < count; i++) {
+    Atomics.store(control, base + 3 + 2 * i, ends[i]!.id);
+    Atomics.store(control, base + 4 + 2 * i, ends[i]!.kind);
+  }
+  Atomics.store(control, base + 2, count);
+}
+/** Marks the `index`-th recorded end as claimed. */
+export function markClaimed(index: number): void {
+  if (index < MAX_RECORDED_CLAIMS) Atomics.store(control, claimWord(mySlot) + 3 + 2 * index, 0);
+}
+export function clearClaims(): void {
+  Atomics.store(control, claimWord(mySlot) + 2, 0);
+}
+/** Party `slot`'s unclaimed ends (the supervisor, after it died); clears the record. */
+export function takeClaims(slot: number): ClaimRecord | undefined {
+  const base = claimWord(slot);
+  const count = Atomics.exchange(control, base + 2, 0);
+  if (count <= 0 || count > MAX_RECORDED_CLAIMS) return undefined;
+  const ends: Array<{ id: number; kind: number }> = [];
+  for (let i = 0; i < count; i++) {
+    const id = Atomics.load(control, base + 3 + 2 * i);
+    if (id !== 0) ends.push({ id, kind: Atomics.load(control, base + 4 + 2 * i) });
+  }
+  return { carrierId: Atomics.load(control, base), seq: Atomics.load(control, base + 1), ends };
+}
 
 /** The word index of party `slot`'s select table (count, then id/op pairs). */
 export function selectWord(slot: number): number {

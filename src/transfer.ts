@@ -25,6 +25,7 @@
  * keeps its channel open.
  */
 import { isProxy } from "node:util/types";
+import { clearClaims, markClaimed } from "./control.js";
 import { CorruptDataError } from "./errors.js";
 import { End } from "./handle.js";
 import type { OutgoingMessage, Received } from "./channel-ops.js";
@@ -263,6 +264,20 @@ function readTable(payload: Uint8Array): { entries: Array<{ kind: number; id: nu
   return { entries, bodyStart };
 }
 
+/** The channel ends listed in a payload's attachment table (empty if none or unreadable). */
+export function carriedEnds(payload: Uint8Array): Array<{ id: number; kind: number }> {
+  try {
+    return readTable(payload).entries.filter((entry) => isEnd(entry.kind));
+  } catch {
+    return [];
+  }
+}
+
+/** Releases one end counted under TRANSIT (a carried end whose receiver died before claiming it). */
+export function releaseTransitEnd(id: number, kind: number, memory: ChannelMemory): { wake: number; discarded: Uint8Array[] } {
+  return releaseHandles(memory, sideOfKind(kind), TRANSIT, 1);
+}
+
 function isEnd(kind: number): boolean {
   return kind === KIND_SEND_END || kind === KIND_RECV_END;
 }
@@ -279,6 +294,10 @@ export function decodeFromChannel(received: Received): unknown {
   const { entries, bodyStart } = readTable(bytes);
   const resolved = new Map<number, unknown>();
   const claimed: End[] = [];
+  const endIndex = new Map<number, number>(); // table index -> position among the ends (claims record)
+  entries.forEach((entry, i) => {
+    if (isEnd(entry.kind)) endIndex.set(i, endIndex.size);
+  });
   const resolver: Resolver = {
     resolve(index: number): unknown {
       if (resolved.has(index)) return resolved.get(index);
@@ -289,6 +308,7 @@ export function decodeFromChannel(received: Received): unknown {
       else if (entry.kind === KIND_OBJECT) value = rebuildShared(entry.tag, objectById(entry.id));
       else {
         const end = End.claimFromTransit(channelById(entry.id), sideOfKind(entry.kind));
+        markClaimed(endIndex.get(index)!);
         claimed.push(end);
         value = handleFor(end);
       }
@@ -298,6 +318,7 @@ export function decodeFromChannel(received: Received): unknown {
   };
   // Claim every end even if the codec never asks for one, so none stays in transit.
   for (let i = 0; i < entries.length; i++) if (isEnd(entries[i]!.kind)) resolver.resolve(i);
+  clearClaims();
   try {
     return decode(bytes.subarray(bodyStart), resolver);
   } catch (err) {

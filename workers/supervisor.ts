@@ -10,13 +10,13 @@
  *   is the interpreter's party slot freed for reuse.
  */
 import { MessagePort, workerData } from "node:worker_threads";
-import { releaseParty, tryLockedAfterDeath, wakeWaiters } from "../src/channel-ops.js";
-import { PartyState, setSlotState, slotId, slotState, SUPERVISOR_SLOT, WORKER_DATA_KEY } from "../src/control.js";
+import { releaseParty, seqAfter, tryLockedAfterDeath, wakeWaiters } from "../src/channel-ops.js";
+import { type ClaimRecord, PartyState, takeClaims, setSlotState, slotId, slotState, SUPERVISOR_SLOT, WORKER_DATA_KEY } from "../src/control.js";
 import { ChannelMemory, H } from "../src/ring.js";
 import { DeadlockDetector, detectionMillis, setVerdictFlag } from "../src/deadlock.js";
 import { answerFetch, type SupervisorMessage, type SupervisorRequest } from "../src/supervisor-link.js";
 import { anyoneBlocked, clearWaitOf, wakeParty } from "../src/waiting.js";
-import { releaseCarriedEnds } from "../src/transfer.js";
+import { releaseCarriedEnds, releaseTransitEnd } from "../src/transfer.js";
 import { channelFromBuffer } from "../src/registry.js";
 import { lockStateOf, releasePrimitivesOfDeadParty } from "../src/sync.js";
 
@@ -96,10 +96,46 @@ function releaseChannels(slot: number, pending: ChannelMemory[], attempt: number
     setTimeout(() => releaseChannels(slot, busy, attempt + 1), Math.min(20, 1 + attempt));
     return;
   }
+  if (!releaseUnclaimedEnds(slot)) {
+    setTimeout(() => releaseChannels(slot, [], attempt + 1), Math.min(20, 1 + attempt));
+    return;
+  }
   // Its Locks; Semaphore permits it held are not returned (they are not owned: see src/sync.ts).
   releasePrimitivesOfDeadParty(objects, slot);
   setSlotState(slot, PartyState.FREE);
   sweepClosedChannels();
+}
+
+/**
+ * Ends carried by a message the dead party took but had not claimed yet
+ * (control.ts, claims): released if the message was really taken (after
+ * rollbacks, its seq is behind the carrier's SEQ_HEAD). False: retry later.
+ */
+const unclaimed = new Map<number, ClaimRecord>();
+function releaseUnclaimedEnds(slot: number): boolean {
+  const record = unclaimed.get(slot) ?? takeClaims(slot);
+  if (!record) return true;
+  const carrier = channels.get(record.carrierId);
+  if (!carrier || !seqAfter(carrier.get(H.SEQ_HEAD), record.seq)) {
+    unclaimed.delete(slot);
+    return true; // rolled back: the ends are in the carrier's ring again
+  }
+  while (record.ends.length > 0) {
+    const { id, kind } = record.ends[0]!;
+    const memory = channels.get(id);
+    if (memory) {
+      const released = tryLockedAfterDeath(memory, slot, () => releaseTransitEnd(id, kind, memory));
+      if (!released) {
+        unclaimed.set(slot, record);
+        return false;
+      }
+      wakeWaiters(memory, released.value.wake);
+      releaseCarriedEnds(released.value.discarded);
+    }
+    record.ends.shift();
+  }
+  unclaimed.delete(slot);
+  return true;
 }
 
 /** Releases what `slot` held on one channel; false if the lock is busy (retry later). */
