@@ -11,6 +11,7 @@ import { mySlot, nextChannelId } from "./control.js";
 import { takeVerdict, verdictFlag } from "./deadlock.js";
 import { ChannelClosedError, MessageTooLargeError } from "./errors.js";
 import { ensureSupervisor } from "./supervisor-link.js";
+import { effectiveSignal } from "./cancellation.js";
 import { flavorFor, type Flavor } from "./flavors/index.js";
 import { enterCritical, leaveCritical, locked, RecvOp, SendOp, wakeWaiters, type Withdrawal } from "./channel-ops.js";
 import { End } from "./handle.js";
@@ -239,7 +240,7 @@ function runAsync<T>(
   beforeWait: () => void = () => {},
 ): Promise<T> {
   const timeout = checkTimeout(options?.timeout, what);
-  const signal = options?.signal;
+  const signal = effectiveSignal(options?.signal);
   if (signal?.aborted) {
     undo();
     return Promise.reject(signal.reason);

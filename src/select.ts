@@ -31,6 +31,7 @@ import { MessageTooLargeError } from "./errors.js";
 import { flavorFor } from "./flavors/index.js";
 import { H } from "./ring.js";
 import { ensureSupervisor } from "./supervisor-link.js";
+import { effectiveSignal } from "./cancellation.js";
 import { type ChannelMessage, decodeFromChannel, encodeForChannel, endOf } from "./transfer.js";
 import {
   checkTimeout,
@@ -211,7 +212,7 @@ export function select(cases: SelectCase[], options?: { timeout?: number; signal
   } catch (err) {
     return Promise.reject(err);
   }
-  const signal = options?.signal;
+  const signal = effectiveSignal(options?.signal);
   if (signal?.aborted) {
     disarm(armed, undefined);
     return Promise.reject(signal.reason);

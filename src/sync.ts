@@ -70,6 +70,7 @@ import { describeSlot, mySlot, SUPERVISOR_SLOT } from "./control.js";
 import { takeVerdict, type LockState, verdictFlag } from "./deadlock.js";
 import { CorruptDataError, InterpretersError } from "./errors.js";
 import { depositObject } from "./registry.js";
+import { effectiveSignal } from "./cancellation.js";
 import { ensureSupervisor } from "./supervisor-link.js";
 import { registerSharedKind } from "./transfer.js";
 import {
@@ -243,7 +244,7 @@ function waitAsync(memory: PrimitiveMemory, attempt: () => boolean, options: Syn
   } catch (err) {
     return Promise.reject(err);
   }
-  const signal = options?.signal;
+  const signal = effectiveSignal(options?.signal);
   if (signal?.aborted) return Promise.reject(signal.reason);
   if (attempt()) return Promise.resolve();
   if (timeout === 0) return Promise.reject(timeoutError(what, timeout));

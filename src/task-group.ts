@@ -17,9 +17,15 @@
  * settle, terminates its interpreters, and rethrows the first error, with
  * the other failures attached as `error.suppressed` (failures that are just
  * the cancellation itself are not repeated there).
+ *
+ * Channel, select and Lock/Semaphore/Event waits started inside a task honour
+ * the group's cancellation even if the task does not pass `signal` on (the
+ * group is found through the async context: effectiveSignal).
  */
 import { create, type CreateOptions, type Interpreter } from "./interpreter.js";
 import { InterpretersError } from "./errors.js";
+import { runInGroup } from "./cancellation.js";
+
 
 /** Failures of a group beyond the first, attached to the error it throws. */
 export interface GroupError extends Error {
@@ -52,7 +58,7 @@ export class TaskGroup {
    */
   spawn<T>(body: (signal: AbortSignal) => T | Promise<T>): Promise<T> {
     this.#checkOpen("spawn");
-    const result = (async () => body(this.signal))();
+    const result = runInGroup(this.signal, async () => body(this.signal));
     const tracked = result.then(
       () => {},
       (err) => this.#fail(err),

@@ -5,7 +5,7 @@
  * and rethrows the first error with the others attached. Nothing outlives it.
  */
 import { suite, assert } from "./_harness.js";
-import { ChannelClosedError, createChannel, InterpreterClosedError, list, TaskGroup, type GroupError } from "../src/index.js";
+import { ChannelClosedError, createChannel, InterpreterClosedError, list, Lock, select, TaskGroup, type GroupError } from "../src/index.js";
 
 const test = suite("task-group");
 
@@ -100,6 +100,29 @@ test("an interpreter of the group dying of an uncaught error cancels the group",
     Error,
     /late crash/,
   );
+});
+
+test("waits inside a task join the group's cancellation even without its signal", async () => {
+  const [rx] = createChannel<number>({ capacity: 0, name: "forgotten-signal" });
+  const lock = new Lock();
+  await lock.acquire();
+  const outcomes: string[] = [];
+  await assert.rejects(
+    TaskGroup.run(async (group) => {
+      group.spawn(() => rx.recv().catch((e) => (outcomes.push(`recv: ${(e as Error).message}`), Promise.reject(e))));
+      group.spawn(() => select([rx]).catch((e) => (outcomes.push(`select: ${(e as Error).message}`), Promise.reject(e))));
+      group.spawn(() => lock.acquire().catch((e) => (outcomes.push(`acquire: ${(e as Error).message}`), Promise.reject(e))));
+      group.spawn(async () => {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+        throw new Error("stop all");
+      });
+    }),
+    Error,
+    /stop all/,
+  );
+  assert.equal(outcomes.sort(), ["acquire: stop all", "recv: stop all", "select: stop all"]);
+  assert.is(rx.stats().waitingReceivers, 0);
+  lock.release();
 });
 
 test("spawn after the group finished is refused", async () => {
