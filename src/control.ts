@@ -42,7 +42,9 @@
  * | 9    | wait flags (bit 0 sync, bit 1 has timeout)                     | the party                         |
  * | 10   | deadlock verdict: 0 none, else a verdict waits on the party's  | supervisor sets; the party clears |
  * |      | supervisor port (see deadlock.ts)                              |                                   |
- * | 11-15| reserved                                                       |                                   |
+ * | 11   | wait since: wall-clock ms (mod 2^31) when the sync wait began   | the party                         |
+ * | 12   | async waits: operations of this party pending in its async pump | the party                         |
+ * | 13-15| reserved                                                       |                                   |
  *
  * Slot 0 is always the main thread. Slot SUPERVISOR_SLOT is reserved for
  * the supervisor (it owns channel locks while cleaning up after a death).
@@ -145,6 +147,8 @@ export const P_WAIT_OP = 7;
 export const P_WAIT_CHANNEL = 8;
 export const P_WAIT_FLAGS = 9;
 export const P_VERDICT = 10;
+export const P_WAIT_SINCE = 11;
+export const P_ASYNC_WAITS = 12;
 
 /** What a worker started by this library finds under this key of `workerData`. */
 export const WORKER_DATA_KEY = "__interpreters";

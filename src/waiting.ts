@@ -21,7 +21,19 @@
  * wait holds a ref'd timer so the process stays alive while it waits
  * (Node 20 does not count a bare `waitAsync` as pending work).
  */
-import { control, MAX_PUBLISHED_CASES, mySlot, P_WAIT_CHANNEL, P_WAIT_FLAGS, P_WAIT_OP, selectWord, slotWord, WORD_BLOCKED } from "./control.js";
+import {
+  control,
+  MAX_PUBLISHED_CASES,
+  mySlot,
+  P_ASYNC_WAITS,
+  P_WAIT_CHANNEL,
+  P_WAIT_FLAGS,
+  P_WAIT_OP,
+  P_WAIT_SINCE,
+  selectWord,
+  slotWord,
+  WORD_BLOCKED,
+} from "./control.js";
 import { TimeoutError } from "./errors.js";
 
 const PARK_FIELD = 2;
@@ -99,6 +111,7 @@ export function publishWait(op: number, channelId: number, hasTimeout: boolean):
   Atomics.store(control, slotWord(mySlot, P_WAIT_CHANNEL), channelId);
   Atomics.store(control, slotWord(mySlot, P_WAIT_FLAGS), WAIT_SYNC | (hasTimeout ? WAIT_HAS_TIMEOUT : 0));
   if (!hasTimeout) Atomics.add(control, WORD_BLOCKED, 1);
+  Atomics.store(control, slotWord(mySlot, P_WAIT_SINCE), Date.now() % 2 ** 31);
   Atomics.store(control, slotWord(mySlot, P_WAIT_OP), op);
 }
 
@@ -169,6 +182,7 @@ let releasePump: (() => void) | undefined;
  */
 export function pumpUntilSettled(op: AsyncStep): void {
   pending.add(op);
+  Atomics.store(control, slotWord(mySlot, P_ASYNC_WAITS), pending.size);
   releasePump ??= holdProcess();
   if (!pumping) {
     pumping = true;
@@ -191,6 +205,7 @@ async function pump(): Promise<void> {
       for (const op of [...pending]) {
         if (op.step()) pending.delete(op);
       }
+      Atomics.store(control, slotWord(mySlot, P_ASYNC_WAITS), pending.size);
       if (pending.size === 0) break;
       const result = Atomics.waitAsync(control, myParkWord, seen);
       if (result.async) await result.value;
@@ -211,6 +226,7 @@ async function pump(): Promise<void> {
 /** Stops pumping `op` (it settled by other means: timeout or abort). */
 export function removeFromPump(op: AsyncStep): void {
   pending.delete(op);
+  Atomics.store(control, slotWord(mySlot, P_ASYNC_WAITS), pending.size);
   if (pending.size === 0) {
     releasePump?.();
     releasePump = undefined;
