@@ -71,9 +71,12 @@ async function rendezvousDemo(): Promise<void> {
       tx.close();
       globalThis.waited = performance.now() - t0;
     `, { bind: { tx } });
+    // Wait until the sender has offered its message and parked (the interpreter has to start first).
+    const since = performance.now();
+    while (rx.stats().waitingSenders === 0 && performance.now() - since < 10_000) await new Promise((resolve) => setTimeout(resolve, 5));
     await new Promise((resolve) => setTimeout(resolve, 200));
     const stats = rx.stats();
-    console.log(`  capacity 0: after 200 ms the sender is still waiting (waitingSenders=${stats.waitingSenders}), since nobody has received`);
+    console.log(`  capacity 0: 200 ms after it offered its message the sender is still waiting (waitingSenders=${stats.waitingSenders}, length=${stats.length}), since nobody has received`);
     console.log(`  main receives: ${JSON.stringify(await rx.recv())}; only now does the sender's sendSync return`);
     await sending;
   } finally {
