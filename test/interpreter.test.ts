@@ -210,9 +210,8 @@ test("the main thread blocked in recvSync is woken when the last sender's interp
   const [rx, tx] = createChannel<number>({ capacity: 1 });
   await a.exec(`tx.sendSync(1); setTimeout(() => process.exit(0), 50);`, { bind: { tx } });
   assert.is(rx.recvSync({ timeout: 20_000 }), 1);
-  const started = Date.now();
+  // Woken by the release (ChannelClosedError), not by the timeout (which would be TimeoutError).
   assert.throws(() => rx.recvSync({ timeout: 20_000 }), ChannelClosedError);
-  assert.ok(Date.now() - started < 15_000);
 });
 
 test("an interpreter blocked in recvSync is woken when the sender's interpreter is terminated", async () => {
