@@ -113,6 +113,22 @@ export function attemptOnce(op: DrivenOp): boolean {
   }
 }
 
+/** Like attemptOnce; when the attempt fails, returns the channel's progress stamp as it was then. */
+function attemptAndStamp(op: DrivenOp): number | true {
+  const memory = op.memory;
+  enterCritical(memory);
+  try {
+    return op.attempt() ? true : memory.progressStamp();
+  } finally {
+    leaveCritical(memory);
+    const wake = op.wake;
+    if (wake !== 0) {
+      op.wake = 0;
+      wakeWaiters(memory, wake);
+    }
+  }
+}
+
 export function withdrawOnce(op: DrivenOp, finalAttempt: boolean): Withdrawal {
   try {
     return locked(op.memory, () => op.withdraw(finalAttempt));
@@ -142,9 +158,11 @@ function runSync(op: DrivenOp, timeout: number, what: string): void {
   try {
     for (;;) {
       const seen = parkValue();
-      const before = memory.progressStamp();
       op.probing = probing;
-      if (attemptOnce(op)) return;
+      // The stamp is read under the lock, after the attempt: a change made by
+      // the attempt itself (a rendezvous offer) does not look like progress.
+      const before = attemptAndStamp(op);
+      if (before === true) return;
       if (now() >= deadline) {
         op.probing = false;
         const outcome = withdrawOnce(op, true);
