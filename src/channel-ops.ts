@@ -564,6 +564,8 @@ export function releaseParty(memory: ChannelMemory, slot: number): { wake: numbe
     if (waits > 0) memory.addWaits(side, slot, -waits);
     const held = memory.holders(side, slot);
     if (held > 0) {
+      // It may have changed the channel and died before waking anyone: wake both sides (a spurious wake is harmless).
+      wake |= WAKE_SENDERS | WAKE_RECEIVERS;
       const released = releaseHandles(memory, side, slot, held);
       wake |= released.wake;
       discarded.push(...released.discarded);

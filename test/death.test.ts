@@ -991,9 +991,14 @@ test("a receiver killed after taking a message that carries a channel end, befor
     // The holder sits in the inner channel's critical section, so that claiming the carried end must wait.
     const holderRun = outcome(holder.exec(`${releasableHookSource("send:committed")} t.sendSync("from the holder"); t.close();`, { bind: { t: holderTx, reached } }));
     await waitFlag(reached, 0, "the holder to reach send:committed on the inner channel");
+    let takerEnded: string | undefined;
     const takerRun = outcome(taker.exec(`o.recvSync({ timeout: 20000 }); throw new Error("the taker claimed the end");`, { bind: { o: outerRx.clone() } }));
+    void takerRun.then((result) => (takerEnded = result.ok ? "it returned" : describeError(result.error)));
     await pollUntil(
-      () => Atomics.load(outer.header, H.LENGTH) === 0 && ((Atomics.load(inner.header, H.LOCK) & CONTENDED) !== 0 || inner.holders("send", 256) === 0),
+      () => {
+        if (takerEnded !== undefined) throw new Error(`seed=${SEED}: the taker ended before it could be killed: ${takerEnded}`);
+        return Atomics.load(outer.header, H.LENGTH) === 0 && ((Atomics.load(inner.header, H.LOCK) & CONTENDED) !== 0 || inner.holders("send", 256) === 0);
+      },
       "the taker to take the message and wait to claim the end it carries",
     );
     // Kill the taker with the message in hand, then let the holder go on once the taker's thread is gone.
