@@ -424,7 +424,10 @@ function viewOf(slot: number): Interpreter {
 
 /** Every live interpreter of the process (main included), in slot order. */
 export function list(): Interpreter[] {
-  return liveSlots().map(viewOf);
+  const live = liveSlots().map(viewOf);
+  // Forget views of interpreters that are gone (they would pile up otherwise).
+  for (const id of views.keys()) if (!live.some((i) => i.id === id)) views.delete(id);
+  return live;
 }
 
 let currentInterpreter: Interpreter | undefined;
