@@ -157,6 +157,7 @@ function runSync(op: DrivenOp, timeout: number, what: string): void {
   let probing = memory.spinMicros > 0;
   try {
     for (;;) {
+      if (op instanceof SendOp && op.completedWithoutLock()) return;
       const seen = parkValue();
       op.probing = probing;
       // The stamp is read under the lock, after the attempt: a change made by
