@@ -105,6 +105,3 @@ export class End {
     return new End(memory, side);
   }
 }
-
-/** Open handles of this thread, so that they can be closed when it shuts down. */
-export const openEnds = new Set<WeakRef<End>>();
