@@ -217,7 +217,7 @@ function spinBeforeAsyncWait(op: DrivenOp): boolean {
  * keep handing over without sleeping, while a party whose peer is slow
  * soon stops burning its core.
  */
-const MIN_SPIN_MICROS = 8;
+const MIN_SPIN_MICROS = 25;
 const MAX_SPIN_MICROS = 200;
 function spinUntilChanged(memory: ChannelMemory, before: number, deadline: number): boolean {
   const until = Math.min(now() + memory.spinMicros / 1000, deadline);
