@@ -97,45 +97,47 @@ export interface DrivenOp {
   withdraw(finalAttempt: boolean): Withdrawal;
 }
 
-/** One attempt under the lock; wakes whoever the attempt said to wake, even if it threw. */
+/**
+ * Leaves the critical section `op` ran in, then wakes whoever it said to
+ * wake (after unlocking, so the woken do not run into the lock), even if
+ * the operation threw.
+ */
+function leaveAndWake(op: DrivenOp): void {
+  leaveCritical(op.memory);
+  const wake = op.wake;
+  if (wake !== 0) {
+    op.wake = 0;
+    wakeWaiters(op.memory, wake);
+  }
+}
+
+/** One attempt under the lock. */
 export function attemptOnce(op: DrivenOp): boolean {
-  const memory = op.memory;
-  enterCritical(memory);
+  enterCritical(op.memory);
   try {
     return op.attempt();
   } finally {
-    leaveCritical(memory);
-    const wake = op.wake;
-    if (wake !== 0) {
-      op.wake = 0;
-      wakeWaiters(memory, wake);
-    }
+    leaveAndWake(op);
   }
 }
 
 /** Like attemptOnce; when the attempt fails, returns the channel's progress stamp as it was then. */
 function attemptAndStamp(op: DrivenOp): number | true {
-  const memory = op.memory;
-  enterCritical(memory);
+  enterCritical(op.memory);
   try {
-    return op.attempt() ? true : memory.progressStamp();
+    return op.attempt() ? true : op.memory.progressStamp();
   } finally {
-    leaveCritical(memory);
-    const wake = op.wake;
-    if (wake !== 0) {
-      op.wake = 0;
-      wakeWaiters(memory, wake);
-    }
+    leaveAndWake(op);
   }
 }
 
+/** Gives up `op` under the lock (see SendOp/RecvOp.withdraw). */
 export function withdrawOnce(op: DrivenOp, finalAttempt: boolean): Withdrawal {
+  enterCritical(op.memory);
   try {
-    return locked(op.memory, () => op.withdraw(finalAttempt));
+    return op.withdraw(finalAttempt);
   } finally {
-    const wake = op.wake;
-    op.wake = 0;
-    wakeWaiters(op.memory, wake);
+    leaveAndWake(op);
   }
 }
 

@@ -136,7 +136,7 @@ export function selectWord(slot: number): number {
 
 export const PartyState = { FREE: 0, STARTING: 1, LIVE: 2, EXITED: 3 } as const;
 
-const P_STATE = 0;
+export const P_STATE = 0;
 const P_ID = 1;
 export const P_PARK = 2;
 const P_FETCH = 3;
@@ -254,9 +254,6 @@ export function slotName(slot: number): string {
   const length = Math.min(Atomics.load(control, slotWord(slot, P_NAME_LEN)), NAME_BYTES);
   return new TextDecoder().decode(nameBytes.slice(slot * NAME_BYTES, slot * NAME_BYTES + length));
 }
-export function slotCreator(slot: number): number {
-  return Atomics.load(control, slotWord(slot, P_CREATOR));
-}
 export function slotRunning(slot: number): number {
   return Atomics.load(control, slotWord(slot, P_RUNNING));
 }
@@ -264,14 +261,6 @@ export function addRunning(delta: number): void {
   Atomics.add(control, slotWord(mySlot, P_RUNNING), delta);
 }
 
-/** The slot whose interpreter id is `id`, if that interpreter is live or starting. */
-export function slotOfId(id: number): number | undefined {
-  for (let slot = 0; slot < SUPERVISOR_SLOT; slot++) {
-    const state = slotState(slot);
-    if ((state === PartyState.LIVE || state === PartyState.STARTING) && slotId(slot) === id) return slot;
-  }
-  return undefined;
-}
 
 /** Slots of every live or starting interpreter, main included, in slot order. */
 export function liveSlots(): number[] {

@@ -146,7 +146,7 @@ export class DeadlockDetector {
       if (now - seen.since >= patience && !seen.reported) confirmed.set(slot, waiter);
     }
     if (confirmed.size === 0) return;
-    const deadlocked = this.closeUnder(confirmed, waiters);
+    const deadlocked = this.closeUnder(confirmed);
     if (deadlocked.size === 0) return;
     const { message, cycle } = describe(deadlocked);
     for (const slot of deadlocked.keys()) {
@@ -214,7 +214,7 @@ export class DeadlockDetector {
    * Removes, until nothing changes, every party that a holder outside the
    * set could wake. What remains can only be woken from inside: deadlocked.
    */
-  private closeUnder(set: Map<number, Waiter>, _all: Map<number, Waiter>): Map<number, Waiter> {
+  private closeUnder(set: Map<number, Waiter>): Map<number, Waiter> {
     const remaining = new Map(set);
     let changed = true;
     while (changed) {

@@ -3,9 +3,9 @@
  * and a message that says what happened, on which channel or interpreter,
  * and what to do about it.
  *
- * Errors cross interpreters as `{ name, message, stack, code, ...data }` and
- * are rebuilt as instances of these classes on the other side, so
- * `err instanceof ChannelClosedError` holds in every interpreter.
+ * Errors raised inside an interpreter are instances of the classes of the
+ * library there; exec/call failures cross back as ExecutionFailed with the
+ * remote error's name, message and stack (errorToRecord).
  */
 
 /** Base class: every error this library throws on purpose extends it. */
@@ -101,16 +101,6 @@ export class InterpreterClosedError extends InterpretersError {
   override readonly code = "ERR_INTERPRETER_CLOSED";
 }
 
-/** Error classes by name, to rebuild errors that crossed an interpreter boundary. */
-const errorClasses: Record<string, new (message: string) => Error> = {
-  ChannelClosedError,
-  TimeoutError,
-  NotShareableError,
-  MessageTooLargeError,
-  InterpreterClosedError,
-  CorruptDataError,
-  InterpretersError,
-};
 
 /** Plain data describing an error, safe to post to another thread. */
 export interface ErrorRecord {
@@ -122,7 +112,7 @@ export interface ErrorRecord {
   path?: string;
 }
 
-/** Describes `err` as plain data (what `errorFromRecord` rebuilds). */
+/** Describes `err` as plain data, safe to post to another thread. */
 export function errorToRecord(err: unknown): ErrorRecord {
   if (err instanceof Error) {
     const record: ErrorRecord = { name: err.name, message: err.message, stack: err.stack ?? `${err.name}: ${err.message}` };
@@ -135,21 +125,6 @@ export function errorToRecord(err: unknown): ErrorRecord {
   return { name: "Error", message: text, stack: `Error: ${text}` };
 }
 
-/** Rebuilds an error of this library's classes (or a plain Error) from its record. */
-export function errorFromRecord(record: ErrorRecord): Error {
-  let err: Error;
-  if (record.name === "DeadlockError") err = new DeadlockError(record.message, record.cycle ?? []);
-  else if (record.name === "ExecutionFailed" && record.remote) err = new ExecutionFailed(record.remote);
-  else if (record.name === "NotShareableError") err = new NotShareableError(record.message, record.path);
-  else {
-    const Cls = errorClasses[record.name] ?? Error;
-    err = new Cls(record.message);
-    if (!errorClasses[record.name]) err.name = record.name;
-  }
-  err.message = record.message;
-  err.stack = record.stack;
-  return err;
-}
 
 /** A readable description of any thrown value (not only Errors). */
 export function describeThrown(value: unknown): string {

@@ -28,6 +28,7 @@ import {
   myId,
   mySlot,
   nextInterpreterId,
+  P_STATE,
   PartyState,
   slotId,
   slotName,
@@ -78,8 +79,6 @@ interface Pending {
   reject(err: unknown): void;
   what: string;
 }
-
-const PSEUDO_STATE_FIELD = 0;
 
 type TypedEmitter<Events extends TypedEmitterTypes.EventMap> = TypedEmitterTypes.default<Events>;
 const Emitter = EventEmitter as unknown as new () => TypedEmitter<InterpreterEvents>;
@@ -337,7 +336,7 @@ async function waitForRelease(slot: number, id: number): Promise<void> {
 }
 
 async function waitForState(slot: number, id: number): Promise<void> {
-  const word = slotWord(slot, PSEUDO_STATE_FIELD);
+  const word = slotWord(slot, P_STATE);
   const deadline = performance.now() + 10_000;
   for (;;) {
     const state = Atomics.load(control, word);

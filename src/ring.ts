@@ -373,10 +373,6 @@ export class ChannelMemory {
     return indices;
   }
 
-  /** True when no record is in the ring. */
-  isEmpty(): boolean {
-    return this.get(H.USED_BYTES) === 0;
-  }
 
   /**
    * Finds room for a record of `bytes` bytes and returns its offset, growing

@@ -274,7 +274,7 @@ export function carriedEnds(payload: Uint8Array): Array<{ id: number; kind: numb
 }
 
 /** Releases one end counted under TRANSIT (a carried end whose receiver died before claiming it). */
-export function releaseTransitEnd(id: number, kind: number, memory: ChannelMemory): { wake: number; discarded: Uint8Array[] } {
+export function releaseTransitEnd(kind: number, memory: ChannelMemory): { wake: number; discarded: Uint8Array[] } {
   return releaseHandles(memory, sideOfKind(kind), TRANSIT, 1);
 }
 

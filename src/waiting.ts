@@ -40,12 +40,8 @@ const PARK_FIELD = 2;
 const myParkWord = slotWord(mySlot, PARK_FIELD);
 
 /** How long a sync waiter polls its park word before sleeping. */
-let spinMicros = 50;
+const spinMicros = 50;
 
-/** Sets the sync spin window (microseconds; 0 disables spinning). For benchmarks and tests. */
-export function setSpinMicros(micros: number): void {
-  spinMicros = Math.max(0, micros);
-}
 
 /** Wakes party `slot`: bumps its park word and notifies it if it sleeps there. */
 export function wakeParty(slot: number): void {

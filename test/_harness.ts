@@ -17,7 +17,6 @@ export const DEFAULT_TIMEOUT = 30_000;
 
 export interface TimedSuite {
   (name: string, body: () => unknown | Promise<unknown>, opts?: { timeout?: number }): void;
-  only(name: string, body: () => unknown | Promise<unknown>, opts?: { timeout?: number }): void;
   skip(name: string, body?: () => unknown): void;
   before: { each(fn: () => unknown): void; (fn: () => unknown): void };
   after: { each(fn: () => unknown): void; (fn: () => unknown): void };
@@ -40,7 +39,6 @@ export function suite(name: string): TimedSuite {
       withTimeout(Promise.resolve().then(body), opts?.timeout ?? DEFAULT_TIMEOUT, `${name} > ${title}`);
   const t = ((title: string, body: () => unknown, opts?: { timeout?: number }) =>
     s(title, wrap(title, body, opts))) as TimedSuite;
-  t.only = (title, body, opts) => s.only(title, wrap(title, body, opts));
   t.skip = (title) => s.skip(title);
   t.before = s.before as TimedSuite["before"];
   t.after = s.after as TimedSuite["after"];
@@ -49,16 +47,7 @@ export function suite(name: string): TimedSuite {
 }
 
 /** A seeded PRNG (mulberry32): tests print the seed so a failure can be replayed. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { rng } from "./_rng.js";
 
 /** The seed for a randomized test: $SEED when set, else a fresh one. */
 export function seedFromEnv(): number {

@@ -124,7 +124,7 @@ function releaseUnclaimedEnds(slot: number): boolean {
     const { id, kind } = record.ends[0]!;
     const memory = channels.get(id);
     if (memory) {
-      const released = tryLockedAfterDeath(memory, slot, () => releaseTransitEnd(id, kind, memory));
+      const released = tryLockedAfterDeath(memory, slot, () => releaseTransitEnd(kind, memory));
       if (!released) {
         unclaimed.set(slot, record);
         return false;

@@ -1,0 +1,14 @@
+/**
+ * The tests' seeded PRNG (mulberry32), in a module of its own so that code
+ * running inside interpreters (test/fixtures) can use it without loading uvu.
+ */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
