@@ -1,16 +1,21 @@
 /**
  * The channel protocol: what a send, a receive and a release do to a
  * channel's shared state (ring.ts). Every `attempt`/`withdraw` here runs
- * with the channel lock held (see `locked`); waiting happens outside, in
- * the drivers of channel.ts, which sleep on the party's park word
- * (waiting.ts) between attempts.
+ * with both channel locks held (see `locked`); an `attemptFast` runs with
+ * only its own side's lock, for the common case that needs nothing else (a
+ * one-record message into room the ring has, the oldest plain record out).
+ * Waiting happens outside, in the drivers of channel.ts, which sleep on the
+ * party's park word (waiting.ts) between attempts.
  *
  * An operation that cannot complete registers itself as a waiter in the
  * same critical section in which it found it could not (bit in the waiter
  * bitmap + WAITING_* count), so that whoever changes the state next sees
- * the registration and wakes it: no lost wakeups. Whoever changes state
- * records which side to wake (`wake`), and the driver wakes it after
- * releasing the lock.
+ * the registration and wakes it: no lost wakeups. Registration holds both
+ * locks, so a fast path (holding one of them) runs wholly before or after
+ * it: before, and the registering attempt sees its change; after, and the
+ * fast path sees WAITING_* set when it checks, after unlocking, whom to
+ * wake. Whoever changes state records which side to wake (`wake`), and the
+ * driver wakes it after releasing the lock.
  */
 import { MAX_PARTIES, mySlot, PartyState, slotState, writeClaims } from "./control.js";
 import { carriedEnds } from "./transfer.js";
@@ -19,6 +24,7 @@ import type { Flavor } from "./flavors/index.js";
 import { lock, lockOwner, recoverLock, tryLock, unlock } from "./mutex.js";
 import {
   ChannelMemory,
+  Locks,
   CLOSED_NO_RECEIVERS,
   CLOSED_NO_SENDERS,
   H,
@@ -50,10 +56,17 @@ export function setTestHook(hook: ((point: string) => void) | undefined): void {
 /** Smallest piece a streamed message is cut into while the ring is busy (bytes). */
 const MIN_STREAM_CHUNK = 1024;
 
+/** What a fast attempt found: done, blocked (a full attempt would only register), or needs the full protocol. */
+export const enum Fast {
+  DONE,
+  BLOCKED,
+  SLOW,
+}
+
 /**
- * Runs `body` with the channel lock held by this thread, as one journaled
+ * Runs `body` with both channel locks held by this thread, as one journaled
  * critical section (ring.ts): if this thread dies inside it, whoever takes
- * the lock over undoes it.
+ * the locks over undoes it.
  */
 export function locked<T>(memory: ChannelMemory, body: () => T): T {
   enterCritical(memory);
@@ -64,35 +77,69 @@ export function locked<T>(memory: ChannelMemory, body: () => T): T {
   }
 }
 
-/** Takes the channel lock and opens a journaled critical section (pair with leaveCritical). */
+/** Takes both channel locks (send lock first) and opens a journaled critical section (pair with leaveCritical). */
 export function enterCritical(memory: ChannelMemory): void {
-  lock(memory.header, H.LOCK, mySlot, memory.rollbackBound);
-  memory.beginJournal();
+  lock(memory.header, H.SEND_LOCK, mySlot, memory.rollbackSendBound);
+  try {
+    lock(memory.header, H.RECV_LOCK, mySlot, memory.rollbackRecvBound);
+  } catch (err) {
+    unlock(memory.header, H.SEND_LOCK);
+    throw err;
+  }
+  memory.beginJournal(Locks.BOTH);
 }
 
-/** Closes the critical section (its changes stand) and releases the lock. */
+/** Closes the critical section (its changes stand) and releases both locks. */
 export function leaveCritical(memory: ChannelMemory): void {
-  memory.endJournal();
-  unlock(memory.header, H.LOCK);
+  memory.endJournal(Locks.BOTH);
+  unlock(memory.header, H.RECV_LOCK);
+  unlock(memory.header, H.SEND_LOCK);
+}
+
+/** Takes one side's lock (Locks.SEND or Locks.RECV) and opens a journaled section for it (pair with leaveSide). */
+export function enterSide(memory: ChannelMemory, side: Locks): void {
+  if (side === Locks.SEND) lock(memory.header, H.SEND_LOCK, mySlot, memory.rollbackSendBound);
+  else lock(memory.header, H.RECV_LOCK, mySlot, memory.rollbackRecvBound);
+  memory.beginJournal(side);
+}
+
+/** Closes a one-side section and releases that lock. */
+export function leaveSide(memory: ChannelMemory, side: Locks): void {
+  memory.endJournal(side);
+  unlock(memory.header, side === Locks.SEND ? H.SEND_LOCK : H.RECV_LOCK);
+}
+
+/**
+ * For the supervisor: takes lock `index` from `deadSlot` (or from an owner
+ * whose slot is already free), rolling its journal back, or takes it if it
+ * is free within a bounded spin. False when a live party holds it.
+ */
+function takeLockAfterDeath(memory: ChannelMemory, index: number, deadSlot: number): boolean {
+  const owner = lockOwner(memory.header, index);
+  if (owner === deadSlot || (owner >= 0 && slotState(owner) === PartyState.FREE)) {
+    if (!recoverLock(memory.header, index, owner, mySlot)) return false;
+    if (index === H.SEND_LOCK) memory.rollbackSend();
+    else memory.rollbackRecv();
+    return true;
+  }
+  return tryLock(memory.header, index, mySlot, 1000);
 }
 
 /**
  * For the supervisor cleaning up after party `deadSlot`: runs `body` under
- * the channel lock, taking the lock over from the dead party (and rolling
+ * both channel locks, taking each over from the dead party (and rolling
  * back its half-done critical section) if it held it. Never sleeps: if a
  * live party holds the lock, returns `undefined` and the caller retries
  * later (that party may die there too, and only the supervisor would
  * notice).
  */
 export function tryLockedAfterDeath<T>(memory: ChannelMemory, deadSlot: number, body: () => T): { value: T } | undefined {
-  const owner = lockOwner(memory.header, H.LOCK);
-  if (owner === deadSlot || (owner >= 0 && slotState(owner) === PartyState.FREE)) {
-    if (!recoverLock(memory.header, H.LOCK, owner, mySlot)) return undefined;
-    memory.rollback();
-  } else if (!tryLock(memory.header, H.LOCK, mySlot, 1000)) {
+  if (!takeLockAfterDeath(memory, H.SEND_LOCK, deadSlot)) return undefined;
+  if (!takeLockAfterDeath(memory, H.RECV_LOCK, deadSlot)) {
+    unlock(memory.header, H.SEND_LOCK);
     return undefined;
   }
-  memory.beginJournal();
+  memory.beginJournal(Locks.BOTH);
   try {
     return { value: body() };
   } finally {
@@ -138,7 +185,7 @@ abstract class Operation {
     readonly side: Side,
   ) {}
 
-  /** Counts this operation as waiting (under the lock). */
+  /** Counts this operation as waiting (under both locks). */
   protected register(): false {
     if (!this.registered && !this.probing) {
       this.registered = true;
@@ -154,7 +201,12 @@ abstract class Operation {
     return this.registered;
   }
 
-  /** Stops counting this operation as waiting (under the lock); idempotent. */
+  /** The one lock `attemptFast` needs now (Locks.SEND or Locks.RECV), or 0 when only `attempt` can move it. */
+  abstract fastLock(): number;
+  /** Under the lock `fastLock` named (only). */
+  abstract attemptFast(): Fast;
+
+  /** Stops counting this operation as waiting (under both locks); idempotent. */
   unregister(): void {
     if (!this.registered) return;
     this.registered = false;
@@ -200,7 +252,55 @@ export class SendOp extends Operation {
     return this.phase !== SendPhase.ADMIT;
   }
 
-  /** Under the lock. Returns true when the send is complete; false when it waits (registered). */
+  fastLock(): number {
+    if (this.isRegistered || this.isTry) return 0;
+    return this.phase === SendPhase.ADMIT || this.phase === SendPhase.AWAIT_TAKE ? Locks.SEND : 0;
+  }
+
+  /**
+   * Under the send lock only: admits a message that fits in one record into
+   * room the ring has now, and publishes it; for a rendezvous, then checks
+   * whether it was taken. BLOCKED means what a probing `attempt` would
+   * find (no room by count or bytes, or not taken yet); SLOW, anything else
+   * (a stream, growth, a closed channel, another sender streaming).
+   */
+  attemptFast(): Fast {
+    const m = this.memory;
+    if (this.phase === SendPhase.AWAIT_TAKE) {
+      if (seqAfter(m.load(H.SEQ_HEAD), this.seq)) {
+        this.phase = SendPhase.DONE;
+        return Fast.DONE;
+      }
+      return m.get(H.CLOSED) & CLOSED_NO_RECEIVERS ? Fast.SLOW : Fast.BLOCKED;
+    }
+    this.checkHandle();
+    if (m.get(H.CLOSED) & CLOSED_NO_RECEIVERS || m.get(H.STREAM_SENDER) !== 0) return Fast.SLOW;
+    if (!this.flavor.admits(m)) return Fast.BLOCKED;
+    const total = this.message.length;
+    const bytes = recordBytes(total);
+    if (bytes > m.get(H.MAX_DATA_SIZE)) return Fast.SLOW;
+    const at = m.findRoom(bytes);
+    // No room now: growing or repositioning an empty ring needs both locks.
+    if (at < 0) return m.get(H.DATA_SIZE) < m.get(H.MAX_DATA_SIZE) || m.usedBytes() === 0 ? Fast.SLOW : Fast.BLOCKED;
+    this.publish(at);
+    if (this.phase === SendPhase.DONE) return Fast.DONE;
+    return Fast.BLOCKED; // a rendezvous: published, now waiting for a receiver to take it
+  }
+
+  /** Under the send lock: writes the whole message as one record at `at` (from reserve) and publishes it. */
+  private publish(at: number): void {
+    const m = this.memory;
+    const total = this.message.length;
+    this.seq = m.get(H.SEQ_TAIL);
+    m.set(H.SEQ_TAIL, (this.seq + 1) | 0);
+    m.sent += 1;
+    this.writeRecord(at, 0, total, R_FIRST | R_LAST);
+    testHook?.("send:committed");
+    this.wake |= WAKE_RECEIVERS;
+    this.phase = this.flavor.awaitsTake && !this.isTry ? SendPhase.AWAIT_TAKE : SendPhase.DONE;
+  }
+
+  /** Under both locks. Returns true when the send is complete; false when it waits (registered). */
   attempt(): boolean {
     const m = this.memory;
     if (this.phase === SendPhase.AWAIT_TAKE) return this.checkTaken();
@@ -228,22 +328,16 @@ export class SendOp extends Operation {
           `trySend on ${m.describe()}: the message (${total} bytes) is larger than the ring can ever hold (${m.get(H.MAX_DATA_SIZE)} bytes) and must be streamed; use send()`,
         );
       }
-      this.seq = m.add(H.SEQ_TAIL, 1) - 1;
+      this.seq = m.get(H.SEQ_TAIL);
+      m.set(H.SEQ_TAIL, (this.seq + 1) | 0);
       m.set(H.STREAM_SENDER, mySlot + 1);
       m.set(H.STREAM_SEQ, this.seq);
-      m.add(H.LENGTH, 1);
       this.phase = SendPhase.STREAM;
       return true;
     }
-    const at = m.reserve(recordBytes(total));
+    const at = m.reserve(recordBytes(total), true);
     if (at < 0) return false;
-    this.seq = m.add(H.SEQ_TAIL, 1) - 1;
-    this.writeRecord(at, 0, total, R_FIRST | R_LAST);
-    testHook?.("send:committed");
-    m.add(H.LENGTH, 1);
-    m.sent += 1;
-    this.wake |= WAKE_RECEIVERS;
-    this.phase = this.flavor.awaitsTake && !this.isTry ? SendPhase.AWAIT_TAKE : SendPhase.DONE;
+    this.publish(at);
     return true;
   }
 
@@ -262,13 +356,13 @@ export class SendOp extends Operation {
     while (this.written < total) {
       const remaining = total - this.written;
       let count = Math.min(remaining, largestPiece);
-      let at = m.reserve(recordBytes(count));
+      let at = m.reserve(recordBytes(count), true);
       if (at < 0) {
         // Not enough room for a full piece: take what is free now, unless that is tiny.
-        const room = (m.largestRoom() - RECORD_HEADER_BYTES) & ~7;
+        const room = m.largestRoom() & ~7;
         if (room < Math.min(remaining, MIN_STREAM_CHUNK)) return false;
         count = Math.min(remaining, room);
-        at = m.reserve(recordBytes(count));
+        at = m.reserve(recordBytes(count), false);
         if (at < 0) throw m.corrupt(`no room for a piece of ${count} bytes that largestRoom promised`);
       }
       const flags = (this.written === 0 ? R_FIRST : 0) | (this.written + count === total ? R_LAST : 0);
@@ -311,7 +405,7 @@ export class SendOp extends Operation {
   }
 
   /**
-   * Under the lock: the deadline passed or the signal aborted. Completes if
+   * Under both locks: the deadline passed or the signal aborted. Completes if
    * it can (`finalAttempt`), otherwise takes the message back out of the
    * ring so that nobody ever receives it.
    */
@@ -329,12 +423,12 @@ export class SendOp extends Operation {
       this.tombstone();
       m.set(H.STREAM_SENDER, 0);
       if (m.get(H.STREAM_RECEIVER) !== 0) m.set(H.STREAM_RECEIVER, 0); // its taker drops what it has
-      m.add(H.LENGTH, -1);
+      m.add(H.WITHDRAWN, 1);
       this.wake |= WAKE_RECEIVERS | WAKE_SENDERS;
     } else if (this.phase === SendPhase.AWAIT_TAKE) {
       if (seqAfter(m.get(H.SEQ_HEAD), this.seq)) return "done";
       this.tombstone();
-      m.add(H.LENGTH, -1);
+      m.add(H.WITHDRAWN, 1);
       m.sent -= 1;
       this.wake |= WAKE_RECEIVERS | WAKE_SENDERS;
     }
@@ -395,7 +489,29 @@ export class RecvOp extends Operation {
     return this.assembly !== undefined;
   }
 
-  /** Under the lock. True when a message was taken (see `received`); false when it waits. */
+  fastLock(): number {
+    return this.isRegistered || this.midStream ? 0 : Locks.RECV;
+  }
+
+  /**
+   * Under the recv lock only: takes the oldest message if it is one plain
+   * record (no stream, no withdrawn record, no channel ends inside). BLOCKED
+   * when the ring is empty and the channel open (what a probing `attempt`
+   * finds); SLOW for anything else.
+   */
+  attemptFast(): Fast {
+    const m = this.memory;
+    this.checkHandle();
+    if (m.get(H.STREAM_RECEIVER) !== 0) return Fast.SLOW;
+    const at = m.headRecord();
+    if (at < 0) return m.get(H.CLOSED) & CLOSED_NO_SENDERS ? Fast.SLOW : Fast.BLOCKED;
+    const flags = m.recordFlags(at);
+    if (flags !== (R_FIRST | R_LAST)) return Fast.SLOW;
+    this.takeWhole(at, flags);
+    return Fast.DONE;
+  }
+
+  /** Under both locks. True when a message was taken (see `received`); false when it waits. */
   attempt(): boolean {
     const m = this.memory;
     if (!this.midStream) this.checkHandle();
@@ -489,8 +605,9 @@ export class RecvOp extends Operation {
 
   private completeMessage(seq: number, delivered = true): void {
     const m = this.memory;
-    if (m.add(H.LENGTH, -1) < 0) throw m.corrupt("negative length");
-    m.set(H.SEQ_HEAD, (seq + 1) | 0);
+    m.add(H.REMOVED, 1);
+    if (m.length() < 0) throw m.corrupt("negative length");
+    Atomics.store(m.header, H.SEQ_HEAD, (seq + 1) | 0); // what a rendezvous sender spins on
     if (delivered) m.received += 1;
     this.wake |= WAKE_SENDERS;
   }
@@ -506,7 +623,7 @@ export class RecvOp extends Operation {
   }
 
   /**
-   * Under the lock: the deadline passed or the signal aborted. A receive
+   * Under both locks: the deadline passed or the signal aborted. A receive
    * that already holds part of a streamed message is "busy": it completes.
    * `finalAttempt` (timeouts) takes a message that is there right now.
    */
@@ -536,7 +653,7 @@ function recordCarriedEnds(carrierId: number, seq: number, payload: Uint8Array):
 export type DiscardedRecords = Uint8Array[];
 
 /**
- * Under the lock: `count` handles of `side` held by `holder` (a party slot,
+ * Under both locks: `count` handles of `side` held by `holder` (a party slot,
  * or TRANSIT) are released. When it was the last handle of its side, the
  * channel closes on that side: with no receivers left, the buffer is
  * discarded (its payloads with attachments are returned so the caller can
@@ -563,7 +680,7 @@ export function releaseHandles(memory: ChannelMemory, side: Side, holder: number
 }
 
 /**
- * Under the lock: party `slot` is gone (exited, crashed, terminated).
+ * Under both locks: party `slot` is gone (exited, crashed, terminated).
  * Releases every handle it held, forgets its parked operations, and
  * abandons a message it was streaming in or out (never delivered in part).
  * Returns what to wake and the discarded payloads (see releaseHandles).
@@ -591,7 +708,7 @@ export function releaseParty(memory: ChannelMemory, slot: number): { wake: numbe
     });
     memory.set(H.STREAM_SENDER, 0);
     memory.set(H.STREAM_RECEIVER, 0);
-    memory.add(H.LENGTH, -1);
+    memory.add(H.WITHDRAWN, 1);
     wake |= WAKE_SENDERS | WAKE_RECEIVERS;
   }
   if (memory.get(H.STREAM_RECEIVER) === slot + 1) {

@@ -13,7 +13,7 @@ import { ChannelClosedError, MessageTooLargeError } from "./errors.js";
 import { ensureSupervisor } from "./supervisor-link.js";
 import { effectiveSignal } from "./cancellation.js";
 import { flavorFor, type Flavor } from "./flavors/index.js";
-import { enterCritical, leaveCritical, locked, RecvOp, SendOp, wakeWaiters, type Withdrawal } from "./channel-ops.js";
+import { enterCritical, enterSide, Fast, leaveCritical, leaveSide, locked, RecvOp, SendOp, wakeWaiters, type Withdrawal } from "./channel-ops.js";
 import { End } from "./handle.js";
 import { registerNewChannel } from "./registry.js";
 import { CLOSED_NO_RECEIVERS, CLOSED_NO_SENDERS, ChannelMemory, createChannelMemory, H } from "./ring.js";
@@ -93,17 +93,20 @@ export interface DrivenOp {
   readonly memory: ChannelMemory;
   wake: number;
   probing: boolean;
+  fastLock(): number;
+  attemptFast(): Fast;
   attempt(): boolean;
   withdraw(finalAttempt: boolean): Withdrawal;
 }
 
 /**
- * Leaves the critical section `op` ran in, then wakes whoever it said to
- * wake (after unlocking, so the woken do not run into the lock), even if
- * the operation threw.
+ * Leaves the critical section `op` ran in (`side`: one lock, or 0 for
+ * both), then wakes whoever it said to wake (after unlocking, so the woken
+ * do not run into the lock), even if the operation threw.
  */
-function leaveAndWake(op: DrivenOp): void {
-  leaveCritical(op.memory);
+function leaveAndWake(op: DrivenOp, side: number): void {
+  if (side === 0) leaveCritical(op.memory);
+  else leaveSide(op.memory, side);
   const wake = op.wake;
   if (wake !== 0) {
     op.wake = 0;
@@ -111,23 +114,52 @@ function leaveAndWake(op: DrivenOp): void {
   }
 }
 
-/** One attempt under the lock. */
+/**
+ * One fast attempt under the one lock `op.fastLock()` names (channel-ops.ts).
+ * Returns Fast.SLOW without locking when the operation is not eligible.
+ * When `stamp` is given and the attempt is BLOCKED, the channel's progress
+ * stamp as it was then is stored in `stamp.value`.
+ */
+function attemptFastOnce(op: DrivenOp, stamp?: { value: number }): Fast {
+  const side = op.fastLock();
+  if (side === 0) return Fast.SLOW;
+  enterSide(op.memory, side);
+  try {
+    const outcome = op.attemptFast();
+    if (outcome === Fast.BLOCKED && stamp) stamp.value = op.memory.progressStamp();
+    return outcome;
+  } finally {
+    leaveAndWake(op, side);
+  }
+}
+
+/** One attempt: the fast path if it completes, else the full protocol under both locks (registering if blocked). */
 export function attemptOnce(op: DrivenOp): boolean {
+  if (attemptFastOnce(op) === Fast.DONE) return true;
   enterCritical(op.memory);
   try {
     return op.attempt();
   } finally {
-    leaveAndWake(op);
+    leaveAndWake(op, 0);
   }
 }
 
-/** Like attemptOnce; when the attempt fails, returns the channel's progress stamp as it was then. */
+const stampSeen = { value: 0 };
+/**
+ * Like attemptOnce; when the attempt fails, returns the channel's progress
+ * stamp as it was then.
+ */
 function attemptAndStamp(op: DrivenOp): number | true {
+  const fast = attemptFastOnce(op, stampSeen);
+  if (fast === Fast.DONE) return true;
+  // BLOCKED stands for the full attempt only while probing: a waiter that is
+  // about to sleep must register, which takes the full protocol.
+  if (fast === Fast.BLOCKED && op.probing) return stampSeen.value;
   enterCritical(op.memory);
   try {
     return op.attempt() ? true : op.memory.progressStamp();
   } finally {
-    leaveAndWake(op);
+    leaveAndWake(op, 0);
   }
 }
 
@@ -137,7 +169,7 @@ export function withdrawOnce(op: DrivenOp, finalAttempt: boolean): Withdrawal {
   try {
     return op.withdraw(finalAttempt);
   } finally {
-    leaveAndWake(op);
+    leaveAndWake(op, 0);
   }
 }
 
@@ -335,13 +367,13 @@ function runAsync<T>(
 function statsOf(memory: ChannelMemory): ChannelStats {
   return locked(memory, () => {
     const closedBits = memory.get(H.CLOSED);
-    const drained = memory.get(H.LENGTH) === 0 && memory.get(H.STREAM_SENDER) === 0;
+    const drained = memory.length() === 0 && memory.get(H.STREAM_SENDER) === 0;
     return {
       id: memory.id,
       name: memory.name,
       capacity: memory.capacity < 0 ? Infinity : memory.capacity,
-      length: memory.get(H.LENGTH),
-      bytes: memory.get(H.USED_BYTES),
+      length: memory.length(),
+      bytes: memory.usedBytes(),
       maxBufferBytes: memory.get(H.MAX_DATA_SIZE),
       senders: memory.get(H.SEND_HANDLES),
       receivers: memory.get(H.RECV_HANDLES),

@@ -1,57 +1,81 @@
 /**
  * A channel's shared memory: one growable SharedArrayBuffer holding a header
- * and a ring of variable-size records. This file owns the layout; every
- * function here that touches the ring runs with the channel lock held
- * (header word LOCK, see mutex.ts) unless its comment says otherwise.
+ * and a ring of variable-size records. This file owns the layout.
+ *
+ * Two locks guard it (mutex.ts): SEND_LOCK, held by a sender, and RECV_LOCK,
+ * held by a receiver. A plain send or receive takes only its own side's lock
+ * (the fast paths of channel-ops.ts), so one sender and one receiver never
+ * wait for each other. Everything else (streams, withdrawals, growth,
+ * handles, waiter registration, the supervisor's cleanup) takes both, send
+ * lock first. So every header word has one class of writer:
+ *
+ * - "both": written only with both locks held, hence stable for anyone
+ *   holding either lock;
+ * - "send side": written only under SEND_LOCK; a receiver may read it (with
+ *   Atomics) as a possibly stale lower bound;
+ * - "recv side": likewise under RECV_LOCK.
+ *
+ * Counters that both sides used to share are split into one monotonic
+ * counter per side: bytes in the ring = WRITTEN - READ, messages buffered =
+ * SEQ_TAIL - REMOVED - WITHDRAWN (all wrapping int32). A stale read of the
+ * other side's counter only ever under-states room (for a sender) or
+ * messages (for a receiver), so it is safe without the other lock.
+ *
+ * Each side's words fill their own 64-byte cache line, so a sender and a
+ * receiver on two cores do not bounce each other's lines on every message.
  *
  * Header (Int32 words unless noted; byte offset = word × 4):
  *
- * | offset | size  | meaning                                                  | written by (under the lock)   |
- * |--------|-------|----------------------------------------------------------|-------------------------------|
- * | 0      | 4     | LOCK: 0 free, else (owner slot + 1) plus a contended bit | lockers (mutex.ts)            |
- * | 4      | 4     | MAGIC 0x43484e31 ("CHN1")                                | creator                       |
- * | 8      | 4     | channel id                                               | creator                       |
- * | 12     | 4     | capacity: -1 = Infinity, 0 = rendezvous, n = bounded     | creator                       |
- * | 16     | 4     | SEND_HANDLES: open send handles, in transit included     | handle owners, supervisor     |
- * | 20     | 4     | RECV_HANDLES: open recv handles, in transit included     | handle owners, supervisor     |
- * | 24     | 4     | CLOSED bits: 1 no sender left, 2 no receiver left (sticky)| last closer                  |
- * | 28     | 4     | LENGTH: messages buffered (not withdrawn, not taken)     | senders, receivers            |
- * | 32     | 4     | HEAD: byte offset of the oldest record in the data area  | receivers                     |
- * | 36     | 4     | TAIL: byte offset where the next record goes             | senders                       |
- * | 40     | 4     | WRAP_AT: where readers jump back to 0; -1 = not wrapped  | senders, receivers            |
- * | 44     | 4     | DATA_SIZE: bytes in the data area now                    | senders (growth)              |
- * | 48     | 4     | MAX_DATA_SIZE: the data area's budget (maxBufferBytes)   | creator                       |
- * | 52     | 4     | MAX_MESSAGE_BYTES                                        | creator                       |
- * | 56     | 4     | SEQ_HEAD: seq of the newest message taken, plus one      | receivers                     |
- * | 60     | 4     | SEQ_TAIL: seq the next message gets                      | senders                       |
- * | 64     | 4     | WAITING_SENDERS: send operations parked                  | senders                       |
- * | 68     | 4     | WAITING_RECEIVERS: recv operations parked                | receivers                     |
- * | 72     | 4     | STREAM_SENDER: slot + 1 of the party streaming, or 0     | the streaming sender          |
- * | 76     | 4     | STREAM_RECEIVER: slot + 1 of the party taking a stream   | the claiming receiver         |
- * | 80     | 4     | STREAM_SEQ: seq of the message being streamed            | the streaming sender          |
- * | 84     | 4     | USED_BYTES: bytes of records in the ring                 | senders, receivers            |
- * | 88     | 4     | NAME_LEN                                                 | creator                       |
- * | 128    | 8     | SENT (float64): messages accepted                        | senders                       |
- * | 136    | 8     | RECEIVED (float64): messages taken                       | receivers                     |
- * | 160    | 32    | SEND_WAITERS: bitmap, bit s = party s waits to send      | waiting senders               |
- * | 192    | 32    | RECV_WAITERS: bitmap, bit s = party s waits to recv      | waiting receivers             |
- * | 224    | 64    | NAME (UTF-8)                                             | creator                       |
- * | 288    | 1028  | HOLDERS_SEND[257]: send handles held by party s (256 = in transit) | handle owners       |
- * | 1316   | 1028  | HOLDERS_RECV[257]: recv handles held by party s (256 = in transit) | handle owners       |
- * | 2344   | 1024  | WAITS_SEND[256]: send operations party s has parked here | waiting senders               |
- * | 3368   | 1024  | WAITS_RECV[256]: recv operations party s has parked here | waiting receivers             |
- * | 4400   | 4     | JOURNAL_VALID: 1 while a critical section may be half done | the lock holder             |
- * | 4404   | 4     | JOURNAL_UNDO: number of undo entries                     | the lock holder               |
- * | 4416   | 128   | JOURNAL snapshot of bytes 16..144 (words 4..35)          | the lock holder               |
- * | 4544   | 768   | JOURNAL undo entries: 64 × (area, index, old value)      | the lock holder               |
- * | 8192   | ...   | DATA area: the ring (DATA_SIZE bytes; grows in place)    | senders write, receivers read |
+ * | offset | size  | meaning                                                    | written by                     |
+ * |--------|-------|------------------------------------------------------------|--------------------------------|
+ * | 0      | 4     | MAGIC 0x43484e32 ("CHN2")                                  | creator                        |
+ * | 4      | 4     | channel id                                                 | creator                        |
+ * | 8      | 4     | capacity: -1 = Infinity, 0 = rendezvous, n = bounded       | creator                        |
+ * | 12     | 4     | SEND_HANDLES: open send handles, in transit included       | both (handle owners, supervisor)|
+ * | 16     | 4     | RECV_HANDLES: open recv handles, in transit included       | both                           |
+ * | 20     | 4     | CLOSED bits: 1 no sender left, 2 no receiver left (sticky) | both (last closer)             |
+ * | 24     | 4     | DATA_SIZE: bytes in the data area now                      | both (growth)                  |
+ * | 28     | 4     | MAX_DATA_SIZE: the data area's budget (maxBufferBytes)     | creator                        |
+ * | 32     | 4     | MAX_MESSAGE_BYTES                                          | creator                        |
+ * | 36     | 4     | WITHDRAWN: messages withdrawn by their senders, ever       | both                           |
+ * | 40     | 4     | STREAM_SENDER: slot + 1 of the party streaming, or 0       | both (the streaming sender)    |
+ * | 44     | 4     | STREAM_RECEIVER: slot + 1 of the party taking a stream     | both (the claiming receiver)   |
+ * | 48     | 4     | STREAM_SEQ: seq of the message being streamed              | both (the streaming sender)    |
+ * | 52     | 4     | WAITING_SENDERS: send operations parked                    | both (waiting senders)         |
+ * | 56     | 4     | WAITING_RECEIVERS: recv operations parked                  | both (waiting receivers)       |
+ * | 60     | 4     | NAME_LEN                                                   | creator                        |
+ * | 64     | 4     | TAIL: byte offset in the data area where the next record goes | send side                   |
+ * | 68     | 4     | WRITTEN: bytes ever put in the ring (records and padding)  | send side                      |
+ * | 72     | 4     | SEQ_TAIL: seq the next message gets = messages ever admitted | send side                    |
+ * | 80     | 8     | SENT (float64): messages accepted                          | send side                      |
+ * | 124    | 4     | SEND_LOCK: 0 free, else (owner slot + 1) + contended bit   | lockers (mutex.ts)             |
+ * | 128    | 4     | HEAD: byte offset of the oldest record (or padding)        | recv side                      |
+ * | 132    | 4     | READ: bytes ever freed from the ring                       | recv side                      |
+ * | 136    | 4     | SEQ_HEAD: seq of the newest message taken, plus one        | recv side                      |
+ * | 140    | 4     | REMOVED: messages ever taken (or dropped after their taker died) | recv side                |
+ * | 144    | 8     | RECEIVED (float64): messages taken                         | recv side                      |
+ * | 188    | 4     | RECV_LOCK: like SEND_LOCK                                  | lockers (mutex.ts)             |
+ * | 192    | 32    | SEND_WAITERS: bitmap, bit s = party s waits to send        | both (waiting senders)         |
+ * | 224    | 32    | RECV_WAITERS: bitmap, bit s = party s waits to recv        | both (waiting receivers)       |
+ * | 256    | 64    | NAME (UTF-8)                                               | creator                        |
+ * | 320    | 1028  | HOLDERS_SEND[257]: send handles held by party s (256 = in transit) | both                   |
+ * | 1348   | 1028  | HOLDERS_RECV[257]: recv handles held by party s (256 = in transit) | both                   |
+ * | 2376   | 1024  | WAITS_SEND[256]: send operations party s has parked here   | both                           |
+ * | 3400   | 1024  | WAITS_RECV[256]: recv operations party s has parked here   | both                           |
+ * | 4480   | 4     | SEND_JOURNAL_VALID: 1 while a send-lock section may be half done | the send lock holder     |
+ * | 4484   | 4     | SEND_JOURNAL_UNDO: number of undo entries                  | the send lock holder           |
+ * | 4496   | 124   | SEND_JOURNAL snapshot of bytes 0..124 (words 0..30)        | the send lock holder           |
+ * | 4624   | 768   | SEND_JOURNAL undo entries: 64 × (area, index, old value)   | the send lock holder           |
+ * | 5440   | 4     | RECV_JOURNAL_VALID                                         | the recv lock holder           |
+ * | 5456   | 60    | RECV_JOURNAL snapshot of bytes 128..188 (words 32..46)     | the recv lock holder           |
+ * | 8192   | ...   | DATA area: the ring (DATA_SIZE bytes; grows in place)      | senders write, receivers read  |
  *
  * Record (at an 8-aligned offset of the data area; 16-byte header):
  *
  * | offset | size | meaning                                                            |
  * |--------|------|--------------------------------------------------------------------|
  * | 0      | 4    | payload bytes in this record                                       |
- * | 4      | 4    | flags: FIRST 1, LAST 2, TOMBSTONE 4 (withdrawn), ATTACH 8          |
+ * | 4      | 4    | flags: FIRST 1, LAST 2, TOMBSTONE 4 (withdrawn), ATTACH 8, PAD 16  |
  * | 8      | 4    | seq of the message                                                 |
  * | 12     | 4    | total payload bytes of the message (over all its records)          |
  * | 16     | len  | payload, then padding to a multiple of 8                           |
@@ -60,72 +84,81 @@
  * ever hold, a stream of records FIRST, ..., LAST written by one sender
  * (STREAM_SENDER) and taken by one receiver (STREAM_RECEIVER).
  *
- * The journal makes every critical section all-or-nothing even if its
- * thread is killed inside it (terminate(), resource limits): the lock
- * holder snapshots the header words it may change before changing any,
- * logs the old value of every other word it changes (holder and waiter
- * tables, record flags), and clears JOURNAL_VALID just before unlocking.
- * Whoever takes over the lock of a dead owner rolls the journal back
- * (rollback), so a half-written record is never published and a half-taken
- * message is back in the ring.
- *
  * Ring invariants (established by createChannelMemory, kept by every writer):
- * HEAD, TAIL, WRAP_AT are multiples of 8 within [0, DATA_SIZE]. Not wrapped
- * (WRAP_AT = -1): records fill [HEAD, TAIL). Wrapped: records fill
- * [HEAD, WRAP_AT) then [0, TAIL), and TAIL <= HEAD. Records never wrap
- * around the end. Records are in seq order. Every value read back from
- * shared memory is checked against these bounds (CorruptDataError).
+ * HEAD and TAIL are multiples of 8 in [0, DATA_SIZE); used = WRITTEN - READ
+ * is in [0, DATA_SIZE] and the ring's bytes are [HEAD, HEAD + used) taken
+ * circularly, so TAIL = (HEAD + used) mod DATA_SIZE. Records never wrap
+ * around the end: a sender that reaches a point where its record does not
+ * fit writes a PAD record there (or, with fewer than 16 bytes left, nothing:
+ * readers skip such a tail implicitly), counts the skipped bytes as
+ * written, and goes on at 0. Records are in seq order. Every value read
+ * back from shared memory is checked against these bounds (CorruptDataError).
+ *
+ * The journals make every critical section all-or-nothing even if its
+ * thread is killed inside it (terminate(), resource limits): each lock's
+ * holder snapshots the words that lock guards before changing any (the
+ * send journal also covers the "both" words, and logs the old value of
+ * every other word it changes: holder and waiter tables, record flags) and
+ * clears its VALID word just before unlocking. Whoever takes over a lock of
+ * a dead owner rolls that lock's journal back, so a half-written record is
+ * never published and a half-taken message is back in the ring. A section
+ * holding only the send lock cannot have a "both" word changed under it by
+ * anyone else, so restoring its snapshot of them is exact.
  */
 import { CorruptDataError } from "./errors.js";
 
 export const HEADER_BYTES = 8192;
 export const RECORD_HEADER_BYTES = 16;
-const MAGIC = 0x43484e31;
+const MAGIC = 0x43484e32;
 
 export const H = {
-  LOCK: 0,
-  MAGIC: 1,
-  ID: 2,
-  CAPACITY: 3,
-  SEND_HANDLES: 4,
-  RECV_HANDLES: 5,
-  CLOSED: 6,
-  LENGTH: 7,
-  HEAD: 8,
-  TAIL: 9,
-  WRAP_AT: 10,
-  DATA_SIZE: 11,
-  MAX_DATA_SIZE: 12,
-  MAX_MESSAGE_BYTES: 13,
-  SEQ_HEAD: 14,
-  SEQ_TAIL: 15,
-  WAITING_SENDERS: 16,
-  WAITING_RECEIVERS: 17,
-  STREAM_SENDER: 18,
-  STREAM_RECEIVER: 19,
-  STREAM_SEQ: 20,
-  USED_BYTES: 21,
-  NAME_LEN: 22,
+  MAGIC: 0,
+  ID: 1,
+  CAPACITY: 2,
+  SEND_HANDLES: 3,
+  RECV_HANDLES: 4,
+  CLOSED: 5,
+  DATA_SIZE: 6,
+  MAX_DATA_SIZE: 7,
+  MAX_MESSAGE_BYTES: 8,
+  WITHDRAWN: 9,
+  STREAM_SENDER: 10,
+  STREAM_RECEIVER: 11,
+  STREAM_SEQ: 12,
+  WAITING_SENDERS: 13,
+  WAITING_RECEIVERS: 14,
+  NAME_LEN: 15,
+  TAIL: 16,
+  WRITTEN: 17,
+  SEQ_TAIL: 18,
+  SEND_LOCK: 31,
+  HEAD: 32,
+  READ: 33,
+  SEQ_HEAD: 34,
+  REMOVED: 35,
+  RECV_LOCK: 47,
 } as const;
 
-const F64_SENT = 128 / 8;
-const F64_RECEIVED = 136 / 8;
-const SEND_WAITERS_WORD = 160 / 4;
-const RECV_WAITERS_WORD = 192 / 4;
+const F64_SENT = 80 / 8;
+const F64_RECEIVED = 144 / 8;
+const SEND_WAITERS_WORD = 192 / 4;
+const RECV_WAITERS_WORD = 224 / 4;
 const BITMAP_WORDS = 8;
-const NAME_OFFSET = 224;
+const NAME_OFFSET = 256;
 export const NAME_BYTES = 64;
-const HOLDERS_SEND_WORD = 288 / 4;
-const HOLDERS_RECV_WORD = 1316 / 4;
-const WAITS_SEND_WORD = 2344 / 4;
-const WAITS_RECV_WORD = 3368 / 4;
-const JOURNAL_VALID_WORD = 4400 / 4;
-const JOURNAL_UNDO_WORD = 4404 / 4;
-const SNAPSHOT_FIRST_WORD = 4;
-const SNAPSHOT_END_WORD = 36;
-const JOURNAL_SNAPSHOT_WORD = 4416 / 4;
-const JOURNAL_ENTRIES_WORD = 4544 / 4;
+const HOLDERS_SEND_WORD = 320 / 4;
+const HOLDERS_RECV_WORD = 1348 / 4;
+const WAITS_SEND_WORD = 2376 / 4;
+const WAITS_RECV_WORD = 3400 / 4;
+const SEND_JOURNAL_VALID_WORD = 4480 / 4;
+const SEND_JOURNAL_UNDO_WORD = 4484 / 4;
+/** The send journal snapshots words [0, SEND_LOCK): the "both" words and the send side's. */
+const SEND_SNAPSHOT_WORD = 4496 / 4;
+const SEND_JOURNAL_ENTRIES_WORD = 4624 / 4;
 const JOURNAL_MAX_ENTRIES = 64;
+const RECV_JOURNAL_VALID_WORD = 5440 / 4;
+/** The recv journal snapshots words [HEAD, RECV_LOCK): the receive side's. */
+const RECV_SNAPSHOT_WORD = 5456 / 4;
 const AREA_HEADER = 1;
 const AREA_DATA = 2;
 /** Holder table index that counts ends carried inside messages or in flight. */
@@ -138,8 +171,16 @@ export const R_FIRST = 1;
 export const R_LAST = 2;
 export const R_TOMBSTONE = 4;
 export const R_ATTACH = 8;
+/** Not a message: the bytes from here to the end of the data area are skipped (the sender wrapped). */
+export const R_PAD = 16;
 
 export type Side = "send" | "recv";
+/** Which locks a critical section holds. */
+export const enum Locks {
+  SEND = 1,
+  RECV = 2,
+  BOTH = 3,
+}
 
 /** Rounds up to the next multiple of 8. */
 export function align8(n: number): number {
@@ -151,20 +192,13 @@ export function recordBytes(payload: number): number {
   return RECORD_HEADER_BYTES + align8(payload);
 }
 
-interface RingIndices {
-  head: number;
-  tail: number;
-  wrapAt: number;
-  size: number;
-}
-
 /** One thread's views of a channel's shared memory. */
 export class ChannelMemory {
-  private readonly indices: RingIndices = { head: 0, tail: 0, wrapAt: -1, size: 0 };
   /** This thread's current spin budget on this channel (µs), adapted by the sync driver. */
   spinMicros = 100;
-  /** `rollback` bound once (passed to the lock on every acquisition). */
-  readonly rollbackBound: () => void = () => void this.rollback();
+  /** Roll back each lock's journal (bound once: passed to the lock on every acquisition). */
+  readonly rollbackSendBound: () => void = () => void this.rollbackSend();
+  readonly rollbackRecvBound: () => void = () => void this.rollbackRecv();
   readonly buffer: SharedArrayBuffer;
   readonly header: Int32Array;
   readonly counters: Float64Array;
@@ -197,53 +231,73 @@ export class ChannelMemory {
     this.name = new TextDecoder().decode(new Uint8Array(buffer, NAME_OFFSET, nameLength).slice());
   }
 
-  // ---- journal (see the file comment) ----
-  /** Starts a critical section: snapshots the header words it may change. */
-  beginJournal(): void {
+  // ---- journals (see the file comment) ----
+  /** Starts a critical section holding `locks`: snapshots the words they guard. */
+  beginJournal(locks: Locks): void {
     const header = this.header;
-    header.copyWithin(JOURNAL_SNAPSHOT_WORD, SNAPSHOT_FIRST_WORD, SNAPSHOT_END_WORD);
-    Atomics.store(header, JOURNAL_UNDO_WORD, 0);
-    Atomics.store(header, JOURNAL_VALID_WORD, 1);
+    if (locks & Locks.SEND) {
+      header.copyWithin(SEND_SNAPSHOT_WORD, 0, H.SEND_LOCK);
+      Atomics.store(header, SEND_JOURNAL_UNDO_WORD, 0);
+      Atomics.store(header, SEND_JOURNAL_VALID_WORD, 1);
+    }
+    if (locks & Locks.RECV) {
+      header.copyWithin(RECV_SNAPSHOT_WORD, H.HEAD, H.RECV_LOCK);
+      Atomics.store(header, RECV_JOURNAL_VALID_WORD, 1);
+    }
   }
   /** Ends a critical section: its changes stand. */
-  endJournal(): void {
-    Atomics.store(this.header, JOURNAL_VALID_WORD, 0);
+  endJournal(locks: Locks): void {
+    if (locks & Locks.RECV) Atomics.store(this.header, RECV_JOURNAL_VALID_WORD, 0);
+    if (locks & Locks.SEND) Atomics.store(this.header, SEND_JOURNAL_VALID_WORD, 0);
   }
-  /** Logs the old value of a word outside the snapshot before it changes. */
+  /**
+   * Logs the old value of a word outside the snapshots before it changes.
+   * Only sections holding both locks change such words, so the log is the
+   * send journal's.
+   */
   private logUndo(area: number, index: number, old: number): void {
     const header = this.header;
-    if (Atomics.load(header, JOURNAL_VALID_WORD) !== 1) return; // not in a journaled section (creation)
-    const count = Atomics.load(header, JOURNAL_UNDO_WORD);
+    if (Atomics.load(header, SEND_JOURNAL_VALID_WORD) !== 1) return; // not in a journaled section (creation)
+    const count = Atomics.load(header, SEND_JOURNAL_UNDO_WORD);
     if (count >= JOURNAL_MAX_ENTRIES) throw this.corrupt("journal overflow");
-    const at = JOURNAL_ENTRIES_WORD + count * 3;
+    const at = SEND_JOURNAL_ENTRIES_WORD + count * 3;
     header[at] = area;
     header[at + 1] = index;
     header[at + 2] = old;
-    Atomics.store(header, JOURNAL_UNDO_WORD, count + 1);
+    Atomics.store(header, SEND_JOURNAL_UNDO_WORD, count + 1);
   }
   /**
-   * Undoes a critical section its owner died in (call holding the lock,
-   * taken over from the dead owner). Returns true when there was one.
+   * Undoes the send-lock part of a critical section its owner died in (call
+   * holding the send lock, taken over from the dead owner). True when there was one.
    */
-  rollback(): boolean {
+  rollbackSend(): boolean {
     const header = this.header;
-    if (Atomics.load(header, JOURNAL_VALID_WORD) !== 1) return false;
-    const count = Math.min(Math.max(Atomics.load(header, JOURNAL_UNDO_WORD), 0), JOURNAL_MAX_ENTRIES);
+    if (Atomics.load(header, SEND_JOURNAL_VALID_WORD) !== 1) return false;
+    const count = Math.min(Math.max(Atomics.load(header, SEND_JOURNAL_UNDO_WORD), 0), JOURNAL_MAX_ENTRIES);
     for (let i = count - 1; i >= 0; i--) {
-      const at = JOURNAL_ENTRIES_WORD + i * 3;
+      const at = SEND_JOURNAL_ENTRIES_WORD + i * 3;
       const [area, index, old] = [header[at]!, header[at + 1]!, header[at + 2]!];
       if (area === AREA_HEADER && index >= 0 && index < header.length) Atomics.store(header, index, old);
       else if (area === AREA_DATA && index >= 0 && index < this.dataWords.length) this.dataWords[index] = old;
       else throw this.corrupt(`journal entry ${i} (area ${area}, index ${index})`);
     }
-    header.copyWithin(SNAPSHOT_FIRST_WORD, JOURNAL_SNAPSHOT_WORD, JOURNAL_SNAPSHOT_WORD + (SNAPSHOT_END_WORD - SNAPSHOT_FIRST_WORD));
-    Atomics.store(header, JOURNAL_VALID_WORD, 0);
+    header.copyWithin(0, SEND_SNAPSHOT_WORD, SEND_SNAPSHOT_WORD + H.SEND_LOCK);
+    Atomics.store(header, SEND_JOURNAL_VALID_WORD, 0);
+    return true;
+  }
+  /** Undoes the recv-lock part of a critical section its owner died in (holding the recv lock). */
+  rollbackRecv(): boolean {
+    const header = this.header;
+    if (Atomics.load(header, RECV_JOURNAL_VALID_WORD) !== 1) return false;
+    header.copyWithin(H.HEAD, RECV_SNAPSHOT_WORD, RECV_SNAPSHOT_WORD + (H.RECV_LOCK - H.HEAD));
+    Atomics.store(header, RECV_JOURNAL_VALID_WORD, 0);
     return true;
   }
 
   // Header fields are plain loads and stores: they are written only under the
-  // lock, whose acquire/release (Atomics) orders them; readers outside the lock
-  // (stats, wake-ups, the deadlock detector) tolerate a stale value by design.
+  // locks (see the file comment), whose acquire/release (Atomics) orders them;
+  // readers outside the lock (stats, wake-ups, the deadlock detector) tolerate
+  // a stale value by design. The other side's counters are read with `load`.
   get(field: number): number {
     return this.header[field]!;
   }
@@ -251,20 +305,34 @@ export class ChannelMemory {
     this.header[field] = value;
   }
   add(field: number, delta: number): number {
-    return (this.header[field] = this.header[field]! + delta);
+    return (this.header[field] = (this.header[field]! + delta) | 0);
+  }
+  /** An Atomics read: for a word the other side writes without our lock. */
+  load(field: number): number {
+    return Atomics.load(this.header, field);
+  }
+
+  /** Messages buffered (admitted, not taken, not withdrawn). Exact under both locks; see the file comment. */
+  length(): number {
+    return (this.load(H.SEQ_TAIL) - this.load(H.REMOVED) - this.get(H.WITHDRAWN)) | 0;
+  }
+  /** Bytes of records and padding in the ring. Exact under both locks. */
+  usedBytes(): number {
+    return (this.load(H.WRITTEN) - this.load(H.READ)) | 0;
   }
 
   /**
    * A number that changes whenever a message is added or taken, bytes are
-   * freed or a side closes: what a spinning waiter watches (without the
+   * freed or a side closes: what a spinning waiter watches (without a
    * lock) before it attempts again. Read with Atomics so the loop re-reads.
    */
   progressStamp(): number {
     const h = this.header;
     return (
-      (Atomics.load(h, H.SEQ_HEAD) * 0x9e3779b1) ^
-      Atomics.load(h, H.SEQ_TAIL) ^
-      (Atomics.load(h, H.USED_BYTES) * 0x85ebca6b) ^
+      (Atomics.load(h, H.READ) * 0x9e3779b1) ^
+      Atomics.load(h, H.WRITTEN) ^
+      (Atomics.load(h, H.SEQ_HEAD) * 0x85ebca6b) ^
+      (Atomics.load(h, H.WITHDRAWN) * 0xc2b2ae35) ^
       (Atomics.load(h, H.CLOSED) << 29) ^
       (Atomics.load(h, H.STREAM_RECEIVER) << 21) ^
       (Atomics.load(h, H.WAITING_RECEIVERS) << 13)
@@ -280,7 +348,7 @@ export class ChannelMemory {
     return new CorruptDataError(`${this.describe()}: shared state is corrupt (${what}); the channel cannot be used`);
   }
 
-  // ---- statistics (float64, under the lock) ----
+  // ---- statistics (float64; SENT on the send side, RECEIVED on the recv side) ----
   get sent(): number {
     return this.counters[F64_SENT]!;
   }
@@ -294,11 +362,11 @@ export class ChannelMemory {
     this.counters[F64_RECEIVED] = value;
   }
 
-  // ---- waiters ----
+  // ---- waiters (both locks) ----
   /**
    * Counts `delta` operations of party `slot` as parked on `side` (WAITING_*
    * and the party's own count), and keeps its bit in the waiter bitmap set
-   * exactly while that count is positive. Under the lock.
+   * exactly while that count is positive. Under both locks.
    */
   addWaits(side: Side, slot: number, delta: number): void {
     const word = (side === "send" ? WAITS_SEND_WORD : WAITS_RECV_WORD) + slot;
@@ -307,7 +375,7 @@ export class ChannelMemory {
     this.logUndo(AREA_HEADER, bitmapWord, Atomics.load(this.header, bitmapWord));
     const count = Atomics.add(this.header, word, delta) + delta;
     if (count < 0) throw this.corrupt(`party ${slot} would have ${count} parked ${side} operations`);
-    this.add(side === "send" ? H.WAITING_SENDERS : H.WAITING_RECEIVERS, delta);
+    Atomics.add(this.header, side === "send" ? H.WAITING_SENDERS : H.WAITING_RECEIVERS, delta);
     const base = side === "send" ? SEND_WAITERS_WORD : RECV_WAITERS_WORD;
     if (count === 0) Atomics.and(this.header, base + (slot >>> 5), ~(1 << (slot & 31)));
     else if (count === delta) Atomics.or(this.header, base + (slot >>> 5), 1 << (slot & 31));
@@ -316,7 +384,7 @@ export class ChannelMemory {
   waits(side: Side, slot: number): number {
     return Atomics.load(this.header, (side === "send" ? WAITS_SEND_WORD : WAITS_RECV_WORD) + slot);
   }
-  /** Appends the slots of parties waiting on `side` to `out`. */
+  /** Appends the slots of parties waiting on `side` to `out` (any thread, any lock). */
   collectWaiters(side: Side, out: number[]): void {
     const base = side === "send" ? SEND_WAITERS_WORD : RECV_WAITERS_WORD;
     for (let w = 0; w < BITMAP_WORDS; w++) {
@@ -329,7 +397,7 @@ export class ChannelMemory {
     }
   }
 
-  // ---- holders ----
+  // ---- holders (both locks) ----
   holders(side: Side, slot: number): number {
     return Atomics.load(this.header, (side === "send" ? HOLDERS_SEND_WORD : HOLDERS_RECV_WORD) + slot);
   }
@@ -346,7 +414,6 @@ export class ChannelMemory {
   }
 
   // ---- ring ----
-  /** Checked read of the ring indices (throws CorruptDataError on any violation). */
   /** Re-creates the data views over the whole buffer (after this or another thread grew it). */
   private remapData(): void {
     const dataBytes = this.buffer.byteLength - HEADER_BYTES;
@@ -354,90 +421,132 @@ export class ChannelMemory {
     this.dataWords = new Int32Array(this.buffer, HEADER_BYTES, dataBytes >>> 2);
   }
 
-  ringIndices(): RingIndices {
+  /** The data area's size, checked (remaps the views if another thread grew it). Under either lock. */
+  dataSize(): number {
     const size = this.get(H.DATA_SIZE);
-    if (size > this.data.length) this.remapData(); // another thread grew the ring
-    const head = this.get(H.HEAD);
-    const tail = this.get(H.TAIL);
-    const wrapAt = this.get(H.WRAP_AT);
-    if (size < 0 || size > this.data.length || (size & 7) !== 0) throw this.corrupt(`data size ${size}`);
-    if (head < 0 || head > size || (head & 7) !== 0) throw this.corrupt(`head ${head}`);
-    if (tail < 0 || tail > size || (tail & 7) !== 0) throw this.corrupt(`tail ${tail}`);
-    if (wrapAt !== -1 && (wrapAt < head || wrapAt > size || tail > head || (wrapAt & 7) !== 0)) throw this.corrupt(`wrap point ${wrapAt}`);
-    if (wrapAt === -1 && tail < head) throw this.corrupt(`tail ${tail} behind head ${head}`);
-    const indices = this.indices; // reused: the hot paths must not allocate
-    indices.head = head;
-    indices.tail = tail;
-    indices.wrapAt = wrapAt;
-    indices.size = size;
-    return indices;
+    if (size > this.data.length) this.remapData();
+    if (size < RECORD_HEADER_BYTES || size > this.data.length || (size & 7) !== 0) throw this.corrupt(`data size ${size}`);
+    return size;
   }
 
+  /** Checks a used-byte count against the data size. */
+  private checkUsed(used: number, size: number): number {
+    if (used < 0 || used > size || (used & 7) !== 0) throw this.corrupt(`used bytes ${used} (data size ${size})`);
+    return used;
+  }
+
+  /** TAIL, checked. Under the send lock. */
+  private tail(size: number): number {
+    const tail = this.get(H.TAIL);
+    if (tail < 0 || tail >= size || (tail & 7) !== 0) throw this.corrupt(`tail ${tail}`);
+    return tail;
+  }
+
+  /** HEAD, checked. Under the recv lock. */
+  private head(size: number): number {
+    const head = this.get(H.HEAD);
+    if (head < 0 || head >= size || (head & 7) !== 0) throw this.corrupt(`head ${head}`);
+    return head;
+  }
 
   /**
-   * Finds room for a record of `bytes` bytes and returns its offset, growing
-   * the buffer (up to MAX_DATA_SIZE) when that helps; -1 when there is no
-   * room now. Does not write anything but WRAP_AT/TAIL bookkeeping in grow.
+   * Under the send lock: where a record of `bytes` bytes can go now without
+   * growing, or -1. Room is judged from READ as last seen (a lower bound on
+   * what receivers have freed). Writes nothing.
    */
-  reserve(bytes: number): number {
+  findRoom(bytes: number): number {
+    const size = this.dataSize();
+    const tail = this.tail(size);
+    const free = size - this.checkUsed((this.get(H.WRITTEN) - this.load(H.READ)) | 0, size);
+    const atEnd = size - tail;
+    if (bytes <= atEnd) return bytes <= free ? tail : -1;
+    return atEnd + bytes <= free ? 0 : -1; // wrap: the end is padded
+  }
+
+  /**
+   * Finds room for a record of `bytes` bytes; with `mayGrow` (both locks
+   * held) also repositions an empty ring at 0 or grows the buffer (up to
+   * MAX_DATA_SIZE) when that helps. -1 when there is no room now. Without
+   * `mayGrow`, under the send lock.
+   */
+  reserve(bytes: number, mayGrow: boolean): number {
     const at = this.findRoom(bytes);
-    if (at >= 0) return at;
+    if (at >= 0 || !mayGrow) return at;
+    if (this.usedBytes() === 0 && this.get(H.TAIL) !== 0) {
+      // Empty but positioned mid-ring, where a record of nearly the ring's
+      // size would fit neither before the end nor after wrapping: restart at 0.
+      this.set(H.HEAD, 0);
+      this.set(H.TAIL, 0);
+      return this.findRoom(bytes);
+    }
     if (this.grow(bytes)) return this.findRoom(bytes);
     return -1;
   }
 
-  private findRoom(bytes: number): number {
-    const { head, tail, wrapAt, size } = this.ringIndices();
-    if (wrapAt === -1) {
-      if (size - tail >= bytes) return tail;
-      // Not enough room at the end: wrap to 0 if [0, head) has room. A wrapped
-      // ring may fill up to tail == head; USED_BYTES tells full from empty.
-      return this.get(H.USED_BYTES) > 0 && head >= bytes ? 0 : -1;
-    }
-    return head - tail >= bytes ? tail : -1;
-  }
-
-  /** Bytes a record could have if written now (without growing). */
+  /** Bytes of payload a record could have if written now (without growing). Under the send lock. */
   largestRoom(): number {
-    const { head, tail, wrapAt, size } = this.ringIndices();
-    if (wrapAt === -1) return Math.max(size - tail, head > 0 ? head : 0);
-    return head - tail;
+    const size = this.dataSize();
+    const tail = this.tail(size);
+    const free = size - this.checkUsed((this.get(H.WRITTEN) - this.load(H.READ)) | 0, size);
+    const atEnd = size - tail;
+    return Math.max(Math.min(atEnd, free), free - atEnd) - RECORD_HEADER_BYTES;
   }
 
-  /** Writes a record at `offset` (from reserve) and publishes it (TAIL, USED_BYTES). */
+  /**
+   * Under the send lock: writes the header of a record at `offset` (from
+   * reserve; its payload is already in place) and publishes it: padding the
+   * end first if the record wraps, then TAIL, and WRITTEN last (the store a
+   * receiver acquires before it reads the record).
+   */
   commitRecord(offset: number, payloadLength: number, flags: number, seq: number, total: number): void {
-    const { tail, wrapAt } = this.ringIndices();
-    const size = recordBytes(payloadLength);
+    const size = this.dataSize();
+    const tail = this.tail(size);
+    let written = this.get(H.WRITTEN);
     if (offset !== tail) {
-      if (offset !== 0 || wrapAt !== -1) throw this.corrupt(`record offset ${offset} is neither tail ${tail} nor a wrap`);
-      this.set(H.WRAP_AT, tail);
+      if (offset !== 0) throw this.corrupt(`record offset ${offset} is neither tail ${tail} nor a wrap`);
+      const skipped = size - tail;
+      if (skipped >= RECORD_HEADER_BYTES) this.writeRecordHeader(tail, skipped - RECORD_HEADER_BYTES, R_PAD, 0, 0);
+      written = (written + skipped) | 0;
     }
+    this.writeRecordHeader(offset, payloadLength, flags, seq, total);
+    const end = offset + recordBytes(payloadLength);
+    this.set(H.TAIL, end === size ? 0 : end);
+    Atomics.store(this.header, H.WRITTEN, (written + recordBytes(payloadLength)) | 0);
+  }
+
+  private writeRecordHeader(offset: number, payloadLength: number, flags: number, seq: number, total: number): void {
     const word = offset >>> 2;
     this.dataWords[word] = payloadLength;
     this.dataWords[word + 1] = flags;
     this.dataWords[word + 2] = seq;
     this.dataWords[word + 3] = total;
-    this.set(H.TAIL, offset + size);
-    this.add(H.USED_BYTES, size);
   }
 
-  /** Offset of the oldest record, or -1 when the ring is empty. Normalises a pending wrap. */
+  /**
+   * Under the recv lock: offset of the oldest record, or -1 when the ring
+   * is empty (as far as WRITTEN, read now, shows). Skips padding at the end
+   * of the data area (freeing it).
+   */
   headRecord(): number {
-    if (this.get(H.USED_BYTES) === 0) return -1;
-    const { head, wrapAt } = this.ringIndices();
-    if (wrapAt !== -1 && head === wrapAt) {
-      this.set(H.HEAD, 0);
-      this.set(H.WRAP_AT, -1);
-      return this.checkRecord(0);
+    const size = this.dataSize();
+    for (let skips = 0; ; skips++) {
+      const used = this.checkUsed((this.load(H.WRITTEN) - this.get(H.READ)) | 0, size);
+      if (used === 0) return -1;
+      const head = this.head(size);
+      const atEnd = size - head;
+      if (atEnd >= RECORD_HEADER_BYTES && !(this.dataWords[(head >>> 2) + 1]! & R_PAD)) return this.checkRecord(head, Math.min(used, atEnd));
+      if (skips > 0 || atEnd > used) throw this.corrupt(`padding of ${atEnd} bytes at ${head} with ${used} bytes used`);
+      this.freeBytes(head, atEnd, size);
     }
-    return this.checkRecord(head);
   }
 
-  /** Validates the head record at `offset` and returns the offset. */
-  checkRecord(offset: number): number {
-    const { head, tail, wrapAt } = this.ringIndices();
-    const end = wrapAt !== -1 && offset >= head ? wrapAt : tail;
-    this.checkRecordWithin(offset, end);
+  /** Checks that a record at `offset` lies within the `within` bytes from there that hold records. */
+  private checkRecord(offset: number, within: number): number {
+    if (within < RECORD_HEADER_BYTES) throw this.corrupt(`record at ${offset} runs past the used bytes`);
+    const length = this.dataWords[offset >>> 2]!;
+    if (length < 0 || recordBytes(length) > within) throw this.corrupt(`record at ${offset} has length ${length}, past the ${within} bytes in use there`);
+    const total = this.dataWords[(offset >>> 2) + 3]!;
+    if (total < length || total > this.get(H.MAX_MESSAGE_BYTES)) throw this.corrupt(`record at ${offset} has total ${total} for length ${length}`);
     return offset;
   }
 
@@ -447,6 +556,7 @@ export class ChannelMemory {
   recordFlags(offset: number): number {
     return this.dataWords[(offset >>> 2) + 1]!;
   }
+  /** Changes a record's flags (both locks: withdrawals). */
   setRecordFlags(offset: number, flags: number): void {
     const index = (offset >>> 2) + 1;
     this.logUndo(AREA_DATA, index, this.dataWords[index]!);
@@ -464,82 +574,70 @@ export class ChannelMemory {
     return this.data.subarray(start, start + this.recordLength(offset));
   }
 
-  /** Frees the oldest record (at `offset`, from headRecord). */
+  /** Under the recv lock: frees the oldest record (at `offset`, from headRecord). */
   popRecord(offset: number): void {
-    const size = recordBytes(this.recordLength(offset));
-    const used = this.add(H.USED_BYTES, -size);
-    if (used < 0) throw this.corrupt(`used bytes ${used}`);
-    let head = offset + size;
-    const wrapAt = this.get(H.WRAP_AT);
-    if (used === 0) {
-      // Empty: restart at 0 so the next records (and growth) find contiguous room.
-      this.set(H.HEAD, 0);
-      this.set(H.TAIL, 0);
-      this.set(H.WRAP_AT, -1);
-      return;
-    }
-    if (wrapAt !== -1 && head === wrapAt) {
-      head = 0;
-      this.set(H.WRAP_AT, -1);
-    }
-    this.set(H.HEAD, head);
+    this.freeBytes(offset, recordBytes(this.recordLength(offset)), this.dataSize());
   }
 
-  /** Calls `visit(offset)` for every record, oldest first (the ring is not changed). */
+  /** Moves HEAD past `bytes` bytes at `head` and publishes them as free (READ). */
+  private freeBytes(head: number, bytes: number, size: number): void {
+    const next = head + bytes;
+    this.set(H.HEAD, next >= size ? 0 : next);
+    Atomics.store(this.header, H.READ, (this.get(H.READ) + bytes) | 0);
+  }
+
+  /** Under both locks: calls `visit(offset)` for every record, oldest first (the ring is not changed). */
   forEachRecord(visit: (offset: number) => void): void {
-    let remaining = this.get(H.USED_BYTES);
-    if (remaining === 0) return;
-    const { head, tail, wrapAt } = this.ringIndices();
-    let offset = head;
-    let end = wrapAt === -1 ? tail : wrapAt;
+    const size = this.dataSize();
+    let remaining = this.checkUsed(this.usedBytes(), size);
+    let offset = this.head(size);
     let guard = 0;
     while (remaining > 0) {
-      if (offset === end && wrapAt !== -1 && end !== tail) {
+      const atEnd = size - offset;
+      if (atEnd < RECORD_HEADER_BYTES || this.dataWords[(offset >>> 2) + 1]! & R_PAD) {
+        if (atEnd > remaining) throw this.corrupt(`padding of ${atEnd} bytes at ${offset} with ${remaining} bytes left`);
+        remaining -= atEnd;
         offset = 0;
-        end = tail;
+        continue;
       }
-      if (offset >= end && remaining > 0) throw this.corrupt(`records end at ${offset} but ${remaining} bytes are still counted`);
-      this.checkRecordWithin(offset, end);
-      const size = recordBytes(this.recordLength(offset));
+      this.checkRecord(offset, Math.min(remaining, atEnd));
+      const bytes = recordBytes(this.recordLength(offset));
       visit(offset);
-      offset += size;
-      remaining -= size;
+      offset += bytes;
+      if (offset === size) offset = 0;
+      remaining -= bytes;
       if (++guard > this.data.length) throw this.corrupt("record walk does not terminate");
     }
   }
 
-  private checkRecordWithin(offset: number, end: number): void {
-    if (offset + RECORD_HEADER_BYTES > end) throw this.corrupt(`record at ${offset} runs past ${end}`);
-    const length = this.dataWords[offset >>> 2]!;
-    if (length < 0 || offset + recordBytes(length) > end) throw this.corrupt(`record at ${offset} has length ${length}, past ${end}`);
-    const total = this.dataWords[(offset >>> 2) + 3]!;
-    if (total < length || total > this.get(H.MAX_MESSAGE_BYTES)) throw this.corrupt(`record at ${offset} has total ${total} for length ${length}`);
-  }
-
-  /** Drops every record (receivers are gone); keeps SEQ_HEAD so no send counts as taken. */
+  /** Under both locks: drops every record (receivers are gone); keeps SEQ_HEAD so no send counts as taken. */
   clearRing(): void {
-    this.set(H.HEAD, 0);
-    this.set(H.TAIL, 0);
-    this.set(H.WRAP_AT, -1);
-    this.set(H.USED_BYTES, 0);
-    this.set(H.LENGTH, 0);
+    this.set(H.HEAD, this.get(H.TAIL));
+    Atomics.store(this.header, H.READ, this.get(H.WRITTEN));
+    this.set(H.REMOVED, (this.get(H.SEQ_TAIL) - this.get(H.WITHDRAWN)) | 0);
     this.set(H.STREAM_RECEIVER, 0);
   }
 
   /**
-   * Grows the data area so that a record of `bytes` fits, at least doubling
-   * it, up to MAX_DATA_SIZE. A wrapped ring is unwrapped by moving its
-   * [0, TAIL) part right after WRAP_AT, which the doubling makes room for.
-   * Returns false when the budget does not allow it.
+   * Under both locks: grows the data area so that a record of `bytes` fits,
+   * at least doubling it, up to MAX_DATA_SIZE. A wrapped ring is unwrapped
+   * by moving its [0, TAIL) part to where its padding began, which the
+   * doubling makes room for. Returns false when the budget does not allow
+   * it (or, near the budget, a wrapped ring cannot be unwrapped yet).
    */
   grow(bytes: number): boolean {
-    const { tail, wrapAt, size } = this.ringIndices();
+    const size = this.dataSize();
     const max = this.get(H.MAX_DATA_SIZE);
-    const used = this.get(H.USED_BYTES);
-    // Room for the record after unwrapping: tail <= 2·size when wrapped, <= size otherwise.
-    let wanted = align8(Math.max(size * 2, (wrapAt === -1 ? size : size * 2) + bytes));
+    const used = this.checkUsed(this.usedBytes(), size);
+    let wanted = align8(Math.max(size * 2, size + bytes));
     if (wanted > max) wanted = max;
     if (wanted <= size || used + bytes > wanted) return false;
+    const head = this.head(size);
+    const tail = this.tail(size);
+    const wrapped = head + used > size;
+    const recordsEnd = wrapped ? this.endOfRecordsBeforeWrap(head, size) : 0;
+    if (tail !== (head + used) % size) throw this.corrupt(`tail ${tail} is not head ${head} + used ${used}`);
+    if (wrapped && recordsEnd + tail + bytes > wanted) return false;
     // The buffer may already be longer than DATA_SIZE: a growth whose critical
     // section was rolled back (its thread died) cannot shrink the buffer back.
     // A SharedArrayBuffer never shrinks, so reuse what is there.
@@ -547,14 +645,30 @@ export class ChannelMemory {
     if (HEADER_BYTES + wanted > this.buffer.byteLength) this.buffer.grow(HEADER_BYTES + wanted);
     this.remapData();
     this.set(H.DATA_SIZE, wanted);
-    if (wrapAt !== -1) {
-      // Records are [head, wrapAt) then [0, tail): move [0, tail) to wrapAt.
-      if (wrapAt + tail > wanted) return true; // cannot unwrap yet; the new room is after wrapAt anyway
-      this.data.copyWithin(wrapAt, 0, tail);
-      this.set(H.TAIL, wrapAt + tail);
-      this.set(H.WRAP_AT, -1);
+    if (used === 0) {
+      this.set(H.HEAD, 0);
+      this.set(H.TAIL, 0);
+    } else if (!wrapped) {
+      this.set(H.TAIL, head + used); // the records may have ended exactly at the old end (TAIL was 0)
+    } else {
+      // Records are [head, recordsEnd), padding, then [0, tail): move [0, tail) to recordsEnd.
+      this.data.copyWithin(recordsEnd, 0, tail);
+      this.set(H.TAIL, recordsEnd + tail);
+      Atomics.store(this.header, H.WRITTEN, (this.get(H.READ) + (recordsEnd + tail - head)) | 0);
     }
     return true;
+  }
+
+  /** Where the records that start at `head` end before the ring wraps (the padding's start). */
+  private endOfRecordsBeforeWrap(head: number, size: number): number {
+    let offset = head;
+    let guard = 0;
+    while (offset < size && size - offset >= RECORD_HEADER_BYTES && !(this.dataWords[(offset >>> 2) + 1]! & R_PAD)) {
+      this.checkRecord(offset, size - offset);
+      offset += recordBytes(this.recordLength(offset));
+      if (++guard > this.data.length) throw this.corrupt("record walk does not terminate");
+    }
+    return offset;
   }
 }
 
@@ -567,14 +681,13 @@ export function createChannelMemory(options: {
   maxMessageBytes: number;
   name: string;
 }): SharedArrayBuffer {
-  const initial = align8(options.bufferBytes);
+  const initial = Math.max(align8(options.bufferBytes), 64);
   const max = Math.max(initial, align8(options.maxBufferBytes));
   const buffer = new SharedArrayBuffer(HEADER_BYTES + initial, { maxByteLength: HEADER_BYTES + max });
   const header = new Int32Array(buffer, 0, HEADER_BYTES / 4);
   header[H.MAGIC] = MAGIC;
   header[H.ID] = options.id;
   header[H.CAPACITY] = options.capacity === Infinity ? -1 : options.capacity;
-  header[H.WRAP_AT] = -1;
   header[H.DATA_SIZE] = initial;
   header[H.MAX_DATA_SIZE] = max;
   header[H.MAX_MESSAGE_BYTES] = options.maxMessageBytes;

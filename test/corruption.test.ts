@@ -30,16 +30,35 @@ test("a head index out of range or misaligned", async () => {
   await corruptAndRecv(H.HEAD, -8, /head/);
 });
 
-test("a tail index out of range", async () => {
-  await corruptAndRecv(H.TAIL, 1 << 24, /tail/);
+async function corruptAndSend(field: number, value: number, what: RegExp): Promise<void> {
+  const [rx, tx] = createChannel<string>({ capacity: 8, bufferBytes: 1024 });
+  await tx.send("a");
+  Atomics.store(memoryOf(rx).header, field, value);
+  assert.throws(() => tx.trySend("b"), CorruptDataError, what);
+  assert.throws(() => tx.sendSync("b", { timeout: 5000 }), CorruptDataError, what);
+}
+
+test("a tail index out of range or misaligned", async () => {
+  await corruptAndSend(H.TAIL, 1 << 24, /tail/);
+  await corruptAndSend(H.TAIL, 12, /tail/);
 });
 
 test("a data size larger than the buffer", async () => {
   await corruptAndRecv(H.DATA_SIZE, 1 << 30, /data size/);
 });
 
-test("a wrap point inconsistent with head and tail", async () => {
-  await corruptAndRecv(H.WRAP_AT, 8, /wrap point/);
+test("byte counters that put more bytes in the ring than it has, or fewer than none", async () => {
+  await corruptAndRecv(H.WRITTEN, 1 << 20, /used bytes/);
+  await corruptAndRecv(H.READ, 1 << 20, /used bytes/);
+  await corruptAndSend(H.READ, -(1 << 20), /used bytes/);
+});
+
+test("padding that claims more bytes than are in use", async () => {
+  const [rx, tx] = createChannel<string>({ capacity: 8, bufferBytes: 1024 });
+  await tx.send("a");
+  const memory = memoryOf(rx);
+  memory.dataWords[(memory.get(H.HEAD) >>> 2) + 1] = 16; // R_PAD: "skip to the end", with 1000 bytes to go
+  assert.throws(() => rx.tryRecv(), CorruptDataError, /padding/);
 });
 
 test("a record length that runs past the ring", async () => {
@@ -64,7 +83,7 @@ test("a used-bytes count that disagrees with the records (a walk that would not 
   const [rx, tx] = createChannel<string>({ capacity: 8, bufferBytes: 1024 });
   await tx.send("a");
   const memory = memoryOf(rx);
-  Atomics.store(memory.header, H.USED_BYTES, 1 << 20);
+  Atomics.store(memory.header, H.WRITTEN, (memory.get(H.READ) + (1 << 20)) | 0);
   assert.throws(() => rx.close(), CorruptDataError); // closing the last receiver walks the ring
 });
 
@@ -78,16 +97,22 @@ test("payload bytes that are not a valid encoding", async () => {
 });
 
 test("a lock word naming a party that cannot exist fails instead of waiting forever", () => {
-  const [rx] = createChannel<string>({ capacity: 1 });
-  Atomics.store(memoryOf(rx).header, H.LOCK, 4000);
-  assert.throws(() => rx.stats(), CorruptDataError, /cannot exist/);
+  for (const lockWord of [H.SEND_LOCK, H.RECV_LOCK]) {
+    const [rx, tx] = createChannel<string>({ capacity: 1 });
+    Atomics.store(memoryOf(rx).header, lockWord, 4000);
+    assert.throws(() => rx.stats(), CorruptDataError, /cannot exist/);
+    const fastPath = lockWord === H.SEND_LOCK ? () => tx.sendSync("x", { timeout: 5000 }) : () => rx.recvSync({ timeout: 5000 });
+    assert.throws(fastPath, CorruptDataError, /cannot exist/);
+  }
 });
 
 test("a lock left by a party whose slot is free is taken over", () => {
-  const [rx, tx] = createChannel<string>({ capacity: 1 });
-  Atomics.store(memoryOf(rx).header, H.LOCK, 200 + 1); // slot 200: never used in this test
-  assert.ok(tx.trySend("after takeover"));
-  assert.equal(rx.tryRecv(), { ok: true, value: "after takeover" });
+  for (const lockWord of [H.SEND_LOCK, H.RECV_LOCK]) {
+    const [rx, tx] = createChannel<string>({ capacity: 1 });
+    Atomics.store(memoryOf(rx).header, lockWord, 200 + 1); // slot 200: never used in this test
+    assert.ok(tx.trySend("after takeover"));
+    assert.equal(rx.tryRecv(), { ok: true, value: "after takeover" });
+  }
 });
 
 test.run();

@@ -376,8 +376,8 @@ test("killed holding the lock at send:committed: the half-published message is r
     );
     await waitFlag(reached, 0, "the stuck sender to reach send:committed");
     // From here until the stuck sender is dead, main must not take the lock (stats() would wait on it).
-    await pollUntil(() => (Atomics.load(memory.header, H.LOCK) & CONTENDED) !== 0, "the contender to block on the channel lock");
-    const owner = lockOwner(memory.header, H.LOCK);
+    await pollUntil(() => (Atomics.load(memory.header, H.SEND_LOCK) & CONTENDED) !== 0, "the contender to block on the send lock");
+    const owner = lockOwner(memory.header, H.SEND_LOCK);
     assert.ok(owner > 0, `lock owner ${owner}`);
     const killedAt = performance.now();
     await withTimeout(stuck.terminate(), 20_000, "terminate the stuck sender");
@@ -386,7 +386,7 @@ test("killed holding the lock at send:committed: the half-published message is r
     assert.ok(contended.ok, `contender: ${contended.ok ? "" : describeError(contended.error)}`);
     const stuckOutcome = await stuckRun;
     assert.ok(!stuckOutcome.ok && stuckOutcome.error instanceof InterpreterClosedError, "the stuck exec rejects with InterpreterClosedError");
-    assert.is(Atomics.load(memory.header, H.LOCK), 0, "lock word free");
+    assert.is(Atomics.load(memory.header, H.SEND_LOCK), 0, "lock word free");
 
     // The rolled-back POISON is not counted anywhere; the stats describe exactly the 4 real messages.
     const expected = ["main-0", "good-1", "good-2", "after-1"];
@@ -448,7 +448,7 @@ test("killed holding the lock at recv:copied: the message stays and goes to anot
     );
     reportTx.close();
     await waitFlag(reached, 0, "the stuck receiver to reach recv:copied");
-    await pollUntil(() => (Atomics.load(memory.header, H.LOCK) & CONTENDED) !== 0, "the other receiver to block on the channel lock");
+    await pollUntil(() => (Atomics.load(memory.header, H.RECV_LOCK) & CONTENDED) !== 0, "the other receiver to block on the receive lock");
     await withTimeout(stuck.terminate(), 20_000, "terminate the stuck receiver");
     const otherOutcome = await withTimeout(otherRun, 20_000, "the other receiver's recv after recovery");
     assert.ok(otherOutcome.ok, `other receiver: ${otherOutcome.ok ? "" : describeError(otherOutcome.error)}`);
@@ -708,11 +708,12 @@ function dumpState(channel: object, parties: Party[]): string {
   const perSlot = (word: number): string =>
     [...Array(256).keys()].filter((i) => h[word + i] !== 0).map((i) => `${i}:${h[word + i]}`).join(" ");
   const channelLine =
-    `channel ${m.id}: lock ${h[H.LOCK]} closed ${h[H.CLOSED]} length ${h[H.LENGTH]} used ${h[H.USED_BYTES]} ` +
+    `channel ${m.id}: locks s${h[H.SEND_LOCK]}/r${h[H.RECV_LOCK]} closed ${h[H.CLOSED]} length ${m.length()} used ${m.usedBytes()} ` +
     `handles s${h[H.SEND_HANDLES]}/r${h[H.RECV_HANDLES]} waiting s${h[H.WAITING_SENDERS]}/r${h[H.WAITING_RECEIVERS]} ` +
-    `ring head ${h[H.HEAD]} tail ${h[H.TAIL]} wrap ${h[H.WRAP_AT]} size ${h[H.DATA_SIZE]} stream s${h[H.STREAM_SENDER]}/r${h[H.STREAM_RECEIVER]} seq ${h[H.SEQ_HEAD]}..${h[H.SEQ_TAIL]} journal ${h[4400 / 4]} ` +
-    `sendBits ${bits(160 / 4)} recvBits ${bits(192 / 4)} waitsSend [${perSlot(2344 / 4)}] waitsRecv [${perSlot(3368 / 4)}] ` +
-    `holdSend [${perSlot(288 / 4)}] holdRecv [${perSlot(1316 / 4)}]`;
+    `ring head ${h[H.HEAD]} tail ${h[H.TAIL]} read ${h[H.READ]} written ${h[H.WRITTEN]} size ${h[H.DATA_SIZE]} stream s${h[H.STREAM_SENDER]}/r${h[H.STREAM_RECEIVER]} ` +
+    `seq ${h[H.SEQ_HEAD]}..${h[H.SEQ_TAIL]} removed ${h[H.REMOVED]} withdrawn ${h[H.WITHDRAWN]} journals s${h[4480 / 4]}/r${h[5440 / 4]} ` +
+    `sendBits ${bits(192 / 4)} recvBits ${bits(224 / 4)} waitsSend [${perSlot(2376 / 4)}] waitsRecv [${perSlot(3400 / 4)}] ` +
+    `holdSend [${perSlot(320 / 4)}] holdRecv [${perSlot(1348 / 4)}]`;
   const slots: string[] = [];
   for (let slot = 0; slot < 256; slot++) {
     const base = 16 + 16 * slot;
@@ -997,7 +998,7 @@ test("a receiver killed after taking a message that carries a channel end, befor
     await pollUntil(
       () => {
         if (takerEnded !== undefined) throw new Error(`seed=${SEED}: the taker ended before it could be killed: ${takerEnded}`);
-        return Atomics.load(outer.header, H.LENGTH) === 0 && ((Atomics.load(inner.header, H.LOCK) & CONTENDED) !== 0 || inner.holders("send", 256) === 0);
+        return outer.length() === 0 && ((Atomics.load(inner.header, H.SEND_LOCK) & CONTENDED) !== 0 || inner.holders("send", 256) === 0);
       },
       "the taker to take the message and wait to claim the end it carries",
     );
@@ -1043,7 +1044,7 @@ test("two deaths: a party dies while another holds a channel lock and is then ki
   const killedAt = performance.now();
   const stuckGone = outcome(stuck.terminate());
   // Never take this channel's lock before it is seen free: main would wait on it forever.
-  await pollUntil(() => Atomics.load(memory.header, H.LOCK) === 0, `the lock of the dead party to be recovered (seed=${SEED}; owner is slot ${lockOwner(memory.header, H.LOCK)})`, {
+  await pollUntil(() => Atomics.load(memory.header, H.SEND_LOCK) === 0, `the lock of the dead party to be recovered (seed=${SEED}; owner is slot ${lockOwner(memory.header, H.SEND_LOCK)})`, {
     idle: true,
     ms: 15_000,
   });

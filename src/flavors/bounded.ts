@@ -5,11 +5,10 @@
  * to take one. This is where backpressure comes from.
  */
 import type { Flavor } from "./index.js";
-import { H } from "../ring.js";
 
 export const bounded: Flavor = {
   name: "bounded",
-  admits: (memory) => memory.get(H.LENGTH) < memory.capacity,
-  tryAdmits: (memory) => memory.get(H.LENGTH) < memory.capacity,
+  admits: (memory) => memory.length() < memory.capacity,
+  tryAdmits: (memory) => memory.length() < memory.capacity,
   awaitsTake: false,
 };

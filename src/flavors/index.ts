@@ -18,12 +18,13 @@ import { unbounded } from "./unbounded.js";
 
 export interface Flavor {
   readonly name: "rendezvous" | "bounded" | "unbounded";
-  /** A blocking send may put a new message into the ring now (count-wise). Called under the lock. */
+  /** A blocking send may put a new message into the ring now (count-wise). Called under the send lock
+   * (a stale count of taken messages only makes it more cautious). */
   admits(memory: ChannelMemory): boolean;
   /**
    * trySend (and a select send case) may put a new message into the ring
    * now. `ownReceivers`: receive operations of the same select on this
-   * channel, which must not count as partners (no self-pairing). Under the lock.
+   * channel, which must not count as partners (no self-pairing). Under both locks.
    */
   tryAdmits(memory: ChannelMemory, ownReceivers: number): boolean;
   /** A blocking send completes only once a receiver has taken its message. */
