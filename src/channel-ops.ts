@@ -45,8 +45,9 @@ export const WAKE_RECEIVERS = 2;
 /**
  * Test hook: called at named points inside critical sections (with the
  * lock held), so that tests can stop or kill a thread exactly there.
- * Points: "send:committed" (a record is published but the message is not
- * yet counted), "recv:copied" (a message is copied out but not yet popped).
+ * Points: "send:committed" (a message's first record is written and counted
+ * but not yet published: the store of WRITTEN is next), "recv:copied" (a
+ * message is copied out but not yet counted or popped).
  */
 let testHook: ((point: string) => void) | undefined;
 export function setTestHook(hook: ((point: string) => void) | undefined): void {
@@ -295,7 +296,6 @@ export class SendOp extends Operation {
     m.set(H.SEQ_TAIL, (this.seq + 1) | 0);
     m.sent += 1;
     this.writeRecord(at, 0, total, R_FIRST | R_LAST);
-    testHook?.("send:committed");
     this.wake |= WAKE_RECEIVERS;
     this.phase = this.flavor.awaitsTake && !this.isTry ? SendPhase.AWAIT_TAKE : SendPhase.DONE;
   }
@@ -341,10 +341,13 @@ export class SendOp extends Operation {
     return true;
   }
 
+  /** Writes and publishes one record of this message (its payload bytes [from, from + count)). */
   private writeRecord(at: number, from: number, count: number, flags: number): void {
     const m = this.memory;
     this.message.copyTo(m.data, at + RECORD_HEADER_BYTES, from, count);
-    m.commitRecord(at, count, flags | this.message.flags, this.seq, this.message.length);
+    const written = m.writeRecord(at, count, flags | this.message.flags, this.seq, this.message.length);
+    if (from === 0) testHook?.("send:committed");
+    m.publishWritten(written); // the commit point: last
     this.written = from + count;
   }
 
@@ -606,7 +609,6 @@ export class RecvOp extends Operation {
   private completeMessage(seq: number, delivered = true): void {
     const m = this.memory;
     m.add(H.REMOVED, 1);
-    if (m.length() < 0) throw m.corrupt("negative length");
     Atomics.store(m.header, H.SEQ_HEAD, (seq + 1) | 0); // what a rendezvous sender spins on
     if (delivered) m.received += 1;
     this.wake |= WAKE_SENDERS;

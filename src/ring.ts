@@ -62,12 +62,12 @@
  * | 1348   | 1028  | HOLDERS_RECV[257]: recv handles held by party s (256 = in transit) | both                   |
  * | 2376   | 1024  | WAITS_SEND[256]: send operations party s has parked here   | both                           |
  * | 3400   | 1024  | WAITS_RECV[256]: recv operations party s has parked here   | both                           |
- * | 4480   | 4     | SEND_JOURNAL_VALID: 1 while a send-lock section may be half done | the send lock holder     |
+ * | 4480   | 4     | SEND_JOURNAL_VALID: 1 (send lock only) or 2 (both) while a section may be half done | the send lock holder |
  * | 4484   | 4     | SEND_JOURNAL_UNDO: number of undo entries                  | the send lock holder           |
- * | 4496   | 124   | SEND_JOURNAL snapshot of bytes 0..124 (words 0..30)        | the send lock holder           |
+ * | 4496   | 124   | SEND_JOURNAL snapshot of words 0..30 (one lock: 16..21)   | the send lock holder           |
  * | 4624   | 768   | SEND_JOURNAL undo entries: 64 × (area, index, old value)   | the send lock holder           |
  * | 5440   | 4     | RECV_JOURNAL_VALID                                         | the recv lock holder           |
- * | 5456   | 60    | RECV_JOURNAL snapshot of bytes 128..188 (words 32..46)     | the recv lock holder           |
+ * | 5456   | 24    | RECV_JOURNAL snapshot of words 32..37                     | the recv lock holder           |
  * | 8192   | ...   | DATA area: the ring (DATA_SIZE bytes; grows in place)      | senders write, receivers read  |
  *
  * Record (at an 8-aligned offset of the data area; 16-byte header):
@@ -96,14 +96,23 @@
  *
  * The journals make every critical section all-or-nothing even if its
  * thread is killed inside it (terminate(), resource limits): each lock's
- * holder snapshots the words that lock guards before changing any (the
- * send journal also covers the "both" words, and logs the old value of
+ * holder snapshots the words it may change before changing any (a section
+ * holding both locks snapshots every header word and logs the old value of
  * every other word it changes: holder and waiter tables, record flags) and
  * clears its VALID word just before unlocking. Whoever takes over a lock of
  * a dead owner rolls that lock's journal back, so a half-written record is
- * never published and a half-taken message is back in the ring. A section
- * holding only the send lock cannot have a "both" word changed under it by
- * anyone else, so restoring its snapshot of them is exact.
+ * never published and a half-taken message is back in the ring.
+ *
+ * A one-lock section is read by the other side before it ends: a receiver
+ * acquires WRITTEN, a sender READ, without the other lock. So each one-lock
+ * section has a commit point, its last store: WRITTEN for a send, READ for
+ * a receive (everything else it changes is written before). A dead owner's
+ * one-lock section whose commit point has passed is complete, and is kept;
+ * one whose commit point has not passed was seen by nobody, and is undone.
+ * (A receive stores SEQ_HEAD just before READ: a rendezvous sender that saw
+ * it and returned, while the receiver died between the two stores, had its
+ * message taken by a receiver that died with it; the message is delivered
+ * again, once, to another receiver.)
  */
 import { CorruptDataError } from "./errors.js";
 
@@ -156,9 +165,16 @@ const SEND_JOURNAL_UNDO_WORD = 4484 / 4;
 const SEND_SNAPSHOT_WORD = 4496 / 4;
 const SEND_JOURNAL_ENTRIES_WORD = 4624 / 4;
 const JOURNAL_MAX_ENTRIES = 64;
+/** The words a send-lock-only section may change: TAIL, WRITTEN, SEQ_TAIL, SENT (float64, words 20-21). */
+const SEND_SIDE_FIRST = 16;
+const SEND_SIDE_END = 22;
 const RECV_JOURNAL_VALID_WORD = 5440 / 4;
-/** The recv journal snapshots words [HEAD, RECV_LOCK): the receive side's. */
+/** The recv journal snapshots words [HEAD, RECV_SIDE_END): HEAD, READ, SEQ_HEAD, REMOVED, RECEIVED. */
 const RECV_SNAPSHOT_WORD = 5456 / 4;
+const RECV_SIDE_END = 38;
+/** VALID word values: a section holding one lock (with a commit point), or both. */
+const JOURNAL_ONE_LOCK = 1;
+const JOURNAL_BOTH_LOCKS = 2;
 const AREA_HEADER = 1;
 const AREA_DATA = 2;
 /** Holder table index that counts ends carried inside messages or in flight. */
@@ -213,6 +229,22 @@ export class ChannelMemory {
   readonly name: string;
   /** -1 for Infinity. */
   readonly capacity: number;
+  /**
+   * This thread's last reads of the other side's counters (see the file
+   * comment: each only moves forward while anyone can see it, so an old
+   * value under-states room or messages, never over-states them). Re-read
+   * only when the cached value says "no room" or "empty", so that a sender
+   * and a receiver on two cores do not pull each other's cache line for
+   * every message. knownWritten is dropped when the data area grows
+   * (growth may un-count padding, moving WRITTEN back).
+   */
+  private knownRead = 0;
+  private knownRemoved = 0;
+  private knownWritten = 0;
+  private knownWrittenSize = -1;
+  /** Padding headRecord found before the record it returned, freed with that record by popRecord. */
+  private padAt = -1;
+  private padBytes = 0;
 
   constructor(buffer: SharedArrayBuffer) {
     if (buffer.byteLength < HEADER_BYTES) throw new CorruptDataError(`channel memory of ${buffer.byteLength} bytes is smaller than its header`);
@@ -232,17 +264,21 @@ export class ChannelMemory {
   }
 
   // ---- journals (see the file comment) ----
-  /** Starts a critical section holding `locks`: snapshots the words they guard. */
+  /** Starts a critical section holding `locks`: snapshots the words it may change. */
   beginJournal(locks: Locks): void {
     const header = this.header;
-    if (locks & Locks.SEND) {
+    if (locks === Locks.BOTH) {
       header.copyWithin(SEND_SNAPSHOT_WORD, 0, H.SEND_LOCK);
       Atomics.store(header, SEND_JOURNAL_UNDO_WORD, 0);
-      Atomics.store(header, SEND_JOURNAL_VALID_WORD, 1);
+      Atomics.store(header, SEND_JOURNAL_VALID_WORD, JOURNAL_BOTH_LOCKS);
+    } else if (locks === Locks.SEND) {
+      // A handful of words: a plain loop is cheaper than a copyWithin call.
+      for (let i = SEND_SIDE_FIRST; i < SEND_SIDE_END; i++) header[SEND_SNAPSHOT_WORD + i] = header[i]!;
+      Atomics.store(header, SEND_JOURNAL_VALID_WORD, JOURNAL_ONE_LOCK);
     }
     if (locks & Locks.RECV) {
-      header.copyWithin(RECV_SNAPSHOT_WORD, H.HEAD, H.RECV_LOCK);
-      Atomics.store(header, RECV_JOURNAL_VALID_WORD, 1);
+      for (let i = H.HEAD; i < RECV_SIDE_END; i++) header[RECV_SNAPSHOT_WORD + i - H.HEAD] = header[i]!;
+      Atomics.store(header, RECV_JOURNAL_VALID_WORD, locks === Locks.BOTH ? JOURNAL_BOTH_LOCKS : JOURNAL_ONE_LOCK);
     }
   }
   /** Ends a critical section: its changes stand. */
@@ -257,7 +293,7 @@ export class ChannelMemory {
    */
   private logUndo(area: number, index: number, old: number): void {
     const header = this.header;
-    if (Atomics.load(header, SEND_JOURNAL_VALID_WORD) !== 1) return; // not in a journaled section (creation)
+    if (Atomics.load(header, SEND_JOURNAL_VALID_WORD) !== JOURNAL_BOTH_LOCKS) return; // not in a journaled section (creation)
     const count = Atomics.load(header, SEND_JOURNAL_UNDO_WORD);
     if (count >= JOURNAL_MAX_ENTRIES) throw this.corrupt("journal overflow");
     const at = SEND_JOURNAL_ENTRIES_WORD + count * 3;
@@ -272,7 +308,16 @@ export class ChannelMemory {
    */
   rollbackSend(): boolean {
     const header = this.header;
-    if (Atomics.load(header, SEND_JOURNAL_VALID_WORD) !== 1) return false;
+    const valid = Atomics.load(header, SEND_JOURNAL_VALID_WORD);
+    if (valid === JOURNAL_ONE_LOCK) {
+      // Past its commit point (WRITTEN moved), the section is complete; before it, nobody saw it.
+      if (header[H.WRITTEN] === header[SEND_SNAPSHOT_WORD + H.WRITTEN]) {
+        for (let i = SEND_SIDE_FIRST; i < SEND_SIDE_END; i++) header[i] = header[SEND_SNAPSHOT_WORD + i]!;
+      }
+      Atomics.store(header, SEND_JOURNAL_VALID_WORD, 0);
+      return true;
+    }
+    if (valid !== JOURNAL_BOTH_LOCKS) return false;
     const count = Math.min(Math.max(Atomics.load(header, SEND_JOURNAL_UNDO_WORD), 0), JOURNAL_MAX_ENTRIES);
     for (let i = count - 1; i >= 0; i--) {
       const at = SEND_JOURNAL_ENTRIES_WORD + i * 3;
@@ -288,8 +333,13 @@ export class ChannelMemory {
   /** Undoes the recv-lock part of a critical section its owner died in (holding the recv lock). */
   rollbackRecv(): boolean {
     const header = this.header;
-    if (Atomics.load(header, RECV_JOURNAL_VALID_WORD) !== 1) return false;
-    header.copyWithin(H.HEAD, RECV_SNAPSHOT_WORD, RECV_SNAPSHOT_WORD + (H.RECV_LOCK - H.HEAD));
+    const valid = Atomics.load(header, RECV_JOURNAL_VALID_WORD);
+    if (valid !== JOURNAL_ONE_LOCK && valid !== JOURNAL_BOTH_LOCKS) return false;
+    // A one-lock section past its commit point (READ moved) is complete.
+    const committed = valid === JOURNAL_ONE_LOCK && header[H.READ] !== header[RECV_SNAPSHOT_WORD + H.READ - H.HEAD];
+    if (!committed) {
+      for (let i = H.HEAD; i < RECV_SIDE_END; i++) header[i] = header[RECV_SNAPSHOT_WORD + i - H.HEAD]!;
+    }
     Atomics.store(header, RECV_JOURNAL_VALID_WORD, 0);
     return true;
   }
@@ -315,6 +365,17 @@ export class ChannelMemory {
   /** Messages buffered (admitted, not taken, not withdrawn). Exact under both locks; see the file comment. */
   length(): number {
     return (this.load(H.SEQ_TAIL) - this.load(H.REMOVED) - this.get(H.WITHDRAWN)) | 0;
+  }
+  /**
+   * Under the send lock: is the number of messages buffered below `limit`?
+   * Decided from the cached count of removed messages, re-read when that
+   * says no.
+   */
+  lengthBelow(limit: number): boolean {
+    const admitted = this.get(H.SEQ_TAIL) - this.get(H.WITHDRAWN);
+    if (((admitted - this.knownRemoved) | 0) < limit) return true;
+    this.knownRemoved = this.load(H.REMOVED);
+    return ((admitted - this.knownRemoved) | 0) < limit;
   }
   /** Bytes of records and padding in the ring. Exact under both locks. */
   usedBytes(): number {
@@ -457,10 +518,16 @@ export class ChannelMemory {
   findRoom(bytes: number): number {
     const size = this.dataSize();
     const tail = this.tail(size);
-    const free = size - this.checkUsed((this.get(H.WRITTEN) - this.load(H.READ)) | 0, size);
     const atEnd = size - tail;
-    if (bytes <= atEnd) return bytes <= free ? tail : -1;
-    return atEnd + bytes <= free ? 0 : -1; // wrap: the end is padded
+    const needed = bytes <= atEnd ? bytes : atEnd + bytes; // wrapping pads the end
+    const written = this.get(H.WRITTEN);
+    let used = (written - this.knownRead) | 0;
+    if (used < 0 || used > size - needed) {
+      this.knownRead = this.load(H.READ);
+      used = this.checkUsed((written - this.knownRead) | 0, size);
+      if (used > size - needed) return -1;
+    }
+    return bytes <= atEnd ? tail : 0;
   }
 
   /**
@@ -487,18 +554,19 @@ export class ChannelMemory {
   largestRoom(): number {
     const size = this.dataSize();
     const tail = this.tail(size);
-    const free = size - this.checkUsed((this.get(H.WRITTEN) - this.load(H.READ)) | 0, size);
+    this.knownRead = this.load(H.READ);
+    const free = size - this.checkUsed((this.get(H.WRITTEN) - this.knownRead) | 0, size);
     const atEnd = size - tail;
     return Math.max(Math.min(atEnd, free), free - atEnd) - RECORD_HEADER_BYTES;
   }
 
   /**
    * Under the send lock: writes the header of a record at `offset` (from
-   * reserve; its payload is already in place) and publishes it: padding the
-   * end first if the record wraps, then TAIL, and WRITTEN last (the store a
-   * receiver acquires before it reads the record).
+   * reserve; its payload is already in place), padding the end first if the
+   * record wraps, and moves TAIL. Returns the WRITTEN value that publishes
+   * it: pass it to publishWritten, the section's commit point.
    */
-  commitRecord(offset: number, payloadLength: number, flags: number, seq: number, total: number): void {
+  writeRecord(offset: number, payloadLength: number, flags: number, seq: number, total: number): number {
     const size = this.dataSize();
     const tail = this.tail(size);
     let written = this.get(H.WRITTEN);
@@ -511,7 +579,12 @@ export class ChannelMemory {
     this.writeRecordHeader(offset, payloadLength, flags, seq, total);
     const end = offset + recordBytes(payloadLength);
     this.set(H.TAIL, end === size ? 0 : end);
-    Atomics.store(this.header, H.WRITTEN, (written + recordBytes(payloadLength)) | 0);
+    return (written + recordBytes(payloadLength)) | 0;
+  }
+
+  /** Publishes records written up to `written` (from writeRecord): the store a receiver acquires before reading them. */
+  publishWritten(written: number): void {
+    Atomics.store(this.header, H.WRITTEN, written);
   }
 
   private writeRecordHeader(offset: number, payloadLength: number, flags: number, seq: number, total: number): void {
@@ -524,20 +597,34 @@ export class ChannelMemory {
 
   /**
    * Under the recv lock: offset of the oldest record, or -1 when the ring
-   * is empty (as far as WRITTEN, read now, shows). Skips padding at the end
-   * of the data area (freeing it).
+   * is empty (as far as WRITTEN shows: the cached value, re-read when that
+   * says empty). Looks past padding at the end of the data area without
+   * freeing it (popRecord frees it with the record, in one store).
    */
   headRecord(): number {
     const size = this.dataSize();
-    for (let skips = 0; ; skips++) {
-      const used = this.checkUsed((this.load(H.WRITTEN) - this.get(H.READ)) | 0, size);
-      if (used === 0) return -1;
-      const head = this.head(size);
-      const atEnd = size - head;
-      if (atEnd >= RECORD_HEADER_BYTES && !(this.dataWords[(head >>> 2) + 1]! & R_PAD)) return this.checkRecord(head, Math.min(used, atEnd));
-      if (skips > 0 || atEnd > used) throw this.corrupt(`padding of ${atEnd} bytes at ${head} with ${used} bytes used`);
-      this.freeBytes(head, atEnd, size);
+    const read = this.get(H.READ);
+    if (size !== this.knownWrittenSize) {
+      this.knownWrittenSize = size;
+      this.knownWritten = read;
     }
+    let used = (this.knownWritten - read) | 0;
+    if (used <= 0) {
+      this.knownWritten = this.load(H.WRITTEN);
+      used = this.checkUsed((this.knownWritten - read) | 0, size);
+      if (used === 0) return -1;
+    } else {
+      this.checkUsed(used, size);
+    }
+    const head = this.head(size);
+    const atEnd = size - head;
+    this.padAt = -1;
+    if (atEnd >= RECORD_HEADER_BYTES && !(this.dataWords[(head >>> 2) + 1]! & R_PAD)) return this.checkRecord(head, Math.min(used, atEnd));
+    if (atEnd >= used) throw this.corrupt(`padding of ${atEnd} bytes at ${head} with ${used} bytes used`);
+    this.padAt = head;
+    this.padBytes = atEnd;
+    if (this.dataWords[1]! & R_PAD) throw this.corrupt("padding right after padding");
+    return this.checkRecord(0, Math.min(used - atEnd, size));
   }
 
   /** Checks that a record at `offset` lies within the `within` bytes from there that hold records. */
@@ -574,14 +661,18 @@ export class ChannelMemory {
     return this.data.subarray(start, start + this.recordLength(offset));
   }
 
-  /** Under the recv lock: frees the oldest record (at `offset`, from headRecord). */
+  /**
+   * Under the recv lock: frees the oldest record (at `offset`, from
+   * headRecord), and the padding before it if any. The READ store is a
+   * receive's commit point (see the file comment): call it last.
+   */
   popRecord(offset: number): void {
-    this.freeBytes(offset, recordBytes(this.recordLength(offset)), this.dataSize());
-  }
-
-  /** Moves HEAD past `bytes` bytes at `head` and publishes them as free (READ). */
-  private freeBytes(head: number, bytes: number, size: number): void {
-    const next = head + bytes;
+    const size = this.dataSize();
+    let bytes = recordBytes(this.recordLength(offset));
+    if (this.padAt >= 0 && offset === 0 && this.get(H.HEAD) === this.padAt) bytes += this.padBytes;
+    else if (offset !== this.get(H.HEAD)) throw this.corrupt(`record at ${offset} popped while head is ${this.get(H.HEAD)}`);
+    this.padAt = -1;
+    const next = offset + recordBytes(this.recordLength(offset));
     this.set(H.HEAD, next >= size ? 0 : next);
     Atomics.store(this.header, H.READ, (this.get(H.READ) + bytes) | 0);
   }

@@ -50,7 +50,8 @@ test("a data size larger than the buffer", async () => {
 test("byte counters that put more bytes in the ring than it has, or fewer than none", async () => {
   await corruptAndRecv(H.WRITTEN, 1 << 20, /used bytes/);
   await corruptAndRecv(H.READ, 1 << 20, /used bytes/);
-  await corruptAndSend(H.READ, -(1 << 20), /used bytes/);
+  await corruptAndRecv(H.READ, -(1 << 20), /used bytes/);
+  await corruptAndSend(H.WRITTEN, 1 << 20, /used bytes/);
 });
 
 test("padding that claims more bytes than are in use", async () => {

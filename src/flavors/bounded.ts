@@ -8,7 +8,7 @@ import type { Flavor } from "./index.js";
 
 export const bounded: Flavor = {
   name: "bounded",
-  admits: (memory) => memory.length() < memory.capacity,
-  tryAdmits: (memory) => memory.length() < memory.capacity,
+  admits: (memory) => memory.lengthBelow(memory.capacity),
+  tryAdmits: (memory) => memory.lengthBelow(memory.capacity),
   awaitsTake: false,
 };
