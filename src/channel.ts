@@ -117,17 +117,19 @@ function leaveAndWake(op: DrivenOp, side: number): void {
 /**
  * One fast attempt under the one lock `op.fastLock()` names (channel-ops.ts).
  * Returns Fast.SLOW without locking when the operation is not eligible.
- * When `stamp` is given and the attempt is BLOCKED, the channel's progress
- * stamp as it was then is stored in `stamp.value`.
+ * When `stamp` is given, the channel's progress stamp as it was just before
+ * the attempt is stored in `stamp.value`: read before, because the other
+ * side (which does not need our lock) may move the channel during the
+ * attempt; a change read after it would be taken for one the attempt saw,
+ * and a spinning waiter would wait for another that may never come.
  */
 function attemptFastOnce(op: DrivenOp, stamp?: { value: number }): Fast {
   const side = op.fastLock();
   if (side === 0) return Fast.SLOW;
+  if (stamp) stamp.value = op.memory.progressStamp();
   enterSide(op.memory, side);
   try {
-    const outcome = op.attemptFast();
-    if (outcome === Fast.BLOCKED && stamp) stamp.value = op.memory.progressStamp();
-    return outcome;
+    return op.attemptFast();
   } finally {
     leaveAndWake(op, side);
   }
@@ -182,16 +184,22 @@ export function withdrawOnce(op: DrivenOp, finalAttempt: boolean): Withdrawal {
  */
 function runSync(op: DrivenOp, timeout: number, what: string): void {
   let deadline = timeout === Infinity ? Infinity : now() + timeout;
-  if (timeout === Infinity) ensureSupervisor(); // the deadlock detector runs there
-  publishWait(op instanceof SendOp ? WaitOp.SEND : WaitOp.RECV, op.memory.id, timeout !== Infinity);
   const memory = op.memory;
   // Phase 1 (probing): attempt without registering and spin on the channel's
   // progress stamp, so that a busy peer pays nothing to wake us. Phase 2:
-  // register (in the attempt) and sleep on the park word until woken.
+  // publish the wait (for the deadlock detector), register (in the attempt)
+  // and sleep on the park word until woken. A party still spinning is not
+  // published: it is about to make progress or to enter phase 2 and be seen.
   let probing = memory.spinMicros > 0;
+  let published = false;
   try {
     for (;;) {
       if (op instanceof SendOp && op.completedWithoutLock()) return;
+      if (!probing && !published) {
+        if (timeout === Infinity) ensureSupervisor(); // the deadlock detector runs there
+        publishWait(op instanceof SendOp ? WaitOp.SEND : WaitOp.RECV, op.memory.id, timeout !== Infinity);
+        published = true;
+      }
       const seen = parkValue();
       op.probing = probing;
       // The stamp is read under the lock, after the attempt: a change made by
@@ -214,7 +222,7 @@ function runSync(op: DrivenOp, timeout: number, what: string): void {
     }
   } finally {
     op.probing = false;
-    clearWait();
+    if (published) clearWait();
   }
 }
 
@@ -299,16 +307,15 @@ function runAsync<T>(
     return Promise.reject(signal.reason);
   }
   try {
+    // First the fast path; when it is merely blocked, a short synchronous
+    // spin pays when the peer answers within microseconds (a request/reply
+    // with a busy interpreter): it saves a trip through the event loop and a
+    // wake-up. Adaptive, at most MAX_ASYNC_SPIN_MICROS of event loop time.
+    // Then a full attempt, which registers the operation if it is blocked.
+    const first = attemptFastOnce(op);
+    if (first === Fast.DONE) return Promise.resolve(done());
+    if (first === Fast.BLOCKED && timeout !== 0 && spinBeforeAsyncWait(op) && attemptFastOnce(op) === Fast.DONE) return Promise.resolve(done());
     if (attemptOnce(op)) return Promise.resolve(done());
-    // A short synchronous spin pays when the peer answers within microseconds
-    // (a request/reply with a busy interpreter): it saves a trip through the
-    // event loop. Adaptive, and at most MAX_ASYNC_SPIN_MICROS of event loop time.
-    if (timeout !== 0 && spinBeforeAsyncWait(op)) {
-      op.probing = true;
-      const done2 = attemptOnce(op);
-      op.probing = false;
-      if (done2) return Promise.resolve(done());
-    }
   } catch (err) {
     undo();
     return Promise.reject(err);
@@ -469,7 +476,7 @@ export class SendChannel<T = unknown> {
     try {
       // No copy while waiting: this thread is blocked, so neither the caller's
       // array nor the encoder's scratch can change under the message.
-      if (!attemptOnce(op)) runSync(op, timeout, `sendSync on ${memory.describe()}`);
+      if (attemptFastOnce(op) !== Fast.DONE) runSync(op, timeout, `sendSync on ${memory.describe()}`);
     } catch (err) {
       message.undo();
       throw err;
@@ -575,7 +582,7 @@ export class RecvChannel<T = unknown> {
     const timeout = checkTimeout(options?.timeout, "recvSync");
     this.#end.ensureOpen("recv");
     const op = this.#op();
-    if (!attemptOnce(op)) runSync(op, timeout, `recvSync on ${this.#end.memory.describe()}`);
+    if (attemptFastOnce(op) !== Fast.DONE) runSync(op, timeout, `recvSync on ${this.#end.memory.describe()}`);
     return decodeFromChannel(op.received!) as T;
   }
 
