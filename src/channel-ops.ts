@@ -46,8 +46,10 @@ export const WAKE_RECEIVERS = 2;
  * Test hook: called at named points inside critical sections (with the
  * lock held), so that tests can stop or kill a thread exactly there.
  * Points: "send:committed" (a message's first record is written and counted
- * but not yet published: the store of WRITTEN is next), "recv:copied" (a
- * message is copied out but not yet counted or popped).
+ * but not yet published: the store of WRITTEN is next), "send:published"
+ * (just after that store, the commit point), "recv:copied" (a message is
+ * copied out but not yet counted or popped), "recv:freed" (just after the
+ * store of READ that frees it, the commit point).
  */
 let testHook: ((point: string) => void) | undefined;
 export function setTestHook(hook: ((point: string) => void) | undefined): void {
@@ -110,33 +112,42 @@ export function leaveSide(memory: ChannelMemory, side: Locks): void {
   unlock(memory.header, side === Locks.SEND ? H.SEND_LOCK : H.RECV_LOCK);
 }
 
-/**
- * For the supervisor: takes lock `index` from `deadSlot` (or from an owner
- * whose slot is already free), rolling its journal back, or takes it if it
- * is free within a bounded spin. False when a live party holds it.
- */
-function takeLockAfterDeath(memory: ChannelMemory, index: number, deadSlot: number): boolean {
+/** Is lock `index` held by `deadSlot`, or by a party whose slot is already free? */
+function heldByTheDead(memory: ChannelMemory, index: number, deadSlot: number): boolean {
   const owner = lockOwner(memory.header, index);
-  if (owner === deadSlot || (owner >= 0 && slotState(owner) === PartyState.FREE)) {
-    if (!recoverLock(memory.header, index, owner, mySlot)) return false;
-    if (index === H.SEND_LOCK) memory.rollbackSend();
-    else memory.rollbackRecv();
-    return true;
-  }
-  return tryLock(memory.header, index, mySlot, 1000);
+  return owner === deadSlot || (owner >= 0 && slotState(owner) === PartyState.FREE);
+}
+
+/**
+ * For the supervisor: takes back the locks a dead party held, rolls back
+ * what it left half done under them, and releases them, before anything
+ * else. Each lock on its own: a live sender may hold the send lock while
+ * it waits for the receive lock the dead party holds, and would wait
+ * forever if recovering that lock required the send lock. The receive
+ * side is rolled back first, so that no sender sees receive-side counters
+ * of a section that is about to be undone.
+ */
+function recoverLocksOfTheDead(memory: ChannelMemory, deadSlot: number): void {
+  const header = memory.header;
+  const send = heldByTheDead(memory, H.SEND_LOCK, deadSlot) && recoverLock(header, H.SEND_LOCK, lockOwner(header, H.SEND_LOCK), mySlot);
+  const recv = heldByTheDead(memory, H.RECV_LOCK, deadSlot) && recoverLock(header, H.RECV_LOCK, lockOwner(header, H.RECV_LOCK), mySlot);
+  if (recv) memory.rollbackRecv();
+  if (send) memory.rollbackSend();
+  if (recv) unlock(header, H.RECV_LOCK);
+  if (send) unlock(header, H.SEND_LOCK);
 }
 
 /**
  * For the supervisor cleaning up after party `deadSlot`: runs `body` under
- * both channel locks, taking each over from the dead party (and rolling
- * back its half-done critical section) if it held it. Never sleeps: if a
- * live party holds the lock, returns `undefined` and the caller retries
- * later (that party may die there too, and only the supervisor would
- * notice).
+ * both channel locks, after taking back (and rolling back) any lock the
+ * dead party held. Never sleeps: if a live party holds a lock, returns
+ * `undefined` and the caller retries later (that party may die there too,
+ * and only the supervisor would notice).
  */
 export function tryLockedAfterDeath<T>(memory: ChannelMemory, deadSlot: number, body: () => T): { value: T } | undefined {
-  if (!takeLockAfterDeath(memory, H.SEND_LOCK, deadSlot)) return undefined;
-  if (!takeLockAfterDeath(memory, H.RECV_LOCK, deadSlot)) {
+  recoverLocksOfTheDead(memory, deadSlot);
+  if (!tryLock(memory.header, H.SEND_LOCK, mySlot, 1000)) return undefined;
+  if (!tryLock(memory.header, H.RECV_LOCK, mySlot, 1000)) {
     unlock(memory.header, H.SEND_LOCK);
     return undefined;
   }
@@ -239,13 +250,29 @@ export class SendOp extends Operation {
   constructor(
     memory: ChannelMemory,
     private readonly flavor: Flavor,
-    private readonly message: OutgoingMessage,
+    private message: OutgoingMessage,
     private readonly isTry: boolean,
     private readonly checkHandle: () => void,
     /** Receive operations of the same select on this channel (not partners for a rendezvous). */
     private readonly ownReceivers: () => number = () => 0,
   ) {
     super(memory, "send");
+  }
+
+  /**
+   * Makes this finished operation a fresh one for `message` (a handle's
+   * sync sends reuse one object: a blocked thread runs one at a time).
+   * Returns undefined when it cannot be reused (still counted as waiting).
+   */
+  reuse(message: OutgoingMessage): this | undefined {
+    if (this.isRegistered) return undefined;
+    this.message = message;
+    this.phase = SendPhase.ADMIT;
+    this.seq = 0;
+    this.written = 0;
+    this.wake = 0;
+    this.probing = false;
+    return this;
   }
 
   /** True once a part of the message is in the ring (a timeout must then withdraw it). */
@@ -348,6 +375,7 @@ export class SendOp extends Operation {
     const written = m.writeRecord(at, count, flags | this.message.flags, this.seq, this.message.length);
     if (from === 0) testHook?.("send:committed");
     m.publishWritten(written); // the commit point: last
+    if (from === 0) testHook?.("send:published");
     this.written = from + count;
   }
 
@@ -487,6 +515,18 @@ export class RecvOp extends Operation {
     super(memory, "recv");
   }
 
+  /** Makes this finished receive a fresh one (see SendOp.reuse); undefined if it cannot be reused. */
+  reuse(): this | undefined {
+    if (this.isRegistered) return undefined;
+    this.received = undefined;
+    this.assembly = undefined;
+    this.assembled = 0;
+    this.streamSeq = 0;
+    this.wake = 0;
+    this.probing = false;
+    return this;
+  }
+
   /** True while part of a streamed message has been taken: the receive then runs to its end. */
   get midStream(): boolean {
     return this.assembly !== undefined;
@@ -572,6 +612,7 @@ export class RecvOp extends Operation {
     if (flags & R_ATTACH) recordCarriedEnds(m.id, m.recordSeq(at), this.received.bytes);
     this.completeMessage(m.recordSeq(at));
     m.popRecord(at);
+    testHook?.("recv:freed");
     return this.finish();
   }
 
@@ -609,7 +650,7 @@ export class RecvOp extends Operation {
   private completeMessage(seq: number, delivered = true): void {
     const m = this.memory;
     m.add(H.REMOVED, 1);
-    Atomics.store(m.header, H.SEQ_HEAD, (seq + 1) | 0); // what a rendezvous sender spins on
+    m.set(H.SEQ_HEAD, (seq + 1) | 0); // what a rendezvous sender spins on (published by the READ store that follows)
     if (delivered) m.received += 1;
     this.wake |= WAKE_SENDERS;
   }

@@ -192,9 +192,15 @@ function runSync(op: DrivenOp, timeout: number, what: string): void {
   // published: it is about to make progress or to enter phase 2 and be seen.
   let probing = memory.spinMicros > 0;
   let published = false;
+  // The last spin saw the channel move; how many moves in a row were not for us.
+  let moved = false;
+  let movesForOthers = 0;
   try {
     for (;;) {
-      if (op instanceof SendOp && op.completedWithoutLock()) return;
+      if (op instanceof SendOp && op.completedWithoutLock()) {
+        if (moved) spinPaid(memory);
+        return;
+      }
       if (!probing && !published) {
         if (timeout === Infinity) ensureSupervisor(); // the deadlock detector runs there
         publishWait(op instanceof SendOp ? WaitOp.SEND : WaitOp.RECV, op.memory.id, timeout !== Infinity);
@@ -205,7 +211,22 @@ function runSync(op: DrivenOp, timeout: number, what: string): void {
       // The stamp is read under the lock, after the attempt: a change made by
       // the attempt itself (a rendezvous offer) does not look like progress.
       const before = attemptAndStamp(op);
-      if (before === true) return;
+      if (before === true) {
+        if (moved) spinPaid(memory);
+        return;
+      }
+      if (moved) {
+        // The channel moved, but for someone else (another receiver took the
+        // message): spinning on did not pay. A few such moves in a row, and
+        // this waiter sleeps: it must not keep a core busy that the party
+        // doing the work may need.
+        moved = false;
+        spinWasted(memory);
+        if (probing && ++movesForOthers >= MAX_MOVES_FOR_OTHERS) {
+          probing = false;
+          continue; // the next attempt registers before sleeping
+        }
+      }
       if (now() >= deadline) {
         op.probing = false;
         const outcome = withdrawOnce(op, true);
@@ -214,7 +235,8 @@ function runSync(op: DrivenOp, timeout: number, what: string): void {
         deadline = Infinity;
       }
       if (probing) {
-        if (!spinUntilChanged(memory, before, deadline)) probing = false;
+        if (spinUntilChanged(memory, before, deadline)) moved = true;
+        else probing = false;
         continue;
       }
       parkSync(seen, deadline, 0);
@@ -255,24 +277,31 @@ function spinBeforeAsyncWait(op: DrivenOp): boolean {
  * Spins (Atomics loads, no lock) until the channel's progress stamp moves
  * away from `before`, for at most the channel's adaptive spin budget.
  * Returns whether it moved. The budget doubles after a spin that paid off
- * and halves after one that did not, within [MIN, MAX]: two busy parties
- * keep handing over without sleeping, while a party whose peer is slow
- * soon stops burning its core.
+ * (the attempt after it completed) and halves after one that did not,
+ * within [MIN, MAX]: two busy parties keep handing over without sleeping,
+ * while a party whose peer is slow, or who keeps losing the message to
+ * another receiver, soon stops burning its core.
  */
 const MIN_SPIN_MICROS = 25;
 const MAX_SPIN_MICROS = 200;
+const MAX_MOVES_FOR_OTHERS = 3;
 function spinUntilChanged(memory: ChannelMemory, before: number, deadline: number): boolean {
   const until = Math.min(now() + memory.spinMicros / 1000, deadline);
   for (let i = 0; ; i++) {
-    if (memory.progressStamp() !== before) {
-      memory.spinMicros = Math.min(MAX_SPIN_MICROS, memory.spinMicros * 2);
-      return true;
-    }
+    if (memory.progressStamp() !== before) return true;
     // performance.now() costs ~60 ns: look at the clock every 32 polls.
     if ((i & 31) === 31 && now() >= until) break;
   }
-  memory.spinMicros = Math.max(MIN_SPIN_MICROS, memory.spinMicros / 2);
+  spinWasted(memory);
   return false;
+}
+
+function spinPaid(memory: ChannelMemory): void {
+  memory.spinMicros = Math.min(MAX_SPIN_MICROS, memory.spinMicros * 2);
+}
+
+function spinWasted(memory: ChannelMemory): void {
+  memory.spinMicros = Math.max(MIN_SPIN_MICROS, memory.spinMicros / 2);
 }
 
 /**
@@ -438,6 +467,9 @@ export class SendChannel<T = unknown> {
     return new SendOp(this.#end.memory, this.#flavor, message, isTry, this.#checkOpen);
   }
 
+  /** The operation object sendSync reuses (a blocked thread runs one sync send at a time). */
+  #syncOp: SendOp | undefined;
+
   /**
    * Sends `value`. Resolves when the channel has accepted it: for capacity
    * 0 once a receiver has taken it, for capacity n once fewer than n
@@ -471,7 +503,7 @@ export class SendChannel<T = unknown> {
   sendSync(value: T, options?: { timeout?: number }): void {
     const timeout = checkTimeout(options?.timeout, "sendSync");
     const message = this.#prepare(value);
-    const op = this.#op(message, false);
+    const op = this.#syncOp?.reuse(message) ?? (this.#syncOp = this.#op(message, false));
     const memory = this.#end.memory;
     try {
       // No copy while waiting: this thread is blocked, so neither the caller's
@@ -557,6 +589,9 @@ export class RecvChannel<T = unknown> {
     return new RecvOp(this.#end.memory, this.#checkOpen);
   }
 
+  /** The operation object recvSync reuses. */
+  #syncOp: RecvOp | undefined;
+
   /**
    * Receives the oldest message, waiting (without blocking the event loop)
    * until there is one. Rejects with ChannelClosedError once every send
@@ -581,9 +616,11 @@ export class RecvChannel<T = unknown> {
   recvSync(options?: { timeout?: number }): T {
     const timeout = checkTimeout(options?.timeout, "recvSync");
     this.#end.ensureOpen("recv");
-    const op = this.#op();
+    const op = this.#syncOp?.reuse() ?? (this.#syncOp = this.#op());
     if (attemptFastOnce(op) !== Fast.DONE) runSync(op, timeout, `recvSync on ${this.#end.memory.describe()}`);
-    return decodeFromChannel(op.received!) as T;
+    const received = op.received!;
+    op.received = undefined;
+    return decodeFromChannel(received) as T;
   }
 
   /**

@@ -283,8 +283,9 @@ export class ChannelMemory {
   }
   /** Ends a critical section: its changes stand. */
   endJournal(locks: Locks): void {
-    if (locks & Locks.RECV) Atomics.store(this.header, RECV_JOURNAL_VALID_WORD, 0);
-    if (locks & Locks.SEND) Atomics.store(this.header, SEND_JOURNAL_VALID_WORD, 0);
+    // Plain stores: the unlock right after (an Atomics exchange) publishes them.
+    if (locks & Locks.RECV) this.header[RECV_JOURNAL_VALID_WORD] = 0;
+    if (locks & Locks.SEND) this.header[SEND_JOURNAL_VALID_WORD] = 0;
   }
   /**
    * Logs the old value of a word outside the snapshots before it changes.
@@ -544,7 +545,8 @@ export class ChannelMemory {
       // size would fit neither before the end nor after wrapping: restart at 0.
       this.set(H.HEAD, 0);
       this.set(H.TAIL, 0);
-      return this.findRoom(bytes);
+      const at0 = this.findRoom(bytes);
+      if (at0 >= 0) return at0;
     }
     if (this.grow(bytes)) return this.findRoom(bytes);
     return -1;

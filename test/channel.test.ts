@@ -315,6 +315,24 @@ test("growth while wrapped keeps order (interleaved send/recv)", async () => {
   }
 });
 
+test("an empty ring left mid-way takes a message that fits only from offset 0 (repositioned), or only after growing", () => {
+  // Nearly the ring's size, with nothing buffered: repositioned to 0 (no growth allowed).
+  const [rx, tx] = createChannel<Uint8Array>({ bufferBytes: 1024, maxBufferBytes: 1024 });
+  assert.ok(tx.trySend(new Uint8Array(600)));
+  assert.is(rx.tryRecv().ok, true);
+  const nearlyAll = new Uint8Array(1000).fill(9);
+  assert.ok(tx.trySend(nearlyAll), "a 1000-byte message into an empty 1024-byte ring whose tail is at 616");
+  assert.equal(rx.tryRecv(), { ok: true, value: nearlyAll });
+  // Larger than the ring: repositioning is not enough, the ring must grow as well.
+  const [rx2, tx2] = createChannel<Uint8Array>({ bufferBytes: 1024 });
+  assert.ok(tx2.trySend(new Uint8Array(600)));
+  assert.is(rx2.tryRecv().ok, true);
+  const larger = new Uint8Array(2000).fill(5);
+  assert.ok(tx2.trySend(larger), "a 2000-byte message into an empty 1024-byte ring that may grow");
+  assert.equal(rx2.tryRecv(), { ok: true, value: larger });
+  assert.ok(tx2.stats().maxBufferBytes >= 2016);
+});
+
 test("a moved end says where it went; a clone kept before moving still works", async () => {
   const [carrierRx, carrierTx] = createChannel<unknown>({ capacity: 2, name: "carrier" });
   const [rx, tx] = createChannel<number>({ capacity: 2, name: "payload" });

@@ -12,7 +12,9 @@
  *    and the only receive end of D (main waits to send).
  * 2. Killed inside a critical section, at exact points reached through
  *    channel-ops.ts `setTestHook` (the hook spins holding the channel lock
- *    until the thread is terminated): "send:committed" and "recv:copied";
+ *    until the thread is terminated): "send:committed" and "recv:copied"
+ *    (before a one-lock section's commit point: undone), "send:published"
+ *    and "recv:freed" (just after it: kept);
  *    killed while streaming a message larger than the ring, on either side;
  *    killed right after growing the ring.
  * 3. Seeded chaos: sender and receiver interpreters on one channel, killed
@@ -473,6 +475,91 @@ test("killed holding the lock at recv:copied: the message stays and goes to anot
   } finally {
     await stuck.terminate();
     await other.close();
+  }
+}, { timeout: 60_000 });
+
+test("killed holding the send lock just past its commit point (send:published): the message stands and is delivered once; receivers never needed that lock", async () => {
+  const stuck = await create({ name: "stuck-after-publish" });
+  try {
+    const [rx, tx] = createChannel<string>({ capacity: 4, name: "commit-send" });
+    const memory = memoryOf(rx);
+    const reached = newFlag();
+    const stuckRun = outcome(stuck.exec(`${hookSource("send:published")} t.sendSync("PUBLISHED"); throw new Error("the hook returned");`, { bind: { t: tx.clone(), reached } }));
+    await waitFlag(reached, 0, "the stuck sender to reach send:published");
+    assert.ok(lockOwner(memory.header, H.SEND_LOCK) > 0, "the stuck sender holds the send lock");
+    // A receive takes only the receive lock: it completes while the sender is stuck.
+    assert.is(await rx.recv({ timeout: 5000 }), "PUBLISHED");
+    await withTimeout(stuck.terminate(), 20_000, "terminate the stuck sender");
+    assert.ok(!(await stuckRun).ok);
+    await pollUntil(() => Atomics.load(memory.header, H.SEND_LOCK) === 0, "the supervisor to recover the send lock", { idle: true, ms: 15_000 });
+    await tx.send("after", { timeout: 5000 });
+    assert.is(await rx.recv({ timeout: 5000 }), "after");
+    assert.equal(rx.tryRecv(), { ok: false, closed: false }, "PUBLISHED is not delivered twice");
+    const stats = rx.stats();
+    assert.equal([stats.length, stats.bytes, stats.sent, stats.received, stats.senders], [0, 0, 2, 2, 1]);
+    tx.close();
+    await expectClosed(rx.recv({ timeout: 5000 }), "recv after the last sender closed");
+    rx.close();
+  } finally {
+    await stuck.terminate();
+  }
+}, { timeout: 60_000 });
+
+test("killed holding the receive lock just past its commit point (recv:freed): the message it took is gone with it, never delivered again; senders never needed that lock", async () => {
+  const stuck = await create({ name: "stuck-after-free" });
+  try {
+    const [rx, tx] = createChannel<string>({ capacity: 4, name: "commit-recv" });
+    const memory = memoryOf(rx);
+    await tx.send("first", { timeout: 1000 });
+    await tx.send("second", { timeout: 1000 });
+    const reached = newFlag();
+    const stuckRun = outcome(stuck.exec(`${hookSource("recv:freed")} r.recvSync({ timeout: 20000 }); throw new Error("the hook returned");`, { bind: { r: rx.clone(), reached } }));
+    await waitFlag(reached, 0, "the stuck receiver to reach recv:freed");
+    assert.ok(lockOwner(memory.header, H.RECV_LOCK) > 0, "the stuck receiver holds the receive lock");
+    // A send takes only the send lock: it completes while the receiver is stuck.
+    await tx.send("third", { timeout: 5000 });
+    await withTimeout(stuck.terminate(), 20_000, "terminate the stuck receiver");
+    assert.ok(!(await stuckRun).ok);
+    await pollUntil(() => Atomics.load(memory.header, H.RECV_LOCK) === 0, "the supervisor to recover the receive lock", { idle: true, ms: 15_000 });
+    assert.is(await rx.recv({ timeout: 5000 }), "second");
+    assert.is(await rx.recv({ timeout: 5000 }), "third");
+    assert.equal(rx.tryRecv(), { ok: false, closed: false }, "first was taken by the dead receiver; it is not delivered again");
+    const stats = rx.stats();
+    assert.equal([stats.length, stats.bytes, stats.sent, stats.received, stats.receivers], [0, 0, 3, 3, 1]);
+    tx.close();
+    rx.close();
+  } finally {
+    await stuck.terminate();
+  }
+}, { timeout: 60_000 });
+
+test("a receiver killed holding the receive lock while a live sender holds the send lock and waits for it: the supervisor recovers the lock alone, and the sender goes on", async () => {
+  const stuck = await create({ name: "stuck-receiver-2" });
+  const contender = await create({ name: "both-locks-sender" });
+  try {
+    const [rx, tx] = createChannel<string>({ capacity: 4, name: "lock-order" });
+    const memory = memoryOf(rx);
+    await tx.send("first", { timeout: 1000 });
+    // Handles are passed before the receiver gets stuck: passing one takes both locks.
+    await contender.exec(`globalThis.t = t;`, { bind: { t: tx.clone() } });
+    const reached = newFlag();
+    const stuckRun = outcome(stuck.exec(`${hookSource("recv:copied")} r.recvSync({ timeout: 20000 });`, { bind: { r: rx.clone(), reached } }));
+    await waitFlag(reached, 0, "the stuck receiver to reach recv:copied");
+    // trySend runs the full protocol: it takes the send lock, then waits for the receive lock.
+    const contenderRun = outcome(contender.exec(`if (!globalThis.t.trySend("second")) throw new Error("no room"); globalThis.t.close();`));
+    await pollUntil(() => lockOwner(memory.header, H.SEND_LOCK) > 0 && (Atomics.load(memory.header, H.RECV_LOCK) & CONTENDED) !== 0, "the contender to hold the send lock and wait for the receive lock");
+    await withTimeout(stuck.terminate(), 20_000, "terminate the stuck receiver");
+    const contended = await withTimeout(contenderRun, 20_000, "the contender's trySend after the receive lock is recovered");
+    assert.ok(contended.ok, `contender: ${contended.ok ? "" : describeError(contended.error)}`);
+    assert.ok(!(await stuckRun).ok);
+    assert.is(await rx.recv({ timeout: 5000 }), "first", "the message the dead receiver had copied is still there");
+    assert.is(await rx.recv({ timeout: 5000 }), "second");
+    tx.close();
+    await expectClosed(rx.recv({ timeout: 5000 }), "recv after the last sender closed");
+    rx.close();
+  } finally {
+    await stuck.terminate();
+    await contender.close();
   }
 }, { timeout: 60_000 });
 
