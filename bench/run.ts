@@ -325,6 +325,19 @@ for (let rep = 1; rep <= REPS; rep++) {
   }
 }
 
+// The machine's ceiling in this same run (bench/ceiling.ts): no library, a minimal ring.
+const ceiling = await new Promise<string[]>((resolve) => {
+  const child = spawn(process.execPath, [fileURLToPath(new URL("./ceiling.js", import.meta.url))], { stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  child.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()));
+  const timer = setTimeout(() => child.kill("SIGKILL"), CHILD_TIMEOUT_S * 1000);
+  child.on("close", (code) => {
+    clearTimeout(timer);
+    resolve(code === 0 ? out.trim().split("\n") : [`ceiling.js failed (exit ${code})`]);
+  });
+});
+console.log(ceiling.map((line) => `  [ceiling] ${line}`).join("\n"));
+
 const aggs = cases.map((c) => aggregate(c, results.get(c.id)!));
 const { ratios, targets } = evaluate(new Map(aggs.map((a) => [a.c.id, a])));
 const suiteSeconds = (performance.now() - suiteStart) / 1000;
@@ -340,6 +353,8 @@ const md = `# Benchmark results
 ${table(aggs, ratios)}
 
 **Targets:** ${targetsLine(targets)}
+
+**Ceiling of this machine, same run** (\`node dist/bench/ceiling.js\`: two workers and a minimal lock-free ring, no library, no codec, no waiting — what no channel can beat): ${ceiling.join("; ")}. postMessage's P1 rate above, times 20, is what the P1 target asks for.
 
 ## How to read this
 
