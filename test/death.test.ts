@@ -563,6 +563,24 @@ test("a receiver killed holding the receive lock while a live sender holds the s
   }
 }, { timeout: 60_000 });
 
+test("an interpreter dies as the last receiver of a channel whose buffered message carries another channel's only send end: the supervisor releases that end", async () => {
+  const last = await create({ name: "last-receiver" });
+  try {
+    const [carrierRx, carrierTx] = createChannel<unknown>({ capacity: 4, name: "carrier" });
+    const [carriedRx, carriedTx] = createChannel<string>({ name: "carried" });
+    await last.exec(`globalThis.kept = c;`, { bind: { c: carrierRx } });
+    await carrierTx.send({ end: carriedTx }, { timeout: 5000 }); // the only send end of "carried" moves into the message
+    assert.is(carriedRx.stats().senders, 1, "the end inside the buffered message counts as a sender");
+    await withTimeout(last.terminate(), 20_000, "terminate the last receiver");
+    await expectClosed(carriedRx.recv({ timeout: 10_000 }), "recv on the carried channel once the message carrying its only send end is discarded");
+    assert.is(carriedRx.stats().senders, 0);
+    carrierTx.close();
+    carriedRx.close();
+  } finally {
+    await last.terminate();
+  }
+}, { timeout: 60_000 });
+
 const MiB = 1 << 20;
 const STREAM_RING = 64 * 1024;
 

@@ -16,7 +16,7 @@ import { ChannelMemory, H } from "../src/ring.js";
 import { DeadlockDetector, detectionMillis, setVerdictFlag } from "../src/deadlock.js";
 import { answerFetch, type SupervisorMessage, type SupervisorRequest } from "../src/supervisor-link.js";
 import { anyoneBlocked, clearWaitOf, wakeParty } from "../src/waiting.js";
-import { releaseCarriedEnds, releaseTransitEnd } from "../src/transfer.js";
+import { carriedEnds, releaseTransitEnd } from "../src/transfer.js";
 import { channelFromBuffer } from "../src/registry.js";
 import { lockStateOf, releasePrimitivesOfDeadParty } from "../src/sync.js";
 
@@ -130,7 +130,7 @@ function releaseUnclaimedEnds(slot: number): boolean {
         return false;
       }
       wakeWaiters(memory, released.value.wake);
-      releaseCarriedEnds(released.value.discarded);
+      releaseCarriedEndsLater(released.value.discarded);
     }
     record.ends.shift();
   }
@@ -143,8 +143,45 @@ function releaseOnChannel(memory: ChannelMemory, slot: number): boolean {
   const released = tryLockedAfterDeath(memory, slot, () => releaseParty(memory, slot));
   if (!released) return false;
   wakeWaiters(memory, released.value.wake);
-  releaseCarriedEnds(released.value.discarded);
+  releaseCarriedEndsLater(released.value.discarded);
   return true;
+}
+
+/**
+ * Channel ends carried by messages a cleanup discarded, each counted under
+ * TRANSIT on its own channel, still to be released there. Released like
+ * everything else here, without ever sleeping on a lock: a live party may
+ * hold that channel's send lock while it waits for a receive lock that
+ * only this supervisor can recover (after some other death), so a
+ * blocking lock here could wait forever.
+ */
+const transitToRelease: Array<{ id: number; kind: number }> = [];
+let transitRetry: NodeJS.Timeout | undefined;
+
+function releaseCarriedEndsLater(payloads: Uint8Array[]): void {
+  for (const payload of payloads) transitToRelease.push(...carriedEnds(payload));
+  releaseTransit(0);
+}
+
+function releaseTransit(attempt: number): void {
+  transitRetry = undefined;
+  for (let i = 0; i < transitToRelease.length; ) {
+    const { id, kind } = transitToRelease[i]!;
+    const memory = channels.get(id);
+    if (!memory) {
+      transitToRelease.splice(i, 1); // no such channel here any more
+      continue;
+    }
+    const released = tryLockedAfterDeath(memory, -1, () => releaseTransitEnd(kind, memory));
+    if (!released) {
+      i++; // busy: retried below
+      continue;
+    }
+    transitToRelease.splice(i, 1);
+    wakeWaiters(memory, released.value.wake);
+    for (const payload of released.value.discarded) transitToRelease.push(...carriedEnds(payload));
+  }
+  if (transitToRelease.length > 0 && !transitRetry) transitRetry = setTimeout(() => releaseTransit(attempt + 1), Math.min(20, 1 + attempt));
 }
 
 /** Forgets channels no handle of which is left anywhere. */
