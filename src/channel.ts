@@ -165,7 +165,7 @@ function attemptAndStamp(op: DrivenOp): number | true {
   }
 }
 
-/** Gives up `op` under the lock (see SendOp/RecvOp.withdraw). */
+/** Gives up `op` under both locks (see SendOp/RecvOp.withdraw). */
 export function withdrawOnce(op: DrivenOp, finalAttempt: boolean): Withdrawal {
   enterCritical(op.memory);
   try {
@@ -208,8 +208,10 @@ function runSync(op: DrivenOp, timeout: number, what: string): void {
       }
       const seen = parkValue();
       op.probing = probing;
-      // The stamp is read under the lock, after the attempt: a change made by
-      // the attempt itself (a rendezvous offer) does not look like progress.
+      // The stamp comes from the attempt: read before a one-lock attempt (the
+      // other side moves without our lock), after a full one under both locks
+      // (nobody else moves then; a rendezvous offer the attempt itself made
+      // does not look like progress).
       const before = attemptAndStamp(op);
       if (before === true) {
         if (moved) spinPaid(memory);

@@ -4,7 +4,7 @@
  *
  * Every open handle is counted exactly once in shared memory, under the
  * party that holds it or under TRANSIT while it travels inside a message.
- * The counts change only under the channel lock, so the per-side totals
+ * The counts change only under both channel locks, so the per-side totals
  * (SEND_HANDLES, RECV_HANDLES) are always the sums of the table, and the
  * supervisor can release exactly what a dead party held.
  */
