@@ -22,57 +22,14 @@ import { startPm } from "./lib/pm.js";
 
 const INTERP_SIDE = new URL("./lib/interp-side.js", import.meta.url);
 
-async function mainSideLib(capacity: number, opts: RttOptions): Promise<RttReport> {
-  phase("create interpreter");
-  const interp = await create({ name: "echo" });
-  const [pingRx, pingTx] = createChannel<number>({ capacity, name: `ping(${capacity})` });
-  const [pongRx, pongTx] = createChannel<number>({ capacity, name: `pong(${capacity})` });
-  const echoing = interp.call<number>(INTERP_SIDE, "echo", pingRx, pongTx);
-  echoing.catch(() => {});
+/**
+ * Warm-up, then times single round trips (`roundTrip(n)` must resolve to n)
+ * for opts.seconds (at least opts.minSamples): the measuring loop of both
+ * main-side systems.
+ */
+async function timeRoundTrips(roundTrip: (n: number) => Promise<unknown>, opts: RttOptions): Promise<RttReport> {
   phase("warm-up");
   let bad = 0;
-  let warmedUp = 0;
-  const warmDeadline = performance.now() + opts.warmupSeconds * 1000;
-  while (warmedUp < opts.warmup && performance.now() < warmDeadline) {
-    await pingTx.send(warmedUp);
-    if ((await pongRx.recv()) !== warmedUp) bad++;
-    warmedUp++;
-  }
-  phase("measure");
-  const lat = new Float64Array(opts.maxSamples);
-  let n = 0;
-  const start = performance.now();
-  const deadline = start + opts.seconds * 1000;
-  while (n < opts.maxSamples) {
-    const t = performance.now();
-    await pingTx.send(n);
-    const v = await pongRx.recv();
-    const t2 = performance.now();
-    if (v !== n) bad++;
-    lat[n++] = t2 - t;
-    if (t2 >= deadline && n >= opts.minSamples) break;
-  }
-  const seconds = (performance.now() - start) / 1000;
-  await pingTx.send(-1);
-  const echoed = await echoing;
-  if (echoed !== warmedUp + n) bad++;
-  await interp.terminate();
-  return { ...summarize(lat, n), seconds, bad, warmedUp };
-}
-
-async function mainSidePm(opts: RttOptions): Promise<RttReport> {
-  phase("start worker");
-  const w = startPm<unknown>("echo", {});
-  await w.ready;
-  let bad = 0;
-  let waiting: ((v: unknown) => void) | undefined;
-  w.onOther = (v) => waiting!(v);
-  const roundTrip = (v: number): Promise<unknown> =>
-    new Promise((resolve) => {
-      waiting = resolve;
-      w.worker.postMessage(v);
-    });
-  phase("warm-up");
   let warmedUp = 0;
   const warmDeadline = performance.now() + opts.warmupSeconds * 1000;
   while (warmedUp < opts.warmup && performance.now() < warmDeadline) {
@@ -93,8 +50,43 @@ async function mainSidePm(opts: RttOptions): Promise<RttReport> {
     if (t2 >= deadline && n >= opts.minSamples) break;
   }
   const seconds = (performance.now() - start) / 1000;
-  await w.terminate();
   return { ...summarize(lat, n), seconds, bad, warmedUp };
+}
+
+async function mainSideLib(capacity: number, opts: RttOptions): Promise<RttReport> {
+  phase("create interpreter");
+  const interp = await create({ name: "echo" });
+  const [pingRx, pingTx] = createChannel<number>({ capacity, name: `ping(${capacity})` });
+  const [pongRx, pongTx] = createChannel<number>({ capacity, name: `pong(${capacity})` });
+  const echoing = interp.call<number>(INTERP_SIDE, "echo", pingRx, pongTx);
+  echoing.catch(() => {});
+  const report = await timeRoundTrips(async (n) => {
+    await pingTx.send(n);
+    return pongRx.recv();
+  }, opts);
+  await pingTx.send(-1);
+  const echoed = await echoing;
+  if (echoed !== report.warmedUp + report.samples) report.bad++;
+  await interp.terminate();
+  return report;
+}
+
+async function mainSidePm(opts: RttOptions): Promise<RttReport> {
+  phase("start worker");
+  const w = startPm<unknown>("echo", {});
+  await w.ready;
+  let waiting: ((v: unknown) => void) | undefined;
+  w.onOther = (v) => waiting!(v);
+  const report = await timeRoundTrips(
+    (n) =>
+      new Promise((resolve) => {
+        waiting = resolve;
+        w.worker.postMessage(n);
+      }),
+    opts,
+  );
+  await w.terminate();
+  return report;
 }
 
 runChild(async (args) => {

@@ -77,20 +77,8 @@ async function libSystem(): Promise<System> {
   };
 }
 
-function piscinaSystem(): System {
-  const pool = new Piscina({ filename: POOL_TASK, minThreads: 2, maxThreads: 2 });
-  return {
-    submit: (x) => pool.run(x) as Promise<number>,
-    async close() {
-      await pool.destroy();
-      return undefined;
-    },
-    bad: () => 0,
-  };
-}
-
-function tinypoolSystem(): System {
-  const pool = new Tinypool({ filename: POOL_TASK, minThreads: 2, maxThreads: 2 });
+/** piscina and tinypool share the API this bench uses: run(x), destroy(). */
+function poolSystem(pool: { run(x: number): Promise<unknown>; destroy(): Promise<unknown> }): System {
   return {
     submit: (x) => pool.run(x) as Promise<number>,
     async close() {
@@ -104,7 +92,9 @@ function tinypoolSystem(): System {
 runChild(async (args) => {
   const name = args.system ?? "lib";
   phase(`start ${name}`);
-  const system = name === "lib" ? await libSystem() : name === "piscina" ? piscinaSystem() : tinypoolSystem();
+  const system = name === "lib" ? await libSystem() : name === "piscina"
+        ? poolSystem(new Piscina({ filename: POOL_TASK, minThreads: 2, maxThreads: 2 }))
+        : poolSystem(new Tinypool({ filename: POOL_TASK, minThreads: 2, maxThreads: 2 }));
   let wrong = 0;
   let completed = 0;
   let x = 0;

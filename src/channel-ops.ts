@@ -295,10 +295,7 @@ export class SendOp extends Operation {
   attemptFast(): Fast {
     const m = this.memory;
     if (this.phase === SendPhase.AWAIT_TAKE) {
-      if (seqAfter(m.load(H.SEQ_HEAD), this.seq)) {
-        this.phase = SendPhase.DONE;
-        return Fast.DONE;
-      }
+      if (this.completedWithoutLock()) return Fast.DONE;
       return m.get(H.CLOSED) & CLOSED_NO_RECEIVERS ? Fast.SLOW : Fast.BLOCKED;
     }
     this.checkHandle();
