@@ -670,11 +670,12 @@ export class ChannelMemory {
    */
   popRecord(offset: number): void {
     const size = this.dataSize();
-    let bytes = recordBytes(this.recordLength(offset));
+    const record = recordBytes(this.recordLength(offset));
+    let bytes = record;
     if (this.padAt >= 0 && offset === 0 && this.get(H.HEAD) === this.padAt) bytes += this.padBytes;
     else if (offset !== this.get(H.HEAD)) throw this.corrupt(`record at ${offset} popped while head is ${this.get(H.HEAD)}`);
     this.padAt = -1;
-    const next = offset + recordBytes(this.recordLength(offset));
+    const next = offset + record;
     this.set(H.HEAD, next >= size ? 0 : next);
     Atomics.store(this.header, H.READ, (this.get(H.READ) + bytes) | 0);
   }
