@@ -8,7 +8,10 @@
  * that registers tsx's loader first and then imports `workers/<kind>.ts`.
  *
  * Workers never inherit exec flags that cannot apply to them (`-e`,
- * `--input-type`, `--test`, ...) or that would load tsx a second time.
+ * `--input-type`, `--test`, ...) or that would load tsx a second time, nor
+ * process-wide ones that Node refuses in a worker's execArgv (V8 flags such
+ * as `--max-old-space-size`, `--stack-size`, `--expose-gc`): those already
+ * apply to the whole process, worker isolates included.
  */
 import { Worker, type ResourceLimits } from "node:worker_threads";
 
@@ -59,16 +62,42 @@ export function spawnWorker(
     workerData: data,
     transferList,
     name,
-    execArgv: workerExecArgv(),
+    execArgv: acceptedExecArgv ?? workerExecArgv(),
     resourceLimits: options.resourceLimits,
     env: options.env ?? { ...process.env },
     stdout: false,
     stderr: false,
   };
-  if (!fromSource) return new Worker(new URL(`../workers/${kind}.js`, import.meta.url), common);
-  const entry = new URL(`../workers/${kind}.ts`, import.meta.url).href;
-  const tsx = import.meta.resolve("tsx/esm/api");
-  return new Worker(BOOTSTRAP, { ...common, eval: true, workerData: { ...data, __interpretersBoot: { entry, tsx } } });
+  const start = (execArgv: string[]): Worker => {
+    if (!fromSource) return new Worker(new URL(`../workers/${kind}.js`, import.meta.url), { ...common, execArgv });
+    const entry = new URL(`../workers/${kind}.ts`, import.meta.url).href;
+    const tsx = import.meta.resolve("tsx/esm/api");
+    return new Worker(BOOTSTRAP, { ...common, execArgv, eval: true, workerData: { ...data, __interpretersBoot: { entry, tsx } } });
+  };
+  try {
+    return start(common.execArgv);
+  } catch (err) {
+    const refused = refusedExecArgv(err);
+    if (refused === undefined) throw err;
+    // Node checks execArgv before the worker starts and before anything in
+    // transferList is moved, so starting again without the refused flags is safe.
+    acceptedExecArgv = common.execArgv.filter((arg) => !refused.has(arg));
+    return start(acceptedExecArgv);
+  }
+}
+
+/** The exec flags a worker last started with, once Node refused some (computed once per process). */
+let acceptedExecArgv: string[] | undefined;
+
+/**
+ * The flags named by Node's ERR_WORKER_INVALID_EXEC_ARGV ("Initiated Worker
+ * with invalid execArgv flags: --a, --b=1"), or undefined for any other
+ * error. Node gives the list only in the message.
+ */
+function refusedExecArgv(err: unknown): Set<string> | undefined {
+  if (!(err instanceof Error) || (err as NodeJS.ErrnoException).code !== "ERR_WORKER_INVALID_EXEC_ARGV") return undefined;
+  const listed = err.message.slice(err.message.indexOf(": ") + 2);
+  return new Set(listed.split(", "));
 }
 
 /** URL of the library's entry module as this thread loaded it (what `"interpreters"` means in exec code). */

@@ -317,4 +317,30 @@ test("the built package works: workers run from dist", async () => {
   assert.match(output, /hello from built/);
 });
 
+// Node refuses V8 flags in a worker's execArgv (ERR_WORKER_INVALID_EXEC_ARGV);
+// they apply process-wide, so the interpreter must start without them and
+// still see them in effect (--expose-gc: gc() exists inside the interpreter).
+const V8_FLAGS = ["--max-old-space-size=4096", "--expose-gc"];
+const seesProcessFlags = `
+    const a = await create({ name: "flagged" });
+    const [rx, tx] = createChannel();
+    await a.exec("tx.sendSync(typeof gc)", { bind: { tx } });
+    console.log("gc in interpreter:", await rx.recv({ timeout: 10_000 }));
+    await a.close();
+  `;
+
+test("V8 flags on the command line (--max-old-space-size, --expose-gc) do not stop interpreters (from source)", async () => {
+  const script = `import { create, createChannel } from "./src/index.ts";` + seesProcessFlags;
+  const { code, output } = await runNode([...V8_FLAGS, "--import", "tsx", "--input-type=module", "-e", script], "source child with V8 flags exits");
+  assert.is(code, 0, output);
+  assert.match(output, /gc in interpreter: function/);
+});
+
+test("V8 flags on the command line do not stop interpreters (built package)", async () => {
+  const script = `import { create, createChannel } from "interpreters";` + seesProcessFlags;
+  const { code, output } = await runNode([...V8_FLAGS, "--input-type=module", "-e", script], "built child with V8 flags exits");
+  assert.is(code, 0, output);
+  assert.match(output, /gc in interpreter: function/);
+});
+
 test.run();
