@@ -41,6 +41,13 @@ import { TAG_TOP_BYTES } from "./serialization.js";
 
 export const WAKE_SENDERS = 1;
 export const WAKE_RECEIVERS = 2;
+/**
+ * Receivers may care: a message was added. Unlike WAKE_RECEIVERS, skipped
+ * when receivers that are probing will take every message buffered
+ * (ChannelMemory.messagesCoveredByProbers): waking a sleeper then only
+ * costs a futex wake and a core that the party doing the work may need.
+ */
+export const WAKE_FOR_MESSAGE = 4;
 
 /**
  * Test hook: called at named points inside critical sections (with the
@@ -163,7 +170,10 @@ export function tryLockedAfterDeath<T>(memory: ChannelMemory, deadSlot: number, 
 export function wakeWaiters(memory: ChannelMemory, wake: number): void {
   if (wake === 0) return;
   const senders = wake & WAKE_SENDERS && memory.get(H.WAITING_SENDERS) > 0;
-  const receivers = wake & WAKE_RECEIVERS && memory.get(H.WAITING_RECEIVERS) > 0;
+  const receivers =
+    wake & (WAKE_RECEIVERS | WAKE_FOR_MESSAGE) &&
+    memory.get(H.WAITING_RECEIVERS) > 0 &&
+    (wake & WAKE_RECEIVERS || !memory.messagesCoveredByProbers());
   if (!senders && !receivers) return; // the common case: nobody parked, nothing to do
   const slots: number[] = [];
   if (senders) memory.collectWaiters("send", slots);
@@ -320,7 +330,7 @@ export class SendOp extends Operation {
     m.set(H.SEQ_TAIL, (this.seq + 1) | 0);
     m.sent += 1;
     this.writeRecord(at, 0, total, R_FIRST | R_LAST);
-    this.wake |= WAKE_RECEIVERS;
+    this.wake |= WAKE_FOR_MESSAGE;
     this.phase = this.flavor.awaitsTake && !this.isTry ? SendPhase.AWAIT_TAKE : SendPhase.DONE;
   }
 
@@ -728,6 +738,8 @@ export function releaseHandles(memory: ChannelMemory, side: Side, holder: number
 export function releaseParty(memory: ChannelMemory, slot: number): { wake: number; discarded: DiscardedRecords } {
   let wake = 0;
   const discarded: DiscardedRecords = [];
+  // It died spinning for a message: a sender may have left a wake-up to it.
+  if (memory.setProbing(slot, false)) wake |= WAKE_RECEIVERS;
   for (const side of ["send", "recv"] as const) {
     const waits = memory.waits(side, slot);
     if (waits > 0) memory.addWaits(side, slot, -waits);

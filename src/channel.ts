@@ -237,8 +237,17 @@ function runSync(op: DrivenOp, timeout: number, what: string): void {
         deadline = Infinity;
       }
       if (probing) {
-        if (spinUntilChanged(memory, before, deadline)) moved = true;
-        else probing = false;
+        // A receiver marks itself as probing for the spin only: senders then
+        // leave the wake-up of registered receivers to it (wakeWaiters). The
+        // mark is cleared before the next attempt, which always follows.
+        const marked = op instanceof RecvOp;
+        if (marked) memory.setProbing(mySlot, true);
+        try {
+          if (spinUntilChanged(memory, before, deadline)) moved = true;
+          else probing = false;
+        } finally {
+          if (marked) memory.setProbing(mySlot, false);
+        }
         continue;
       }
       parkSync(seen, deadline, 0);

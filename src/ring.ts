@@ -68,6 +68,8 @@
  * | 4624   | 768   | SEND_JOURNAL undo entries: 64 × (area, index, old value)   | the send lock holder           |
  * | 5440   | 4     | RECV_JOURNAL_VALID                                         | the recv lock holder           |
  * | 5456   | 24    | RECV_JOURNAL snapshot of words 32..37                     | the recv lock holder           |
+ * | 5504   | 32    | PROBING_RECEIVERS: bitmap, bit s = party s spins, not      | party s itself (Atomics.or/and,|
+ * |        |       | registered, waiting for a message here (channel.ts runSync)| no lock); supervisor if it died|
  * | 8192   | ...   | DATA area: the ring (DATA_SIZE bytes; grows in place)      | senders write, receivers read  |
  *
  * Record (at an 8-aligned offset of the data area; 16-byte header):
@@ -172,6 +174,7 @@ const RECV_JOURNAL_VALID_WORD = 5440 / 4;
 /** The recv journal snapshots words [HEAD, RECV_SIDE_END): HEAD, READ, SEQ_HEAD, REMOVED, RECEIVED. */
 const RECV_SNAPSHOT_WORD = 5456 / 4;
 const RECV_SIDE_END = 38;
+const PROBING_RECEIVERS_WORD = 5504 / 4;
 /** VALID word values: a section holding one lock (with a commit point), or both. */
 const JOURNAL_ONE_LOCK = 1;
 const JOURNAL_BOTH_LOCKS = 2;
@@ -446,6 +449,37 @@ export class ChannelMemory {
   waits(side: Side, slot: number): number {
     return Atomics.load(this.header, (side === "send" ? WAITS_SEND_WORD : WAITS_RECV_WORD) + slot);
   }
+  // ---- probing receivers (no lock: each party writes its own bit) ----
+  /**
+   * Marks party `slot` as spinning for a message on this channel without
+   * being registered (set) or not (clear). Such a party makes one more
+   * attempt after clearing its bit, so a message it will see needs no
+   * wake-up (see messagesCoveredByProbers). Returns whether the bit was set.
+   */
+  setProbing(slot: number, on: boolean): boolean {
+    const word = PROBING_RECEIVERS_WORD + (slot >>> 5);
+    const bit = 1 << (slot & 31);
+    const before = on ? Atomics.or(this.header, word, bit) : Atomics.and(this.header, word, ~bit);
+    return (before & bit) !== 0;
+  }
+  /**
+   * Whether every message buffered now will be taken by a receiver that is
+   * probing (spinning, unregistered), so that a sender need not wake the
+   * registered ones. Reads the message count BEFORE the probing bits: a
+   * prober clears its bit before the attempt that takes a message, so a
+   * bit seen set belongs to a prober whose take is still to come, and the
+   * message it will take is still in the count. Stale reads of the other
+   * side's counters only over-state the count (more wake-ups, never fewer).
+   */
+  messagesCoveredByProbers(): boolean {
+    const buffered = this.length();
+    let probers = 0;
+    for (let w = 0; w < BITMAP_WORDS; w++) {
+      for (let bits = Atomics.load(this.header, PROBING_RECEIVERS_WORD + w); bits !== 0; bits &= bits - 1) probers++;
+    }
+    return buffered <= probers;
+  }
+
   /** Appends the slots of parties waiting on `side` to `out` (any thread, any lock). */
   collectWaiters(side: Side, out: number[]): void {
     const base = side === "send" ? SEND_WAITERS_WORD : RECV_WAITERS_WORD;

@@ -3,8 +3,10 @@
  * matrix: rendezvous, fullness, FIFO, close with buffered items, timeouts,
  * abort, tryRecv/trySend. Cross-interpreter behaviour is in other files.
  */
-import { suite, assert } from "./_harness.js";
-import { ChannelClosedError, createChannel, MessageTooLargeError, NotShareableError, TimeoutError } from "../src/index.js";
+import { suite, assert, withTimeout } from "./_harness.js";
+import { ChannelClosedError, create, createChannel, MessageTooLargeError, NotShareableError, TimeoutError } from "../src/index.js";
+import { control, mySlot, slotWord } from "../src/control.js";
+import { endOf } from "../src/transfer.js";
 
 const CAPACITIES = [0, 1, 2, 7, Infinity];
 const test = suite("channel");
@@ -210,6 +212,45 @@ test("stats count handles, messages and waiters", async () => {
   assert.is(rx.stats().closed, false); // one message still buffered
   await rx.recv();
   assert.is(rx.stats().closed, true);
+});
+
+test("a message a probing receiver will take does not wake a sleeping receiver; a message beyond what probers take does", async () => {
+  const [rx, tx] = createChannel<number>({ name: "probed" });
+  const [acks, acksTx] = createChannel<number>({ capacity: 1 });
+  const memory = endOf(rx)!.memory;
+  const sleeper = await create({ name: "sleeper" });
+  try {
+    const served = sleeper.exec("out.sendSync(rx.recvSync({ timeout: 30_000 }))", { bind: { rx: rx.clone(), out: acksTx } });
+    served.catch(() => {});
+    // The sleeper spins first (unregistered), then registers and sleeps.
+    await withTimeout(
+      (async () => {
+        while (rx.stats().waitingReceivers !== 1) await new Promise((resolve) => setTimeout(resolve, 1));
+      })(),
+      20_000,
+      "the sleeper to register",
+    );
+    const slots: number[] = [];
+    memory.collectWaiters("recv", slots);
+    assert.is(slots.length, 1);
+    const parkWord = slotWord(slots[0]!, 2); // the party's park word (control.ts slot table)
+    const parked = Atomics.load(control, parkWord);
+    // Main poses as a receiver spinning for a message here (runSync sets this bit while it spins).
+    memory.setProbing(mySlot, true);
+    try {
+      assert.ok(tx.trySend(1));
+      assert.is(Atomics.load(control, parkWord), parked, "one message, one prober: the sleeper is left asleep");
+      assert.ok(tx.trySend(2));
+      assert.is.not(Atomics.load(control, parkWord), parked, "two messages, one prober: the sleeper is woken");
+    } finally {
+      memory.setProbing(mySlot, false);
+    }
+    assert.is(await acks.recv({ timeout: 20_000 }), 1);
+    await withTimeout(served, 20_000, "the sleeper's exec");
+    assert.equal(rx.tryRecv(), { ok: true, value: 2 });
+  } finally {
+    await sleeper.close();
+  }
 });
 
 test("closing one of several send handles does not close the channel", async () => {

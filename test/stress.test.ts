@@ -515,4 +515,93 @@ test(
   { timeout: 120_000 },
 );
 
+/**
+ * A receiver sharing a request channel with others: takes each message
+ * (recvSync, no timeout: a lost wake-up must show as a stall, not be
+ * papered over by polling), acknowledges it, and now and then works for up
+ * to ~400 µs so that it is sometimes spinning for the next message
+ * (probing, unregistered) and sometimes registered and asleep. With a
+ * quota, it leaves after that many messages, so the others must carry on
+ * without it. (The rule that lets a sender skip waking sleepers is pinned
+ * down exactly by "a message a probing receiver will take..." in
+ * channel.test.ts; this test is the hunt for the wake-ups it could lose.)
+ */
+const PROBER_RECEIVER = `
+let s = seed >>> 0;
+const rand = () => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return s / 4294967296; };
+const busy = (us) => { const until = performance.now() + us / 1000; while (performance.now() < until); };
+let taken = 0;
+for (const m of rx) {
+  acks.sendSync([m, me], { timeout: wait });
+  if (++taken === quota) break;
+  if (rand() < 0.4) busy(rand() * 400);
+}
+acks.close();
+`;
+
+test(
+  "receivers spinning for a message and receivers asleep share a channel: every message is taken, none waits for a wake-up that never comes",
+  () =>
+    seeded("probers and sleepers", async () => {
+      const deadline = Date.now() + 120_000 - 10_000;
+      const began = Date.now();
+      const r = rng((SEED ^ 0x2c1b3c6d) >>> 0);
+      const receivers = 3;
+      const bursts = 1500;
+      const interps = await createMany(receivers, "prober-", deadline);
+      let ok = false;
+      const [rx, tx] = createChannel<number>({ name: "probed-requests" });
+      const [acks, acksTx] = createChannel<[number, number]>({ name: "probed-acks" });
+      try {
+        const running = allOrFirstError(
+          interps.map((interp, me) =>
+            // Two of them leave part-way (quota 500-1000 of ~3,700 messages); the last stays to the end.
+            interp.exec(PROBER_RECEIVER, {
+              bind: { rx: rx.clone(), acks: acksTx.clone(), me, quota: me < receivers - 1 ? 500 + Math.floor(r() * 500) : 0, seed: (r() * 2 ** 32) >>> 0, wait: WAIT },
+            }),
+          ),
+        );
+        running.catch(() => {});
+        rx.close();
+        acksTx.close();
+        const seen = new Uint8Array(bursts * 4);
+        const perReceiver = new Array<number>(receivers).fill(0);
+        let next = 0;
+        for (let b = 0; b < bursts; b++) {
+          // 1-4 messages at once (more than the probers can take: the sleepers must be woken), then
+          // a gap of no time, one event-loop turn, or up to ~400 µs of main's own work.
+          const size = 1 + Math.floor(r() * 4);
+          for (let k = 0; k < size; k++) {
+            if (r() < 0.5) check(tx.trySend(next), `trySend of message ${next} on an unbounded channel returned false`);
+            else await tx.send(next);
+            next++;
+          }
+          for (let k = 0; k < size; k++) {
+            // STALL_MS: far beyond any scheduling delay; a message left for a sleeper nobody woke stays forever.
+            const [m, who] = await by(deadline, acks.recv({ timeout: STALL_MS }), `the ack of burst ${b}`);
+            check(seen[m] === 0, `message ${m} taken twice`);
+            seen[m] = 1;
+            perReceiver[who]!++;
+          }
+          const gap = r();
+          if (gap < 0.3) await new Promise((resolve) => setImmediate(resolve));
+          else if (gap < 0.6) {
+            const until = performance.now() + r() * 0.4;
+            while (performance.now() < until);
+          }
+        }
+        for (let m = 0; m < next; m++) check(seen[m] === 1, `message ${m} never acknowledged`);
+        tx.close();
+        await by(deadline, running, "the receivers to finish");
+        console.log(`[stress] seed=${SEED} probers and sleepers: ${next} messages in ${bursts} bursts, taken by receivers ${perReceiver.join("/")}, in ${((Date.now() - began) / 1000).toFixed(1)} s`);
+        ok = true;
+      } finally {
+        quietly(() => tx.close());
+        quietly(() => acks.close());
+        await shutdown(interps, ok);
+      }
+    }),
+  { timeout: 120_000 },
+);
+
 test.run();
