@@ -42,10 +42,22 @@ import { TAG_TOP_BYTES } from "./serialization.js";
 export const WAKE_SENDERS = 1;
 export const WAKE_RECEIVERS = 2;
 /**
- * Receivers may care: a message was added. Unlike WAKE_RECEIVERS, skipped
- * when receivers that are probing will take every message buffered
- * (ChannelMemory.messagesCoveredByProbers): waking a sleeper then only
- * costs a futex wake and a core that the party doing the work may need.
+ * Receivers may care: a message was added (or one a woken receiver was
+ * woken for is still there). Unlike WAKE_RECEIVERS, which wakes every
+ * registered receiver, this wakes only as many as there are messages that
+ * no probing receiver will take (ChannelMemory.messagesNoProberTakes):
+ * waking more costs futex wake-ups and cores that the parties doing the
+ * work need (one request on a channel shared by a pool of sleeping
+ * interpreters wakes one of them, not the whole pool).
+ *
+ * This stays free of lost wake-ups because a receiver that was woken for a
+ * message and does not take it passes the wake-up on: one that takes a
+ * message under both locks while more are buffered wakes for those
+ * (RecvOp.attempt), one that withdraws (timeout, abort, another select
+ * case) while messages are buffered does the same (RecvOp.withdraw), an
+ * attempt that throws unregisters (channel.ts attemptFull), and a party
+ * that dies is cleaned up by the supervisor, which wakes every receiver
+ * (releaseParty). A woken receiver that finds no message was beaten to it.
  */
 export const WAKE_FOR_MESSAGE = 4;
 
@@ -166,19 +178,51 @@ export function tryLockedAfterDeath<T>(memory: ChannelMemory, deadSlot: number, 
   }
 }
 
-/** Wakes every party registered as waiting on the sides in `wake` (call after unlocking). */
+/**
+ * Wakes the parties registered as waiting on the sides in `wake` (call
+ * after unlocking): every waiting sender for WAKE_SENDERS, every waiting
+ * receiver for WAKE_RECEIVERS, and for WAKE_FOR_MESSAGE only as many
+ * receivers as there are messages no prober will take.
+ */
 export function wakeWaiters(memory: ChannelMemory, wake: number): void {
   if (wake === 0) return;
   const senders = wake & WAKE_SENDERS && memory.get(H.WAITING_SENDERS) > 0;
-  const receivers =
-    wake & (WAKE_RECEIVERS | WAKE_FOR_MESSAGE) &&
-    memory.get(H.WAITING_RECEIVERS) > 0 &&
-    (wake & WAKE_RECEIVERS || !memory.messagesCoveredByProbers());
-  if (!senders && !receivers) return; // the common case: nobody parked, nothing to do
+  let receivers = 0; // how many to wake; Infinity = all
+  if (wake & (WAKE_RECEIVERS | WAKE_FOR_MESSAGE) && memory.get(H.WAITING_RECEIVERS) > 0) {
+    receivers = wake & WAKE_RECEIVERS ? Infinity : memory.messagesNoProberTakes();
+  }
+  if (!senders && receivers === 0) return; // the common case: nobody parked, nothing to do
   const slots: number[] = [];
   if (senders) memory.collectWaiters("send", slots);
-  if (receivers) memory.collectWaiters("recv", slots);
   for (const slot of slots) wakeParty(slot);
+  if (receivers === 0) return;
+  slots.length = 0;
+  memory.collectWaiters("recv", slots);
+  if (receivers >= slots.length) {
+    for (const slot of slots) wakeParty(slot);
+    return;
+  }
+  wakeSome(memory, slots, receivers);
+}
+
+/**
+ * Wakes `count` of the waiting receivers in `slots` (fewer than all):
+ * another party before this one (it is awake: its own pending async
+ * receive would run only when its event loop is free), in turns across
+ * calls so that one party is not always the one woken.
+ */
+function wakeSome(memory: ChannelMemory, slots: number[], count: number): void {
+  const own = slots.indexOf(mySlot);
+  if (own >= 0) {
+    slots.splice(own, 1);
+    slots.push(mySlot);
+  }
+  const others = own >= 0 ? slots.length - 1 : slots.length;
+  const first = others > 0 ? memory.wakeRotation++ % others : 0;
+  for (let i = 0; i < count; i++) {
+    const k = i < others ? (first + i) % others : i;
+    wakeParty(slots[k]!);
+  }
 }
 
 /** Is seq `a` after seq `b`, on a 32-bit wrapping counter? */
@@ -580,7 +624,11 @@ export class RecvOp extends Operation {
         const claimedBy = m.get(H.STREAM_RECEIVER);
         if (claimedBy < 0 || claimedBy > MAX_PARTIES) throw m.corrupt(`stream receiver ${claimedBy}`);
         if (claimedBy !== 0 && claimedBy !== mySlot + 1) return this.register();
-        if (flags & R_LAST) return this.takeWhole(at, flags);
+        if (flags & R_LAST) {
+          this.takeWhole(at, flags);
+          this.passOnIfBuffered();
+          return true;
+        }
         this.claimStream(at);
         continue;
       }
@@ -594,6 +642,15 @@ export class RecvOp extends Operation {
       }
       if (this.takePiece(at, flags)) return this.finish();
     }
+  }
+
+  /**
+   * Under both locks, after this receive took a message or gave up: if
+   * messages are still buffered, the wake-up this receiver may have had for
+   * one of them is passed on (see WAKE_FOR_MESSAGE).
+   */
+  private passOnIfBuffered(): void {
+    if (this.memory.length() > 0) this.wake |= WAKE_FOR_MESSAGE;
   }
 
   private whenEmpty(): boolean {
@@ -690,6 +747,7 @@ export class RecvOp extends Operation {
       if (this.midStream) return "busy";
     }
     this.unregister();
+    this.passOnIfBuffered();
     return "withdrawn";
   }
 }

@@ -97,6 +97,7 @@ export interface DrivenOp {
   attemptFast(): Fast;
   attempt(): boolean;
   withdraw(finalAttempt: boolean): Withdrawal;
+  unregister(): void;
 }
 
 /**
@@ -138,9 +139,27 @@ function attemptFastOnce(op: DrivenOp, stamp?: { value: number }): Fast {
 /** One attempt: the fast path if it completes, else the full protocol under both locks (registering if blocked). */
 export function attemptOnce(op: DrivenOp): boolean {
   if (attemptFastOnce(op) === Fast.DONE) return true;
+  return attemptFull(op);
+}
+
+/**
+ * `op.attempt()` under both locks. An attempt that throws leaves the
+ * operation unregistered: a party counted as waiting must be one that a
+ * wake-up reaches (a sender wakes only as many waiting receivers as there
+ * are messages, wakeWaiters), never an operation that has already failed.
+ * When it fails and `stamp` is given, stores the progress stamp it saw.
+ */
+function attemptFull(op: DrivenOp, stamp?: { value: number }): boolean {
   enterCritical(op.memory);
   try {
-    return op.attempt();
+    if (op.attempt()) return true;
+    // Read before unlocking: under both locks nobody else moves the channel,
+    // so this is the state the attempt saw (see attemptFastOnce).
+    if (stamp) stamp.value = op.memory.progressStamp();
+    return false;
+  } catch (err) {
+    op.unregister();
+    throw err;
   } finally {
     leaveAndWake(op, 0);
   }
@@ -157,12 +176,7 @@ function attemptAndStamp(op: DrivenOp): number | true {
   // BLOCKED stands for the full attempt only while probing: a waiter that is
   // about to sleep must register, which takes the full protocol.
   if (fast === Fast.BLOCKED && op.probing) return stampSeen.value;
-  enterCritical(op.memory);
-  try {
-    return op.attempt() ? true : op.memory.progressStamp();
-  } finally {
-    leaveAndWake(op, 0);
-  }
+  return attemptFull(op, stampSeen) ? true : stampSeen.value;
 }
 
 /** Gives up `op` under both locks (see SendOp/RecvOp.withdraw). */
@@ -170,6 +184,9 @@ export function withdrawOnce(op: DrivenOp, finalAttempt: boolean): Withdrawal {
   enterCritical(op.memory);
   try {
     return op.withdraw(finalAttempt);
+  } catch (err) {
+    op.unregister(); // as in attemptFull
+    throw err;
   } finally {
     leaveAndWake(op, 0);
   }

@@ -463,22 +463,25 @@ export class ChannelMemory {
     return (before & bit) !== 0;
   }
   /**
-   * Whether every message buffered now will be taken by a receiver that is
-   * probing (spinning, unregistered), so that a sender need not wake the
-   * registered ones. Reads the message count BEFORE the probing bits: a
-   * prober clears its bit before the attempt that takes a message, so a
-   * bit seen set belongs to a prober whose take is still to come, and the
-   * message it will take is still in the count. Stale reads of the other
-   * side's counters only over-state the count (more wake-ups, never fewer).
+   * How many messages buffered now no probing receiver (spinning,
+   * unregistered) will take: the number of registered receivers a sender
+   * must wake (wakeWaiters). Reads the message count BEFORE the probing
+   * bits: a prober clears its bit before the attempt that takes a message,
+   * so a bit seen set belongs to a prober whose take is still to come, and
+   * the message it will take is still in the count. Stale reads of the
+   * other side's counters only over-state the count (more wake-ups, never
+   * fewer).
    */
-  messagesCoveredByProbers(): boolean {
+  messagesNoProberTakes(): number {
     const buffered = this.length();
     let probers = 0;
     for (let w = 0; w < BITMAP_WORDS; w++) {
       for (let bits = Atomics.load(this.header, PROBING_RECEIVERS_WORD + w); bits !== 0; bits &= bits - 1) probers++;
     }
-    return buffered <= probers;
+    return Math.max(0, buffered - probers);
   }
+  /** Rotates which registered receivers a partial wake-up picks first (this thread's view). */
+  wakeRotation = 0;
 
   /** Appends the slots of parties waiting on `side` to `out` (any thread, any lock). */
   collectWaiters(side: Side, out: number[]): void {

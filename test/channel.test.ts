@@ -253,6 +253,96 @@ test("a message a probing receiver will take does not wake a sleeping receiver; 
   }
 });
 
+test("one message on a channel with several sleeping receivers wakes one of them, not all", async () => {
+  const [rx, tx] = createChannel<number>({ name: "pool" });
+  const [acks, acksTx] = createChannel<[string, number]>();
+  const memory = endOf(rx)!.memory;
+  const sleepers = await Promise.all([create({ name: "sleeper-a" }), create({ name: "sleeper-b" })]);
+  try {
+    const serving = sleepers.map((sleeper) =>
+      sleeper.exec("for (const m of rx) out.sendSync([name, m]); out.close();", { bind: { rx: rx.clone(), out: acksTx.clone(), name: sleeper.name } }),
+    );
+    for (const s of serving) s.catch(() => {});
+    rx.close();
+    acksTx.close();
+    await withTimeout(
+      (async () => {
+        while (tx.stats().waitingReceivers !== 2) await new Promise((resolve) => setTimeout(resolve, 1));
+      })(),
+      20_000,
+      "both sleepers to register",
+    );
+    const slots: number[] = [];
+    memory.collectWaiters("recv", slots);
+    assert.is(slots.length, 2);
+    const parked = slots.map((slot) => Atomics.load(control, slotWord(slot, 2)));
+    assert.ok(tx.trySend(1));
+    const moved = slots.filter((slot, i) => Atomics.load(control, slotWord(slot, 2)) !== parked[i]);
+    assert.is(moved.length, 1, "one message wakes one sleeper");
+    const [first] = await acks.recv({ timeout: 20_000 });
+    // Two more at once: whoever is asleep now is woken for them (both get served, none is left behind).
+    assert.ok(tx.trySend(2));
+    assert.ok(tx.trySend(3));
+    const later = [await acks.recv({ timeout: 20_000 }), await acks.recv({ timeout: 20_000 })].map(([, m]) => m).sort();
+    assert.equal(later, [2, 3]);
+    assert.ok(["sleeper-a", "sleeper-b"].includes(first));
+    tx.close();
+    await withTimeout(Promise.all(serving), 20_000, "the sleepers' execs");
+  } finally {
+    tx.close(); // ends the sleepers' loops if an assertion failed first
+    await Promise.all(sleepers.map((s) => s.close()));
+  }
+});
+
+test("a receiver woken for a message that gives up instead (abort) passes the wake-up on to another sleeper", async () => {
+  const [rx, tx] = createChannel<number>({ name: "handed-on" });
+  const [go, goTx] = createChannel<number>({ capacity: 1 });
+  const [acks, acksTx] = createChannel<number>({ capacity: 1 });
+  const memory = endOf(rx)!.memory;
+  const [sender, sleeper] = await Promise.all([create({ name: "sender" }), create({ name: "sleeper" })]);
+  const controller = new AbortController();
+  try {
+    const sending = sender.exec("go.recvSync({ timeout: 30_000 }); tx.sendSync(1);", { bind: { go, tx: tx.clone() } });
+    const serving = sleeper.exec("out.sendSync(rx.recvSync({ timeout: 30_000 }))", { bind: { rx: rx.clone(), out: acksTx } });
+    sending.catch(() => {});
+    serving.catch(() => {});
+    // Main waits too (an async receive), so two receivers are registered: main (slot 0) and the sleeper.
+    const mine = rx.recv({ signal: controller.signal });
+    mine.catch(() => {});
+    await withTimeout(
+      (async () => {
+        while (rx.stats().waitingReceivers !== 2) await new Promise((resolve) => setTimeout(resolve, 1));
+      })(),
+      20_000,
+      "main and the sleeper to register",
+    );
+    const slots: number[] = [];
+    memory.collectWaiters("recv", slots);
+    assert.equal(slots[0], mySlot);
+    const sleeperPark = slotWord(slots[1]!, 2);
+    const sleeperParked = Atomics.load(control, sleeperPark);
+    const mainPark = slotWord(mySlot, 2);
+    const mainParked = Atomics.load(control, mainPark);
+    // From here on main does not yield to its event loop, so its pending receive cannot run:
+    // the sender's one message wakes one receiver, the lowest slot first, i.e. main.
+    assert.ok(goTx.trySend(1));
+    const nap = new Int32Array(new SharedArrayBuffer(4));
+    const until = Date.now() + 20_000;
+    while (Atomics.load(control, mainPark) === mainParked) {
+      if (Date.now() > until) throw new Error("the sender's message did not wake main");
+      Atomics.wait(nap, 0, 0, 1);
+    }
+    assert.is(Atomics.load(control, sleeperPark), sleeperParked, "only main was woken");
+    controller.abort(); // main gives up without taking the message: its wake-up must go to the sleeper
+    await assert.rejects(mine, DOMException, /abort/i);
+    assert.is(await acks.recv({ timeout: 20_000 }), 1);
+    await withTimeout(Promise.all([sending, serving]), 20_000, "the sender's and sleeper's execs");
+  } finally {
+    controller.abort();
+    await Promise.all([sender.close(), sleeper.close()]);
+  }
+});
+
 test("closing one of several send handles does not close the channel", async () => {
   const [rx, tx] = createChannel<number>({ capacity: 2 });
   const other = tx.clone();
