@@ -36,7 +36,7 @@ import {
   recordBytes,
   type Side,
 } from "./ring.js";
-import { wakeParty } from "./waiting.js";
+import { waitsSyncToReceive, wakeParty } from "./waiting.js";
 import { TAG_TOP_BYTES } from "./serialization.js";
 
 export const WAKE_SENDERS = 1;
@@ -50,14 +50,18 @@ export const WAKE_RECEIVERS = 2;
  * work need (one request on a channel shared by a pool of sleeping
  * interpreters wakes one of them, not the whole pool).
  *
- * This stays free of lost wake-ups because a receiver that was woken for a
- * message and does not take it passes the wake-up on: one that takes a
+ * Only receivers known to attempt at once when woken count: parties in a
+ * published sync wait that receives on this channel (recvSync, selectSync:
+ * waiting.ts waitsSyncToReceive). Any other registered receiver (an async
+ * receive, whose thread may be busy or blocked elsewhere for long) is woken
+ * as before, without counting. And a counted receiver that does not take
+ * the message it was woken for passes the wake-up on: one that takes a
  * message under both locks while more are buffered wakes for those
  * (RecvOp.attempt), one that withdraws (timeout, abort, another select
- * case) while messages are buffered does the same (RecvOp.withdraw), an
- * attempt that throws unregisters (channel.ts attemptFull), and a party
- * that dies is cleaned up by the supervisor, which wakes every receiver
- * (releaseParty). A woken receiver that finds no message was beaten to it.
+ * case) or whose attempt throws does the same while messages are buffered
+ * (RecvOp.withdraw, Operation.abandon), and a party that dies is cleaned up
+ * by the supervisor, which wakes every receiver (releaseParty). A woken
+ * receiver that finds no message was beaten to it by another taker.
  */
 export const WAKE_FOR_MESSAGE = 4;
 
@@ -206,23 +210,23 @@ export function wakeWaiters(memory: ChannelMemory, wake: number): void {
 }
 
 /**
- * Wakes `count` of the waiting receivers in `slots` (fewer than all):
- * another party before this one (it is awake: its own pending async
- * receive would run only when its event loop is free), in turns across
- * calls so that one party is not always the one woken.
+ * Wakes `count` (fewer than all) of the receivers in `slots` that are in a
+ * sync wait to receive here, in turns across calls so that one party is
+ * not always the one woken, and every other receiver in `slots` (see
+ * WAKE_FOR_MESSAGE).
  */
 function wakeSome(memory: ChannelMemory, slots: number[], count: number): void {
-  const own = slots.indexOf(mySlot);
-  if (own >= 0) {
-    slots.splice(own, 1);
-    slots.push(mySlot);
+  const waitingHere: number[] = [];
+  for (const slot of slots) {
+    if (waitsSyncToReceive(slot, memory.id)) waitingHere.push(slot);
+    else wakeParty(slot);
   }
-  const others = own >= 0 ? slots.length - 1 : slots.length;
-  const first = others > 0 ? memory.wakeRotation++ % others : 0;
-  for (let i = 0; i < count; i++) {
-    const k = i < others ? (first + i) % others : i;
-    wakeParty(slots[k]!);
+  if (count >= waitingHere.length) {
+    for (const slot of waitingHere) wakeParty(slot);
+    return;
   }
+  const first = memory.wakeRotation++ % waitingHere.length;
+  for (let i = 0; i < count; i++) wakeParty(waitingHere[(first + i) % waitingHere.length]!);
 }
 
 /** Is seq `a` after seq `b`, on a 32-bit wrapping counter? */
@@ -271,6 +275,17 @@ abstract class Operation {
   abstract fastLock(): number;
   /** Under the lock `fastLock` named (only). */
   abstract attemptFast(): Fast;
+
+  /**
+   * Under both locks, when an attempt or a withdrawal threw: stops counting
+   * this operation as waiting, and a receive passes on the wake-up it may
+   * have been given (see WAKE_FOR_MESSAGE).
+   */
+  abandon(): void {
+    const wasRegistered = this.registered;
+    this.unregister();
+    if (wasRegistered && this.side === "recv" && this.memory.length() > 0) this.wake |= WAKE_FOR_MESSAGE;
+  }
 
   /** Stops counting this operation as waiting (under both locks); idempotent. */
   unregister(): void {
@@ -800,7 +815,11 @@ export function releaseParty(memory: ChannelMemory, slot: number): { wake: numbe
   if (memory.setProbing(slot, false)) wake |= WAKE_RECEIVERS;
   for (const side of ["send", "recv"] as const) {
     const waits = memory.waits(side, slot);
-    if (waits > 0) memory.addWaits(side, slot, -waits);
+    if (waits > 0) {
+      memory.addWaits(side, slot, -waits);
+      // It may have died holding a wake-up it was given for a message.
+      if (side === "recv") wake |= WAKE_RECEIVERS;
+    }
     const held = memory.holders(side, slot);
     if (held > 0) {
       // It may have changed the channel and died before waking anyone: wake both sides (a spurious wake is harmless).

@@ -97,7 +97,7 @@ export interface DrivenOp {
   attemptFast(): Fast;
   attempt(): boolean;
   withdraw(finalAttempt: boolean): Withdrawal;
-  unregister(): void;
+  abandon(): void;
 }
 
 /**
@@ -143,10 +143,10 @@ export function attemptOnce(op: DrivenOp): boolean {
 }
 
 /**
- * `op.attempt()` under both locks. An attempt that throws leaves the
- * operation unregistered: a party counted as waiting must be one that a
- * wake-up reaches (a sender wakes only as many waiting receivers as there
- * are messages, wakeWaiters), never an operation that has already failed.
+ * `op.attempt()` under both locks. An attempt that throws abandons the
+ * operation: it no longer counts as waiting, and a receive passes on a
+ * wake-up it may have been given (senders wake only as many waiting
+ * receivers as there are messages: WAKE_FOR_MESSAGE in channel-ops.ts).
  * When it fails and `stamp` is given, stores the progress stamp it saw.
  */
 function attemptFull(op: DrivenOp, stamp?: { value: number }): boolean {
@@ -158,7 +158,7 @@ function attemptFull(op: DrivenOp, stamp?: { value: number }): boolean {
     if (stamp) stamp.value = op.memory.progressStamp();
     return false;
   } catch (err) {
-    op.unregister();
+    op.abandon();
     throw err;
   } finally {
     leaveAndWake(op, 0);
@@ -185,7 +185,7 @@ export function withdrawOnce(op: DrivenOp, finalAttempt: boolean): Withdrawal {
   try {
     return op.withdraw(finalAttempt);
   } catch (err) {
-    op.unregister(); // as in attemptFull
+    op.abandon(); // as in attemptFull
     throw err;
   } finally {
     leaveAndWake(op, 0);

@@ -454,7 +454,7 @@ export class ChannelMemory {
    * Marks party `slot` as spinning for a message on this channel without
    * being registered (set) or not (clear). Such a party makes one more
    * attempt after clearing its bit, so a message it will see needs no
-   * wake-up (see messagesCoveredByProbers). Returns whether the bit was set.
+   * wake-up (see messagesNoProberTakes). Returns whether the bit was set.
    */
   setProbing(slot: number, on: boolean): boolean {
     const word = PROBING_RECEIVERS_WORD + (slot >>> 5);

@@ -127,6 +127,25 @@ export function publishSelect(cases: Array<{ channelId: number; op: number }>, h
   publishWait(WaitOp.SELECT, cases[0]?.channelId ?? 0, hasTimeout);
 }
 
+/**
+ * Whether party `slot` is, as published, in a sync wait that receives on
+ * channel `channelId` (a recvSync, or a selectSync with a receive case on
+ * it). Such a party attempts that receive as soon as it is woken, so a
+ * wake-up sent to it is one that gets used (channel-ops.ts wakeWaiters).
+ * Any thread; a racy read, right whenever the party is registered there.
+ */
+export function waitsSyncToReceive(slot: number, channelId: number): boolean {
+  const op = Atomics.load(control, slotWord(slot, P_WAIT_OP));
+  if (op === WaitOp.RECV) return Atomics.load(control, slotWord(slot, P_WAIT_CHANNEL)) === channelId;
+  if (op !== WaitOp.SELECT) return false;
+  const base = selectWord(slot);
+  const count = Math.min(Atomics.load(control, base), MAX_PUBLISHED_CASES);
+  for (let i = 0; i < count; i++) {
+    if (Atomics.load(control, base + 1 + 2 * i) === channelId && Atomics.load(control, base + 2 + 2 * i) === WaitOp.RECV) return true;
+  }
+  return false;
+}
+
 export function clearWait(): void {
   clearWaitOf(mySlot);
 }
