@@ -397,7 +397,15 @@ export class SendOp extends Operation {
   attempt(): boolean {
     const m = this.memory;
     if (this.phase === SendPhase.AWAIT_TAKE) return this.checkTaken();
-    this.checkHandle();
+    try {
+      this.checkHandle();
+    } catch (err) {
+      // Its handle was closed or moved while the message was streaming in:
+      // take the pieces back, or every other sender would wait for
+      // STREAM_SENDER to clear, and the receiver of the stream for its end.
+      if (this.phase === SendPhase.STREAM) this.withdraw(false);
+      throw err;
+    }
     if (m.get(H.CLOSED) & CLOSED_NO_RECEIVERS) {
       this.unregister();
       throw new ChannelClosedError(`send on ${m.describe()}: every receive handle is closed, so nobody can receive it`);

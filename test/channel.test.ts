@@ -399,6 +399,18 @@ test("a selectSync woken for a message that completes another case instead passe
   }
 });
 
+test("closing the send handle of a send still streaming withdraws the stream: other senders and the receiver go on", async () => {
+  const [rx, tx] = createChannel<Uint8Array | number>({ bufferBytes: 4096, maxBufferBytes: 4096, name: "half-streamed" });
+  const tx2 = tx.clone();
+  const big = tx.send(new Uint8Array(100_000)); // streams its first pieces, then waits for room
+  tx.close();
+  await assert.rejects(big, ChannelClosedError, /closed/);
+  const next = rx.recv({ timeout: 10_000 });
+  await tx2.send(1, { timeout: 10_000 });
+  assert.is(await next, 1); // no part of the withdrawn message is ever received
+  assert.is(rx.stats().length, 0);
+});
+
 test("closing one of several send handles does not close the channel", async () => {
   const [rx, tx] = createChannel<number>({ capacity: 2 });
   const other = tx.clone();
