@@ -257,7 +257,9 @@ function runSync(op: DrivenOp, timeout: number, what: string): void {
         // A receiver marks itself as probing for the spin only: senders then
         // leave the wake-up of registered receivers to it (wakeWaiters). The
         // mark is cleared before the next attempt, which always follows.
-        const marked = op instanceof RecvOp;
+        // Only worth its two atomic writes when receivers are registered (a
+        // mark missed because one registers meanwhile costs a wake-up, no more).
+        const marked = op instanceof RecvOp && memory.load(H.WAITING_RECEIVERS) > 0;
         if (marked) memory.setProbing(mySlot, true);
         try {
           if (spinUntilChanged(memory, before, deadline)) moved = true;
