@@ -250,6 +250,11 @@ export function select(cases: SelectCase[], options?: { timeout?: number; signal
         else if (outcome && "committed" in outcome) {
           committed = outcome.committed;
           if (timer) clearTimeout(timer);
+          // As selectSync does: the other cases stop waiting now (a case left
+          // registered would take wake-ups meant for other receivers, and
+          // count as a waiting receiver for a rendezvous trySend).
+          disarm(armed, committed);
+          armed.splice(0, armed.length, committed);
         }
       } catch (err) {
         finish(undefined, err);

@@ -70,6 +70,24 @@ test("no self-pairing: send and recv on the same rendezvous channel time out", a
   assert.equal(urx.tryRecv(), { ok: true, value: 9 });
 });
 
+test("an async select that starts taking a streamed message stops waiting on its other cases", async () => {
+  const [bigRx, bigTx] = createChannel<Uint8Array>({ bufferBytes: 4096, maxBufferBytes: 4096, name: "big" });
+  const [jobsRx, jobsTx] = createChannel<number>({ name: "jobs" });
+  // Cases are tried in random order; the jobs case registers only when it comes first: 16 tries.
+  for (let i = 0; i < 16; i++) {
+    const sending = bigTx.send(new Uint8Array(100_000).fill(i)); // streams its first pieces, then waits for room
+    const selecting = select([bigRx, jobsRx], { timeout: 20_000 }); // its first round claims the stream
+    assert.is(jobsRx.stats().waitingReceivers, 0, `try ${i}: the jobs case was withdrawn when the select committed to the stream`);
+    const result = await selecting;
+    assert.is(result.index, 0);
+    assert.is((result.value as Uint8Array).length, 100_000);
+    assert.is((result.value as Uint8Array)[99_999], i);
+    await sending;
+  }
+  assert.ok(jobsTx.trySend(1)); // untouched: still there for the next receiver
+  assert.equal(jobsRx.tryRecv(), { ok: true, value: 1 });
+});
+
 test("fair: two always-ready channels are each chosen 45-55% of 10,000 times", () => {
   const [aRx, aTx] = createChannel<number>({ capacity: Infinity });
   const [bRx, bTx] = createChannel<number>({ capacity: Infinity });
