@@ -249,6 +249,9 @@ function channelCaseWakeable(op: number, memory: ChannelMemory, set: Map<number,
   // A closed side means the operation fails rather than waits: not stuck.
   if (op === WaitOp.RECV && closed & CLOSED_NO_SENDERS) return true;
   if (op === WaitOp.SEND && closed & CLOSED_NO_RECEIVERS) return true;
+  // A receive on a channel holding a message it can take (none being streamed
+  // to another receiver) is not stuck, whoever is to wake it: never report it.
+  if (op === WaitOp.RECV && memory.length() > 0 && memory.get(H.STREAM_RECEIVER) === 0) return true;
   const side = opposite(op);
   if (memory.holders(side, TRANSIT) > 0) return true; // an end on its way somewhere could act
   for (let slot = 0; slot < MAX_PARTIES; slot++) {
