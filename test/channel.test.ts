@@ -214,6 +214,21 @@ test("stats count handles, messages and waiters", async () => {
   assert.is(rx.stats().closed, true);
 });
 
+/**
+ * Waits (polling each millisecond, at most 20 s) until `count` receive
+ * operations are registered on the channel of `end`: receivers in other
+ * interpreters spin first, then register and sleep.
+ */
+async function receiversRegistered(end: { stats(): { waitingReceivers: number } }, count: number, what: string): Promise<void> {
+  await withTimeout(
+    (async () => {
+      while (end.stats().waitingReceivers !== count) await new Promise((resolve) => setTimeout(resolve, 1));
+    })(),
+    20_000,
+    what,
+  );
+}
+
 test("a message a probing receiver will take does not wake a sleeping receiver; a message beyond what probers take does", async () => {
   const [rx, tx] = createChannel<number>({ name: "probed" });
   const [acks, acksTx] = createChannel<number>({ capacity: 1 });
@@ -223,13 +238,7 @@ test("a message a probing receiver will take does not wake a sleeping receiver; 
     const served = sleeper.exec("out.sendSync(rx.recvSync({ timeout: 30_000 }))", { bind: { rx: rx.clone(), out: acksTx } });
     served.catch(() => {});
     // The sleeper spins first (unregistered), then registers and sleeps.
-    await withTimeout(
-      (async () => {
-        while (rx.stats().waitingReceivers !== 1) await new Promise((resolve) => setTimeout(resolve, 1));
-      })(),
-      20_000,
-      "the sleeper to register",
-    );
+    await receiversRegistered(rx, 1, "the sleeper to register");
     const slots: number[] = [];
     memory.collectWaiters("recv", slots);
     assert.is(slots.length, 1);
@@ -265,13 +274,7 @@ test("one message on a channel with several sleeping receivers wakes one of them
     for (const s of serving) s.catch(() => {});
     rx.close();
     acksTx.close();
-    await withTimeout(
-      (async () => {
-        while (tx.stats().waitingReceivers !== 2) await new Promise((resolve) => setTimeout(resolve, 1));
-      })(),
-      20_000,
-      "both sleepers to register",
-    );
+    await receiversRegistered(tx, 2, "both sleepers to register");
     const slots: number[] = [];
     memory.collectWaiters("recv", slots);
     assert.is(slots.length, 2);
@@ -309,13 +312,7 @@ test("a receive pending on a busy thread does not absorb the wake-up that a slee
     // receive on another channel, so its pending receive cannot run.
     const mine = rx.recv({ signal: controller.signal });
     mine.catch(() => {});
-    await withTimeout(
-      (async () => {
-        while (rx.stats().waitingReceivers !== 2) await new Promise((resolve) => setTimeout(resolve, 1));
-      })(),
-      20_000,
-      "main and the sleeper to register",
-    );
+    await receiversRegistered(rx, 2, "main and the sleeper to register");
     assert.ok(goTx.trySend(1));
     // The sender's one message must reach the sleeper, which is the one waiting to take it.
     assert.is(acks.recvSync({ timeout: 20_000 }), 1);
@@ -359,13 +356,7 @@ test("a selectSync woken for a message that completes another case instead passe
     rx.close();
     acksTx.close();
     for (let round = 0; round < rounds; round++) {
-      await withTimeout(
-        (async () => {
-          while (tx.stats().waitingReceivers !== 2) await new Promise((resolve) => setTimeout(resolve, 1));
-        })(),
-        20_000,
-        `round ${round}: the selector and the sleeper to register`,
-      );
+      await receiversRegistered(tx, 2, `round ${round}: the selector and the sleeper to register`);
       assert.ok(tx.trySend(round));
       assert.ok(otherTx.trySend(round));
       let rxTaken = false;
