@@ -668,26 +668,6 @@ export class RecvOp extends Operation {
   }
 
   /**
-   * Without a lock: is this receive registered (it slept) while a message
-   * is buffered, so that it should stand down before taking it on the fast
-   * path (channel.ts standDown)? A stale count only makes it skip that.
-   */
-  mayStandDown(): boolean {
-    return this.isRegistered && !this.midStream && this.memory.length() > 0;
-  }
-
-  /**
-   * Under both locks: stops counting this receive as waiting, about to take
-   * a buffered message on the fast path. Messages beyond the one it takes
-   * may have been meant for other receivers woken with it: their wake-up is
-   * passed on (see WAKE_FOR_MESSAGE).
-   */
-  standDown(): void {
-    this.unregister();
-    if (this.memory.length() > 1) this.wake |= WAKE_FOR_MESSAGE;
-  }
-
-  /**
    * Under both locks, after this receive took a message or gave up: if
    * messages are still buffered, the wake-up this receiver may have had for
    * one of them is passed on (see WAKE_FOR_MESSAGE).

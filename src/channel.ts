@@ -138,31 +138,8 @@ function attemptFastOnce(op: DrivenOp, stamp?: { value: number }): Fast {
 
 /** One attempt: the fast path if it completes, else the full protocol under both locks (registering if blocked). */
 export function attemptOnce(op: DrivenOp): boolean {
-  if (op instanceof RecvOp && op.mayStandDown()) standDown(op);
   if (attemptFastOnce(op) === Fast.DONE) return true;
   return attemptFull(op);
-}
-
-/**
- * For a receive that is registered (it slept and was woken) while a
- * message is buffered: stops counting it as waiting, in a short section
- * under both locks (RecvOp.standDown), so that it takes the message on the
- * fast path under the receive lock alone. Taken in the full protocol, the
- * copy would hold the send lock too, and every sender would wait for it (a
- * 1 MiB message: about 0.3 ms of copying per message, during which the
- * sender could not write the next one). If the fast path does not get the
- * message, the full attempt that follows registers it again.
- */
-function standDown(op: RecvOp): void {
-  enterCritical(op.memory);
-  try {
-    op.standDown();
-  } catch (err) {
-    op.abandon();
-    throw err;
-  } finally {
-    leaveAndWake(op, 0);
-  }
 }
 
 /**
@@ -194,7 +171,6 @@ const stampSeen = { value: 0 };
  * stamp as it was then.
  */
 function attemptAndStamp(op: DrivenOp): number | true {
-  if (op instanceof RecvOp && op.mayStandDown()) standDown(op);
   const fast = attemptFastOnce(op, stampSeen);
   if (fast === Fast.DONE) return true;
   // BLOCKED stands for the full attempt only while probing: a waiter that is
