@@ -13,11 +13,15 @@
  * checked. Warm-up with 64 in flight; then single-task latency (one in
  * flight, sequential, timed with performance.now()); then throughput with
  * 64 concurrent lanes for a fixed time (and at least a minimum count) (tasks completed / elapsed).
+ * For lib, the notes also give the wake-ups sent to the two interpreters
+ * per task in the latency phase (their park words): 1 or less when one
+ * request wakes at most one of them.
  */
 import { fileURLToPath } from "node:url";
 import { Piscina } from "piscina";
 import Tinypool from "tinypool";
 import { create, createChannel } from "../src/index.js";
+import { control, MAX_PARTIES, PartyState, slotId, slotState, slotWord } from "../src/control.js";
 import { count, phase, runChild, sized, summarize } from "./lib/common.js";
 import { task, type TaskReply, type TaskRequest } from "./lib/interp-side.js";
 
@@ -30,6 +34,19 @@ interface System {
   /** Shuts down; returns the number of tasks the workers report having served, if they can tell. */
   close(): Promise<number | undefined>;
   bad(): number;
+  /** Wake-ups sent to the workers so far (lib only: their park words). */
+  wakeups?(): number;
+}
+
+/** Wake-ups sent to party `slot` so far: its park word (control.ts slot table, word 2), a wrapping count. */
+function wakeupsSentTo(slot: number): number {
+  return Atomics.load(control, slotWord(slot, 2));
+}
+
+/** The party slot of live interpreter `id` (control.ts), for reading its park word. */
+function slotOf(id: number): number {
+  for (let slot = 1; slot < MAX_PARTIES; slot++) if (slotId(slot) === id && slotState(slot) === PartyState.LIVE) return slot;
+  throw new Error(`no live party slot for interpreter ${id}`);
 }
 
 async function libSystem(): Promise<System> {
@@ -58,6 +75,7 @@ async function libSystem(): Promise<System> {
   })();
   dispatching.catch(() => {});
   let nextId = 0;
+  const slots = [slotOf(a.id), slotOf(b.id)];
   return {
     submit(x) {
       return new Promise<number>((resolve, reject) => {
@@ -74,6 +92,7 @@ async function libSystem(): Promise<System> {
       return counts[0]! + counts[1]!;
     },
     bad: () => unknown + pending.size,
+    wakeups: () => wakeupsSentTo(slots[0]!) + wakeupsSentTo(slots[1]!),
   };
 }
 
@@ -122,6 +141,7 @@ runChild(async (args) => {
   const lat = new Float64Array(1_000_000);
   const minLatencySamples = count(1000, 100);
   let n = 0;
+  const wakeupsBefore = system.wakeups?.();
   const latStart = performance.now();
   while (n < lat.length) {
     const t = performance.now();
@@ -131,6 +151,8 @@ runChild(async (args) => {
     if (t2 - latStart >= latSeconds * 1000 && n >= minLatencySamples) break;
   }
   const latency = summarize(lat, n);
+  // Wrapping int32 counts: the difference is exact as long as it is below 2^31.
+  const wakeupsPerTask = wakeupsBefore === undefined ? undefined : ((system.wakeups!() - wakeupsBefore) | 0) / n;
 
   phase(`throughput (${IN_FLIGHT} in flight)`);
   const before = completed;
@@ -152,7 +174,8 @@ runChild(async (args) => {
     tasks,
     latencySamples: latency.samples,
   };
-  const notes = `${tasks} tasks in ${elapsed.toFixed(2)} s with ${IN_FLIGHT} in flight; latency over ${latency.samples} sequential tasks (mean ${latency.meanus.toFixed(1)} µs, max ${latency.maxus.toFixed(0)} µs); every result checked`;
+  const wakeupNote = wakeupsPerTask === undefined ? "" : `, ${wakeupsPerTask.toFixed(2)} wake-ups sent to the interpreters per task`;
+  const notes = `${tasks} tasks in ${elapsed.toFixed(2)} s with ${IN_FLIGHT} in flight; latency over ${latency.samples} sequential tasks (mean ${latency.meanus.toFixed(1)} µs, max ${latency.maxus.toFixed(0)} µs${wakeupNote}); every result checked`;
   let error: string | undefined;
   if (wrong !== 0) error = `${wrong} tasks returned a wrong result`;
   else if (system.bad() !== 0) error = `${system.bad()} replies unmatched or missing`;
