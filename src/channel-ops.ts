@@ -202,20 +202,20 @@ export function wakeWaiters(memory: ChannelMemory, wake: number): void {
   if (receivers === 0) return;
   slots.length = 0;
   memory.collectWaiters("recv", slots);
-  if (receivers >= slots.length) {
-    for (const slot of slots) wakeParty(slot);
-    return;
-  }
-  wakeSome(memory, slots, receivers);
+  wakeReceivers(memory, slots, receivers);
 }
 
 /**
- * Wakes `count` (fewer than all) of the receivers in `slots` that are in a
- * sync wait to receive here, in turns across calls so that one party is
- * not always the one woken, and every other receiver in `slots` (see
- * WAKE_FOR_MESSAGE).
+ * Wakes `count` of the receivers in `slots` that are in a sync wait to
+ * receive here, in turns across calls so that one party is not always the
+ * one woken, and every other receiver in `slots` (see WAKE_FOR_MESSAGE).
+ * A count that covers them all wakes them all, reading nothing more.
  */
-function wakeSome(memory: ChannelMemory, slots: number[], count: number): void {
+function wakeReceivers(memory: ChannelMemory, slots: number[], count: number): void {
+  if (count >= slots.length) {
+    for (const slot of slots) wakeParty(slot);
+    return;
+  }
   const waitingHere: number[] = [];
   for (const slot of slots) {
     if (waitsSyncToReceive(slot, memory.id)) waitingHere.push(slot);
@@ -278,13 +278,11 @@ abstract class Operation {
 
   /**
    * Under both locks, when an attempt or a withdrawal threw: stops counting
-   * this operation as waiting, and a receive passes on the wake-up it may
-   * have been given (see WAKE_FOR_MESSAGE).
+   * this operation as waiting (a receive also passes on the wake-up it may
+   * have been given: RecvOp.abandon).
    */
   abandon(): void {
-    const wasRegistered = this.registered;
     this.unregister();
-    if (wasRegistered && this.side === "recv" && this.memory.length() > 0) this.wake |= WAKE_FOR_MESSAGE;
   }
 
   /** Stops counting this operation as waiting (under both locks); idempotent. */
@@ -665,6 +663,12 @@ export class RecvOp extends Operation {
       }
       if (this.takePiece(at, flags)) return this.finish();
     }
+  }
+
+  override abandon(): void {
+    const wasRegistered = this.isRegistered;
+    super.abandon();
+    if (wasRegistered) this.passOnIfBuffered();
   }
 
   /**

@@ -168,6 +168,12 @@ function describeError(error: unknown): string {
 type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown };
 
 /** Expects ChannelClosedError from `promise` (an operation, or its outcome() taken early so that no rejection goes unhandled). */
+/** Closes the last send handle: `rx`, drained, must then fail with ChannelClosedError. */
+async function closeLastSender(tx: { close(): void }, rx: { recv(options: { timeout: number }): Promise<unknown> }): Promise<void> {
+  tx.close();
+  await expectClosed(rx.recv({ timeout: 5000 }), "recv after the last sender closed");
+}
+
 async function expectClosed(promise: Promise<unknown>, what: string): Promise<void> {
   const result = (await withTimeout(promise.then(
     (value) => (isOutcome(value) ? value : { ok: true as const, value }),
@@ -405,8 +411,7 @@ test("killed holding the lock at send:committed: the half-published message is r
     // The channel keeps working for everyone else.
     await tx.send("main-1", { timeout: 5000 });
     assert.is(await rx2.recv({ timeout: 5000 }), "main-1");
-    tx.close();
-    await expectClosed(rx.recv({ timeout: 5000 }), "recv after the last sender closed");
+    await closeLastSender(tx, rx);
     const end = rx.stats();
     assert.equal([end.length, end.bytes, end.sent, end.received, end.senders, end.closed], [0, 0, 5, 5, 0, true]);
     console.log(`    lock recovered and the contender's send done ${recovered.toFixed(0)} ms after terminate()`);
@@ -467,8 +472,7 @@ test("killed holding the lock at recv:copied: the message stays and goes to anot
     assert.equal(rx.tryRecv(), { ok: false, closed: false });
     await tx.send("third", { timeout: 5000 });
     assert.is(await rx.recv({ timeout: 5000 }), "third");
-    tx.close();
-    await expectClosed(rx.recv({ timeout: 5000 }), "recv after the last sender closed");
+    await closeLastSender(tx, rx);
     assert.equal([rx.stats().received, rx.stats().length, rx.stats().bytes], [3, 0, 0]);
     rx.close();
     reportRx.close();
@@ -497,8 +501,7 @@ test("killed holding the send lock just past its commit point (send:published): 
     assert.equal(rx.tryRecv(), { ok: false, closed: false }, "PUBLISHED is not delivered twice");
     const stats = rx.stats();
     assert.equal([stats.length, stats.bytes, stats.sent, stats.received, stats.senders], [0, 0, 2, 2, 1]);
-    tx.close();
-    await expectClosed(rx.recv({ timeout: 5000 }), "recv after the last sender closed");
+    await closeLastSender(tx, rx);
     rx.close();
   } finally {
     await stuck.terminate();
@@ -554,8 +557,7 @@ test("a receiver killed holding the receive lock while a live sender holds the s
     assert.ok(!(await stuckRun).ok);
     assert.is(await rx.recv({ timeout: 5000 }), "first", "the message the dead receiver had copied is still there");
     assert.is(await rx.recv({ timeout: 5000 }), "second");
-    tx.close();
-    await expectClosed(rx.recv({ timeout: 5000 }), "recv after the last sender closed");
+    await closeLastSender(tx, rx);
     rx.close();
   } finally {
     await stuck.terminate();
@@ -641,8 +643,7 @@ test("a sender killed mid-stream (8 MiB through a 64 KiB ring): the partial mess
     assert.ok(samePattern(await rx.recv({ timeout: 5000 }), 1000, 3));
     const end = rx.stats();
     assert.equal([end.length, end.bytes, end.sent, end.received, end.senders], [0, 0, 2, 2, 1]);
-    tx.close();
-    await expectClosed(rx.recv({ timeout: 5000 }), "recv after the last sender closed");
+    await closeLastSender(tx, rx);
     console.log(`    stream abandoned ${released.toFixed(0)} ms after terminate() began`);
     rx.close();
   } finally {
@@ -681,8 +682,7 @@ test("a receiver killed mid-stream: the sender finishes, the rest is dropped, th
     assert.ok(samePattern(got, 2 * MiB, 5), `main received ${got.length} bytes that are not the next message`);
     const end = rx.stats();
     assert.equal([end.length, end.bytes, end.sent, end.received, end.receivers], [0, 0, 2, 1, 1]);
-    tx.close();
-    await expectClosed(rx.recv({ timeout: 5000 }), "recv after the last sender closed");
+    await closeLastSender(tx, rx);
     rx.close();
   } finally {
     await taker.terminate();

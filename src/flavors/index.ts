@@ -18,8 +18,11 @@ import { unbounded } from "./unbounded.js";
 
 export interface Flavor {
   readonly name: "rendezvous" | "bounded" | "unbounded";
-  /** A blocking send may put a new message into the ring now (count-wise). Called under the send lock
-   * (a stale count of taken messages only makes it more cautious). */
+  /**
+   * A blocking send may put a new message into the ring now (count-wise).
+   * Called under the send lock (a stale count of taken messages only makes
+   * it more cautious).
+   */
   admits(memory: ChannelMemory): boolean;
   /**
    * trySend (and a select send case) may put a new message into the ring
