@@ -31,13 +31,14 @@ import {
   R_ATTACH,
   R_FIRST,
   R_LAST,
+  R_RAW_BUFFER,
+  R_RAW_BYTES,
   R_TOMBSTONE,
   RECORD_HEADER_BYTES,
   recordBytes,
   type Side,
 } from "./ring.js";
 import { waitsSyncToReceive, wakeParty } from "./waiting.js";
-import { TAG_TOP_BYTES } from "./serialization.js";
 
 export const WAKE_SENDERS = 1;
 export const WAKE_RECEIVERS = 2;
@@ -555,10 +556,13 @@ export class SendOp extends Operation {
  * receive: decode it at once (transfer.ts decodeFromChannel).
  */
 export interface Received {
+  /**
+   * The payload: a fresh copy when the record is RAW (the value's own bytes,
+   * transfer.ts hands them out as they are), else a view of this thread's
+   * receive scratch, valid until the next receive.
+   */
   bytes: Uint8Array;
   flags: number;
-  /** The payload was a top-level Uint8Array (tag stripped): `bytes` is the value itself. */
-  rawBytes: boolean;
 }
 
 let scratch = new Uint8Array(4096);
@@ -621,7 +625,7 @@ export class RecvOp extends Operation {
     const at = m.headRecord();
     if (at < 0) return m.get(H.CLOSED) & CLOSED_NO_SENDERS ? Fast.SLOW : Fast.BLOCKED;
     const flags = m.recordFlags(at);
-    if (flags !== (R_FIRST | R_LAST)) return Fast.SLOW;
+    if ((flags & ~(R_RAW_BYTES | R_RAW_BUFFER)) !== (R_FIRST | R_LAST)) return Fast.SLOW;
     this.takeWhole(at, flags);
     return Fast.DONE;
   }
@@ -693,11 +697,11 @@ export class RecvOp extends Operation {
     const m = this.memory;
     const start = at + RECORD_HEADER_BYTES;
     const length = m.recordLength(at);
-    if (!(flags & R_ATTACH) && length > 0 && m.data[start] === TAG_TOP_BYTES) {
-      // A top-level Uint8Array: its bytes are copied once, straight into the value.
-      this.received = { bytes: m.data.slice(start + 1, start + length), flags, rawBytes: true };
+    if (flags & (R_RAW_BYTES | R_RAW_BUFFER)) {
+      // A top-level Uint8Array or ArrayBuffer: its bytes are copied once, straight into the value.
+      this.received = { bytes: m.data.slice(start, start + length), flags };
     } else {
-      this.received = { bytes: intoScratch(m.data.subarray(start, start + length)), flags, rawBytes: false };
+      this.received = { bytes: intoScratch(m.data.subarray(start, start + length)), flags };
     }
     testHook?.("recv:copied");
     if (flags & R_ATTACH) recordCarriedEnds(m.id, m.recordSeq(at), this.received.bytes);
@@ -729,7 +733,7 @@ export class RecvOp extends Operation {
     this.wake |= WAKE_SENDERS;
     if (!(flags & R_LAST)) return false;
     if (this.assembled !== assembly.length) throw m.corrupt(`streamed message ended at ${this.assembled} of ${assembly.length} bytes`);
-    this.received = { bytes: assembly, flags, rawBytes: false };
+    this.received = { bytes: assembly, flags };
     if (flags & R_ATTACH) recordCarriedEnds(m.id, this.streamSeq, assembly);
     this.assembly = undefined;
     m.set(H.STREAM_RECEIVER, 0);

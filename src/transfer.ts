@@ -13,7 +13,12 @@
  * | 5 + 8·i | 1    | shared-object tag (kind 4: which SharedKind), else 0          |
  * | 6 + 8·i | 2    | zero                                                         |
  * | 8 + 8·i | 4    | channel id (ends) or object id (buffers, shared objects)     |
- * | 4 + 8·n | ...  | codec bytes                                                  |
+ * | 4 + 8·n | 4    | zero (so that the codec bytes start 8-aligned, see ring.ts)  |
+ * | 8 + 8·n | ...  | codec bytes                                                  |
+ *
+ * A top-level Uint8Array or ArrayBuffer travels as its bytes alone (the
+ * record carries R_RAW_BYTES or R_RAW_BUFFER): no codec, no copy on the
+ * way in but the one into the ring, one copy out.
  *
  * Through postMessage (exec bindings, call arguments and results), the
  * buffers themselves ride along and ends are assigned to the target party
@@ -31,14 +36,19 @@ import { End } from "./handle.js";
 import type { OutgoingMessage, Received } from "./channel-ops.js";
 import { locked, releaseHandles, wakeWaiters } from "./channel-ops.js";
 import { channelById, channelFromBuffer, depositObject, objectById } from "./registry.js";
-import { type ChannelMemory, R_ATTACH, type Side, TRANSIT } from "./ring.js";
-import { type Attacher, decode, Encoder, type Resolver, TAG_TOP_ARRAYBUFFER, TAG_TOP_BYTES } from "./serialization.js";
+import { type ChannelMemory, R_ATTACH, R_RAW_BUFFER, R_RAW_BYTES, type Side, TRANSIT } from "./ring.js";
+import { type Attacher, decode, Encoder, type Resolver } from "./serialization.js";
 
 const KIND_SEND_END = 1;
 const KIND_RECV_END = 2;
 const KIND_BUFFER = 3;
 const KIND_OBJECT = 4;
 const ENTRY_BYTES = 8;
+
+/** Bytes of an attachment table of `count` entries: a multiple of 8 (the codec bytes follow it 8-aligned). */
+function tableBytes(count: number): number {
+  return 8 + ENTRY_BYTES * count;
+}
 
 /**
  * A class whose instances are backed by a SharedArrayBuffer and are shared
@@ -155,10 +165,14 @@ function encodeValue(value: unknown, collector: Collector): Uint8Array {
 }
 
 const EMPTY = new Uint8Array(0);
-const TOP_BYTES_HEAD = Uint8Array.of(TAG_TOP_BYTES);
-const TOP_ARRAYBUFFER_HEAD = Uint8Array.of(TAG_TOP_ARRAYBUFFER);
+/**
+ * A raw payload this long or longer that does not start 8-aligned is copied
+ * to aligned memory first: copying it into the ring as it is would go byte
+ * by byte (see ring.ts), several times slower than the extra copy.
+ */
+const REALIGN_MIN_BYTES = 1024;
 
-/** A message on its way into a ring: a small head (tag or attachment table) and a body. */
+/** A message on its way into a ring: a head (the attachment table, or nothing) and a body. */
 export class ChannelMessage implements OutgoingMessage {
   private owned = false;
   constructor(
@@ -176,8 +190,7 @@ export class ChannelMessage implements OutgoingMessage {
     const headLength = this.head.length;
     if (from === 0 && count === headLength + this.body.length) {
       // The whole message (the common case): no subarray views to allocate.
-      if (headLength === 1) target[at] = this.head[0]!;
-      else if (headLength > 0) target.set(this.head, at);
+      if (headLength > 0) target.set(this.head, at);
       target.set(this.body, at + headLength);
       return;
     }
@@ -195,7 +208,7 @@ export class ChannelMessage implements OutgoingMessage {
   detach(): void {
     if (this.owned) return;
     this.owned = true;
-    if (this.head !== TOP_BYTES_HEAD && this.head !== TOP_ARRAYBUFFER_HEAD) this.head = this.head.slice();
+    if (this.head.length > 0) this.head = this.head.slice();
     this.body = this.body.slice();
   }
 
@@ -216,15 +229,16 @@ export class ChannelMessage implements OutgoingMessage {
  */
 export function encodeForChannel(value: unknown): ChannelMessage {
   if (value instanceof Uint8Array && !(value.buffer instanceof SharedArrayBuffer)) {
-    return new ChannelMessage(TOP_BYTES_HEAD, value, 0, []);
+    const aligned = (value.byteOffset & 7) === 0 || value.length < REALIGN_MIN_BYTES;
+    return new ChannelMessage(EMPTY, aligned ? value : value.slice(), R_RAW_BYTES, []);
   }
   if (value instanceof ArrayBuffer) {
-    return new ChannelMessage(TOP_ARRAYBUFFER_HEAD, new Uint8Array(value), 0, []);
+    return new ChannelMessage(EMPTY, new Uint8Array(value), R_RAW_BUFFER, []);
   }
   const collector = new Collector();
   const bytes = encodeValue(value, collector);
   if (collector.entries.length === 0) return new ChannelMessage(EMPTY, bytes, 0, []);
-  const table = new Uint8Array(4 + ENTRY_BYTES * collector.entries.length);
+  const table = new Uint8Array(tableBytes(collector.entries.length));
   const view = new DataView(table.buffer);
   view.setUint32(0, collector.entries.length, true);
   const ends: End[] = [];
@@ -253,7 +267,7 @@ function readTable(payload: Uint8Array): { entries: Array<{ kind: number; id: nu
   if (payload.length < 4) throw new CorruptDataError("message attachment table is truncated");
   const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   const count = view.getUint32(0, true);
-  const bodyStart = 4 + ENTRY_BYTES * count;
+  const bodyStart = tableBytes(count);
   if (bodyStart > payload.length) throw new CorruptDataError(`message declares ${count} attachments, more than its ${payload.length} bytes hold`);
   const entries: Array<{ kind: number; id: number; tag: number }> = [];
   for (let i = 0; i < count; i++) {
@@ -289,7 +303,8 @@ function sideOfKind(kind: number): Side {
 /** Decodes what a receive took. Ends it carries become this thread's handles. */
 export function decodeFromChannel(received: Received): unknown {
   const bytes = received.bytes;
-  if (received.rawBytes) return bytes;
+  if (received.flags & R_RAW_BYTES) return bytes;
+  if (received.flags & R_RAW_BUFFER) return bytes.buffer;
   if (!(received.flags & R_ATTACH)) return decode(bytes);
   const { entries, bodyStart } = readTable(bytes);
   const resolved = new Map<number, unknown>();

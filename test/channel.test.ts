@@ -7,6 +7,7 @@ import { suite, assert, withTimeout } from "./_harness.js";
 import { ChannelClosedError, create, createChannel, MessageTooLargeError, NotShareableError, TimeoutError } from "../src/index.js";
 import { control, mySlot, slotWord } from "../src/control.js";
 import { endOf } from "../src/transfer.js";
+import { R_FIRST, R_LAST, R_RAW_BUFFER, R_RAW_BYTES } from "../src/ring.js";
 
 const CAPACITIES = [0, 1, 2, 7, Infinity];
 const test = suite("channel");
@@ -472,6 +473,55 @@ test("a 16 MiB message streams through a 64 KiB ring and arrives whole", async (
   assert.ok(Buffer.compare(Buffer.from(got.buffer, got.byteOffset, got.length), Buffer.from(big)) === 0, "bytes differ");
   assert.ok(tx.stats().maxBufferBytes === 65536);
   assert.is(tx.stats().length, 0);
+});
+
+test("a top-level Uint8Array or ArrayBuffer travels as its bytes alone, 8-aligned, and arrives as a fresh exact copy", async () => {
+  // Shared-memory copies go byte by byte (7-8x slower) unless both sides
+  // share their alignment mod 8, so raw payloads carry no tag byte in front.
+  const [rx, tx] = createChannel<Uint8Array | ArrayBuffer>({ capacity: Infinity, name: "raw" });
+  const memory = endOf(rx)!.memory;
+  const pattern = new Uint8Array(5003).map((_, i) => (i * 7 + 3) & 255);
+  const cases: Array<{ value: Uint8Array | ArrayBuffer; kind: number; bytes: Uint8Array }> = [
+    { value: pattern.subarray(0, 104), kind: R_RAW_BYTES, bytes: pattern.subarray(0, 104) },
+    { value: pattern.subarray(3), kind: R_RAW_BYTES, bytes: pattern.subarray(3) }, // misaligned source, realigned on the way
+    { value: pattern.subarray(5, 9), kind: R_RAW_BYTES, bytes: pattern.subarray(5, 9) }, // short and misaligned: as it is
+    { value: pattern.slice(0, 24).buffer, kind: R_RAW_BUFFER, bytes: pattern.subarray(0, 24) },
+    { value: new Uint8Array(0), kind: R_RAW_BYTES, bytes: new Uint8Array(0) },
+  ];
+  const received: Uint8Array[] = [];
+  for (const { value, kind, bytes } of cases) {
+    assert.ok(tx.trySend(value));
+    const at = memory.headRecord();
+    assert.is(memory.recordFlags(at), R_FIRST | R_LAST | kind, `flags of a ${bytes.length}-byte ${kind === R_RAW_BYTES ? "Uint8Array" : "ArrayBuffer"}`);
+    assert.is(memory.recordLength(at), bytes.length, "the payload is the value's bytes, nothing in front");
+    assert.equal([...memory.payload(at)], [...bytes]);
+    const got = rx.tryRecv();
+    assert.ok(got.ok);
+    const view = kind === R_RAW_BYTES ? (got.value as Uint8Array) : new Uint8Array(got.value as ArrayBuffer);
+    assert.ok(kind === R_RAW_BYTES ? got.value instanceof Uint8Array : got.value instanceof ArrayBuffer, "the value's type");
+    assert.is(view.byteOffset, 0);
+    assert.is(view.buffer.byteLength, bytes.length, "a buffer of its own, exactly as long");
+    assert.equal([...view], [...bytes]);
+    received.push(view);
+  }
+  received[0]![0] = 99; // copies, not views of one scratch buffer or of the sender's array
+  assert.is(received[1]![0], pattern[3]);
+  assert.is(pattern[0], 3);
+});
+
+test("a raw Uint8Array or ArrayBuffer streamed through a small ring arrives whole, as its type", async () => {
+  const [rx, tx] = createChannel<Uint8Array | ArrayBuffer>({ capacity: 1, bufferBytes: 4096, maxBufferBytes: 4096, name: "raw-stream" });
+  const big = new Uint8Array(100_003).map((_, i) => (i * 13) & 255);
+  for (const value of [big, big.subarray(1), big.slice().buffer]) {
+    const receiving = rx.recv({ timeout: 10_000 });
+    await tx.send(value, { timeout: 10_000 });
+    const got = await receiving;
+    const expected = value instanceof ArrayBuffer ? new Uint8Array(value) : value;
+    const view = value instanceof ArrayBuffer ? new Uint8Array(got as ArrayBuffer) : (got as Uint8Array);
+    assert.ok(value instanceof ArrayBuffer ? got instanceof ArrayBuffer : got instanceof Uint8Array, "the value's type");
+    assert.is(view.buffer.byteLength, expected.length);
+    assert.ok(Buffer.compare(Buffer.from(view.buffer, view.byteOffset, view.length), Buffer.from(expected.buffer, expected.byteOffset, expected.length)) === 0, "bytes differ");
+  }
 });
 
 test("an unbounded channel grows under a stalled receiver, in order, nothing lost", async () => {
