@@ -10,7 +10,9 @@
  * promise by id. piscina / tinypool: `pool.run(x)` with 2 threads.
  *
  * The same driver for all: `submit(x): Promise<result>`, every result
- * checked. Warm-up with 64 in flight; then single-task latency (one in
+ * checked. Warm-up with 64 in flight, then 1.5 s of sequential tasks (so
+ * that the JIT is done with the sleep-and-wake paths the latency phase
+ * takes); then single-task latency (one in
  * flight, sequential, timed with performance.now()); then throughput with
  * 64 concurrent lanes for a fixed time (and at least a minimum count) (tasks completed / elapsed).
  * For lib, the notes also give the wake-ups sent to the two interpreters
@@ -135,6 +137,14 @@ runChild(async (args) => {
   const warmupTasks = count(5000, 1000);
   const warmDeadline = performance.now() + sized(0.3, 0.05) * 1000;
   await lanes(() => completed >= warmupTasks || performance.now() >= warmDeadline);
+  // Then sequential tasks, the latency phase's own code paths (each side
+  // sleeps and is woken for every task), until the JIT has compiled them:
+  // V8 compiles on background threads that compete for the two cores.
+  // Without this, single-task p99 measured the compiler, not the system:
+  // 2.7-4.1 ms for lib (whose channel code runs in JS on both sides) against
+  // 140-200 us after it; piscina and tinypool get the same warm-up.
+  const seqWarmDeadline = performance.now() + sized(1.5, 0.1) * 1000;
+  while (performance.now() < seqWarmDeadline) await one();
 
   phase("latency (1 in flight)");
   const latSeconds = sized(0.5, 0.1);
