@@ -171,21 +171,25 @@ const pending = new Set<AsyncStep>();
 let pumping = false;
 
 let holds = 0;
+/** Never fires in practice; ref'd while anything holds the process, unref'd otherwise. */
 let keepAlive: NodeJS.Timeout | undefined;
 /**
  * Keeps the process alive until the returned function is called (a bare
  * Atomics.waitAsync does not, on Node 20). Reference-counted; idempotent release.
+ * One timer serves every hold, ref'd and unref'd: a task served by awaiting
+ * a reply holds and releases once per task, and creating and clearing a
+ * timer each time cost an allocation and two timer-list updates.
  */
 export function holdProcess(): () => void {
-  if (holds++ === 0) keepAlive = setInterval(noop, 2 ** 30);
+  if (holds++ === 0) {
+    keepAlive ??= setInterval(noop, 2 ** 30);
+    keepAlive.ref();
+  }
   let released = false;
   return () => {
     if (released) return;
     released = true;
-    if (--holds === 0 && keepAlive) {
-      clearInterval(keepAlive);
-      keepAlive = undefined;
-    }
+    if (--holds === 0) keepAlive!.unref();
   };
 }
 let releasePump: (() => void) | undefined;
