@@ -36,6 +36,7 @@ import {
   R_TOMBSTONE,
   RECORD_HEADER_BYTES,
   recordBytes,
+  align8,
   type Side,
 } from "./ring.js";
 import { waitsSyncToReceive, wakeParty } from "./waiting.js";
@@ -183,6 +184,10 @@ export function tryLockedAfterDeath<T>(memory: ChannelMemory, deadSlot: number, 
   }
 }
 
+/** Scratch lists of party slots for wakeWaiters (reused: nothing there re-enters it). */
+const wakeSlots: number[] = [];
+const receiversWaitingHere: number[] = [];
+
 /**
  * Wakes the parties registered as waiting on the sides in `wake` (call
  * after unlocking): every waiting sender for WAKE_SENDERS, every waiting
@@ -197,7 +202,8 @@ export function wakeWaiters(memory: ChannelMemory, wake: number): void {
     receivers = wake & WAKE_RECEIVERS ? Infinity : memory.messagesNoProberTakes();
   }
   if (!senders && receivers === 0) return; // the common case: nobody parked, nothing to do
-  const slots: number[] = [];
+  const slots = wakeSlots;
+  slots.length = 0;
   if (senders) memory.collectWaiters("send", slots);
   for (const slot of slots) wakeParty(slot);
   if (receivers === 0) return;
@@ -217,7 +223,8 @@ function wakeReceivers(memory: ChannelMemory, slots: number[], count: number): v
     for (const slot of slots) wakeParty(slot);
     return;
   }
-  const waitingHere: number[] = [];
+  const waitingHere = receiversWaitingHere;
+  waitingHere.length = 0;
   for (const slot of slots) {
     if (waitsSyncToReceive(slot, memory.id)) waitingHere.push(slot);
     else wakeParty(slot);
@@ -557,20 +564,41 @@ export class SendOp extends Operation {
  */
 export interface Received {
   /**
-   * The payload: a fresh copy when the record is RAW (the value's own bytes,
-   * transfer.ts hands them out as they are), else a view of this thread's
-   * receive scratch, valid until the next receive.
+   * The payload is bytes [0, length): a fresh copy of exactly that length
+   * when the record is RAW (the value's own bytes, which transfer.ts hands
+   * out as they are), else this thread's receive scratch, valid until the
+   * next receive.
    */
   bytes: Uint8Array;
+  length: number;
   flags: number;
 }
 
+/** Payloads up to this size are copied word by word (no view of either buffer to allocate). */
+const WORD_COPY_MAX_BYTES = 128;
 let scratch = new Uint8Array(4096);
-/** Copies `source` into the thread's receive scratch (grown as needed) and returns the view. */
-function intoScratch(source: Uint8Array): Uint8Array {
-  if (source.length > scratch.length) scratch = new Uint8Array(Math.max(source.length, scratch.length * 2));
-  scratch.set(source);
-  return scratch.subarray(0, source.length);
+let scratchWords = new Int32Array(scratch.buffer);
+
+/**
+ * Copies the payload of the record at `at` into the thread's receive
+ * scratch (grown as needed), under the lock that keeps it there. Small
+ * payloads go word by word: a payload starts 4-aligned and its record is
+ * padded to a multiple of 8, so the last word read stays inside the record.
+ */
+function copyToScratch(m: ChannelMemory, at: number, length: number): Uint8Array {
+  if (length + 3 > scratch.length) {
+    scratch = new Uint8Array(Math.max(align8(length + 3), scratch.length * 2)); // a whole number of words
+    scratchWords = new Int32Array(scratch.buffer);
+  }
+  const start = at + RECORD_HEADER_BYTES;
+  if (length <= WORD_COPY_MAX_BYTES) {
+    const words = m.dataWords;
+    const first = start >>> 2;
+    for (let i = 0, n = (length + 3) >>> 2; i < n; i++) scratchWords[i] = words[first + i]!;
+  } else {
+    scratch.set(m.data.subarray(start, start + length));
+  }
+  return scratch;
 }
 
 /**
@@ -580,6 +608,8 @@ function intoScratch(source: Uint8Array): Uint8Array {
  */
 export class RecvOp extends Operation {
   received: Received | undefined;
+  /** What `received` points to once a message is taken: one object per operation, filled in place. */
+  private readonly taken: Received = { bytes: scratch, length: 0, flags: 0 };
   private assembly: Uint8Array | undefined;
   private assembled = 0;
   private streamSeq = 0;
@@ -697,18 +727,23 @@ export class RecvOp extends Operation {
     const m = this.memory;
     const start = at + RECORD_HEADER_BYTES;
     const length = m.recordLength(at);
-    if (flags & (R_RAW_BYTES | R_RAW_BUFFER)) {
-      // A top-level Uint8Array or ArrayBuffer: its bytes are copied once, straight into the value.
-      this.received = { bytes: m.data.slice(start, start + length), flags };
-    } else {
-      this.received = { bytes: intoScratch(m.data.subarray(start, start + length)), flags };
-    }
+    // A top-level Uint8Array or ArrayBuffer: its bytes are copied once, straight into the value.
+    const raw = flags & (R_RAW_BYTES | R_RAW_BUFFER);
+    this.setReceived(raw ? m.data.slice(start, start + length) : copyToScratch(m, at, length), length, flags);
     testHook?.("recv:copied");
-    if (flags & R_ATTACH) recordCarriedEnds(m.id, m.recordSeq(at), this.received.bytes);
+    if (flags & R_ATTACH) recordCarriedEnds(m.id, m.recordSeq(at), this.received!.bytes.subarray(0, length));
     this.completeMessage(m.recordSeq(at));
     m.popRecord(at);
     testHook?.("recv:freed");
     return this.finish();
+  }
+
+  private setReceived(bytes: Uint8Array, length: number, flags: number): void {
+    const taken = this.taken;
+    taken.bytes = bytes;
+    taken.length = length;
+    taken.flags = flags;
+    this.received = taken;
   }
 
   private claimStream(at: number): void {
@@ -733,7 +768,7 @@ export class RecvOp extends Operation {
     this.wake |= WAKE_SENDERS;
     if (!(flags & R_LAST)) return false;
     if (this.assembled !== assembly.length) throw m.corrupt(`streamed message ended at ${this.assembled} of ${assembly.length} bytes`);
-    this.received = { bytes: assembly, flags };
+    this.setReceived(assembly, assembly.length, flags);
     if (flags & R_ATTACH) recordCarriedEnds(m.id, this.streamSeq, assembly);
     this.assembly = undefined;
     m.set(H.STREAM_RECEIVER, 0);

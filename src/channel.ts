@@ -197,9 +197,10 @@ export function withdrawOnce(op: DrivenOp, finalAttempt: boolean): Withdrawal {
  * park word, attempts (registering as a waiter if blocked), then sleeps
  * until the word moves (a wake from whoever changed the channel) or the
  * deadline. At the deadline, a final attempt; a receive holding part of a
- * streamed message runs on to its end.
+ * streamed message runs on to its end. `verb` names the call in errors
+ * ("recvSync"), which add the channel: that text is built only then.
  */
-function runSync(op: DrivenOp, timeout: number, what: string): void {
+function runSync(op: DrivenOp, timeout: number, verb: string): void {
   let deadline = timeout === Infinity ? Infinity : now() + timeout;
   const memory = op.memory;
   // Phase 1 (probing): attempt without registering and spin on the channel's
@@ -250,7 +251,7 @@ function runSync(op: DrivenOp, timeout: number, what: string): void {
         op.probing = false;
         const outcome = withdrawOnce(op, true);
         if (outcome === "done") return;
-        if (outcome === "withdrawn") throw timeoutError(what, timeout);
+        if (outcome === "withdrawn") throw timeoutError(`${verb} on ${memory.describe()}`, timeout);
         deadline = Infinity;
       }
       if (probing) {
@@ -350,16 +351,17 @@ export function heedVerdict(op: DrivenOp): boolean {
  * Runs `op` without blocking the event loop: one attempt now, then under
  * this thread's pump (Atomics.waitAsync on the park word), with a timer for
  * the deadline and a listener for the signal. `done` computes the result.
+ * `verb` names the call in errors, as for runSync.
  */
 function runAsync<T>(
   op: DrivenOp,
   options: WaitOptions | undefined,
-  what: string,
+  verb: string,
   done: () => T,
   undo: () => void,
   beforeWait: () => void = () => {},
 ): Promise<T> {
-  const timeout = checkTimeout(options?.timeout, what);
+  const timeout = checkTimeout(options?.timeout, verb);
   const signal = effectiveSignal(options?.signal);
   if (signal?.aborted) {
     undo();
@@ -423,7 +425,7 @@ function runAsync<T>(
     };
     const onAbort = (): void => giveUp(false, () => signal!.reason);
     if (timeout !== Infinity) {
-      timer = setTimeout(() => giveUp(true, () => timeoutError(what, timeout)), timeout);
+      timer = setTimeout(() => giveUp(true, () => timeoutError(`${verb} on ${op.memory.describe()}`, timeout)), timeout);
     }
     signal?.addEventListener("abort", onAbort, { once: true });
     pumpUntilSettled(pumped);
@@ -522,7 +524,7 @@ export class SendChannel<T = unknown> {
     const op = this.#op(message, false);
     const memory = this.#end.memory;
     // A send that waits must own its bytes (the encoder's scratch and the caller's array move on).
-    return runAsync(op, options, `send on ${memory.describe()}`, () => message.commit(memory), () => message.undo(), () => message.detach());
+    return runAsync(op, options, "send", () => message.commit(memory), () => message.undo(), () => message.detach());
   }
 
   /**
@@ -538,7 +540,7 @@ export class SendChannel<T = unknown> {
     try {
       // No copy while waiting: this thread is blocked, so neither the caller's
       // array nor the encoder's scratch can change under the message.
-      if (attemptFastOnce(op) !== Fast.DONE) runSync(op, timeout, `sendSync on ${memory.describe()}`);
+      if (attemptFastOnce(op) !== Fast.DONE) runSync(op, timeout, "sendSync");
     } catch (err) {
       message.undo();
       throw err;
@@ -639,7 +641,7 @@ export class RecvChannel<T = unknown> {
     } catch (err) {
       return Promise.reject(err);
     }
-    return runAsync(op, options, `recv on ${this.#end.memory.describe()}`, () => decodeFromChannel(op.received!) as T, () => {});
+    return runAsync(op, options, "recv", () => decodeFromChannel(op.received!) as T, () => {});
   }
 
   /** Like recv, but blocks this thread (Atomics.wait). For interpreters. */
@@ -647,7 +649,7 @@ export class RecvChannel<T = unknown> {
     const timeout = checkTimeout(options?.timeout, "recvSync");
     this.#end.ensureOpen("recv");
     const op = this.#syncOp?.reuse() ?? (this.#syncOp = this.#op());
-    if (attemptFastOnce(op) !== Fast.DONE) runSync(op, timeout, `recvSync on ${this.#end.memory.describe()}`);
+    if (attemptFastOnce(op) !== Fast.DONE) runSync(op, timeout, "recvSync");
     const received = op.received!;
     op.received = undefined;
     return decodeFromChannel(received) as T;
@@ -665,7 +667,7 @@ export class RecvChannel<T = unknown> {
     try {
       if (attemptOnce(op)) return { ok: true, value: decodeFromChannel(op.received!) as T };
       if (op.midStream) {
-        runSync(op, Infinity, `tryRecv on ${this.#end.memory.describe()}`);
+        runSync(op, Infinity, "tryRecv");
         return { ok: true, value: decodeFromChannel(op.received!) as T };
       }
       withdrawOnce(op, false);

@@ -1109,11 +1109,12 @@ class Reader {
   private sp = 0;
   private maxSp = 0;
 
-  readMessage(bytes: Uint8Array, resolver: Resolver | undefined): unknown {
+  /** Reads the message in bytes [0, length). */
+  readMessage(bytes: Uint8Array, length: number, resolver: Resolver | undefined): unknown {
     this.bytes = bytes;
     this.pos = 0;
-    this.end = bytes.length;
-    this.slotBudget = bytes.length;
+    this.end = length;
+    this.slotBudget = length;
     this.resolver = resolver;
     const root = this.readItem();
     this.fill();
@@ -1651,25 +1652,28 @@ let spareReader: Reader | null = null;
  *   or an attachment without a resolver; never RangeError or a stack overflow
  *   (nesting depth is limited only by the input length), and no allocation
  *   beyond what the input length allows.
- * @throws TypeError when `bytes` is not a Uint8Array; whatever `resolve` throws.
+ * @throws TypeError when `bytes` is not a Uint8Array; RangeError when
+ *   `length` is not an integer in [0, bytes.length]; whatever `resolve` throws.
  */
-export function decode(bytes: Uint8Array, resolver?: Resolver): unknown {
+export function decode(bytes: Uint8Array, resolver?: Resolver, length: number = bytes?.length): unknown {
   if (!(bytes instanceof Uint8Array)) throw new TypeError(`decode expects a Uint8Array, got ${bytes === null ? "null" : typeof bytes}`);
-  const n = bytes.length;
+  // `length` lets a caller decode the front of a reused buffer without making a view of it for every message.
+  if (!Number.isInteger(length) || length < 0 || length > bytes.length) throw new RangeError(`decode: length ${length} is not within the ${bytes.length} bytes given`);
+  const n = length;
   if (n === 0) throw new CorruptDataError("Cannot decode message: it is empty. The message is damaged or was not written by this codec.");
   switch (bytes[0]) {
     case Tag.TopBytes:
-      return copyBytes(bytes, 1);
+      return copyBytes(bytes, 1, n);
     case Tag.TopArrayBuffer:
-      return copyBytes(bytes, 1).buffer;
+      return copyBytes(bytes, 1, n).buffer;
     case Tag.TopString:
-      return decodeTopString(bytes);
+      return decodeTopString(bytes, n);
   }
   if (n === 1 && bytes[0]! >= Tag.SmallInt) return bytes[0]! - Tag.SmallInt;
   const reader = spareReader ?? new Reader();
   spareReader = null;
   try {
-    return reader.readMessage(bytes, resolver);
+    return reader.readMessage(bytes, n, resolver);
   } catch (err) {
     throw asDecodeError(err, reader.inResolver);
   } finally {
@@ -1678,8 +1682,8 @@ export function decode(bytes: Uint8Array, resolver?: Resolver): unknown {
   }
 }
 
-function decodeTopString(bytes: Uint8Array): string {
-  const s = decodeUtf8(bytes, 1, bytes.length - 1);
+function decodeTopString(bytes: Uint8Array, length: number): string {
+  const s = decodeUtf8(bytes, 1, length - 1);
   if (s === undefined) throw new CorruptDataError("Cannot decode message: its top-level string is not valid UTF-8. The message is damaged or was not written by this codec.");
   return s;
 }
@@ -1691,9 +1695,9 @@ function asDecodeError(err: unknown, fromResolver: boolean): unknown {
   return error;
 }
 
-function copyBytes(bytes: Uint8Array, from: number): Uint8Array {
-  const copy = new Uint8Array(bytes.length - from);
-  copy.set(bytes.subarray(from));
+function copyBytes(bytes: Uint8Array, from: number, to: number): Uint8Array {
+  const copy = new Uint8Array(to - from);
+  copy.set(bytes.subarray(from, to));
   return copy;
 }
 

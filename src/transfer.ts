@@ -302,10 +302,10 @@ function sideOfKind(kind: number): Side {
 
 /** Decodes what a receive took. Ends it carries become this thread's handles. */
 export function decodeFromChannel(received: Received): unknown {
-  const bytes = received.bytes;
-  if (received.flags & R_RAW_BYTES) return bytes;
-  if (received.flags & R_RAW_BUFFER) return bytes.buffer;
-  if (!(received.flags & R_ATTACH)) return decode(bytes);
+  if (received.flags & R_RAW_BYTES) return received.bytes;
+  if (received.flags & R_RAW_BUFFER) return received.bytes.buffer;
+  if (!(received.flags & R_ATTACH)) return decode(received.bytes, undefined, received.length);
+  const bytes = received.bytes.subarray(0, received.length);
   const { entries, bodyStart } = readTable(bytes);
   const resolved = new Map<number, unknown>();
   const claimed: End[] = [];

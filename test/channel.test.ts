@@ -509,6 +509,17 @@ test("a top-level Uint8Array or ArrayBuffer travels as its bytes alone, 8-aligne
   assert.is(pattern[0], 3);
 });
 
+test("messages of every size around the word-copy limit arrive intact, one after another", async () => {
+  // Small payloads are copied out word by word into a reused scratch buffer,
+  // larger ones through a view: each size, odd ones included, on both sides of the limit.
+  const [rx, tx] = createChannel<{ n: number; s: string }>({ capacity: Infinity, name: "sizes" });
+  for (let n = 0; n <= 300; n++) assert.ok(tx.trySend({ n, s: String.fromCharCode(97 + (n % 26)).repeat(n) }));
+  for (let n = 0; n <= 300; n++) {
+    const got = rx.tryRecv();
+    assert.ok(got.ok && got.value.n === n && got.value.s === String.fromCharCode(97 + (n % 26)).repeat(n), `message ${n}`);
+  }
+});
+
 test("a raw Uint8Array or ArrayBuffer streamed through a small ring arrives whole, as its type", async () => {
   const [rx, tx] = createChannel<Uint8Array | ArrayBuffer>({ capacity: 1, bufferBytes: 4096, maxBufferBytes: 4096, name: "raw-stream" });
   const big = new Uint8Array(100_003).map((_, i) => (i * 13) & 255);

@@ -345,6 +345,28 @@ test("100k nested arrays and objects encode and decode without a stack overflow"
   assert.throws(() => decode(deep.subarray(0, 2 * LEVELS)), CorruptDataError);
 });
 
+test("decode(bytes, resolver, length) reads only the first length bytes, for every form", () => {
+  const values: unknown[] = [{ id: 7, name: "n", values: [1, 2, 3, 4] }, "hé", Uint8Array.from([1, 2, 3]), Uint8Array.from([4, 5]).buffer, 42, [1, [2]]];
+  for (const value of values) {
+    const encoded = enc.encode(value).slice();
+    const padded = new Uint8Array(encoded.length + 11).fill(0xee); // junk after the message, as in a reused buffer
+    padded.set(encoded);
+    assert.equal(decode(padded, undefined, encoded.length), value);
+    // Without the length the junk is read: an error, or (raw forms, bytes to the end) a longer value.
+    let whole: unknown;
+    try {
+      whole = decode(padded);
+    } catch (err) {
+      assert.ok(err instanceof CorruptDataError);
+      continue;
+    }
+    assert.not.equal(whole, value);
+  }
+  const one = enc.encode({ a: 1 }).slice();
+  for (const bad of [-1, one.length + 1, 1.5, NaN]) assert.throws(() => decode(one, undefined, bad), RangeError, /length/);
+  assert.throws(() => decode(one, undefined, 0), CorruptDataError);
+});
+
 // -- the top-level raw forms --------------------------------------------------
 
 test("top-level Uint8Array, ArrayBuffer and string use the raw forms, and decode accepts hand-written ones", () => {
