@@ -88,6 +88,9 @@ function armOne(entry: SelectCase, index: number, armed: Armed[]): Armed {
     if (!end || end.side !== "send") throw new TypeError(`select: case ${index} is an array but its first item is not a SendChannel`);
     end.ensureOpen("select send");
     const message = encodeForChannel(value);
+    // Every case's bytes must outlive the next case's encode, which reuses
+    // the thread's encoder scratch (and an async select outlives the call).
+    message.detach();
     const memory = end.memory;
     const limit = memory.get(H.MAX_MESSAGE_BYTES);
     if (message.length > limit) {

@@ -133,6 +133,33 @@ test("abort: rejects with the reason, nothing taken", async () => {
   assert.equal(rx.tryRecv(), { ok: true, value: 3 });
 });
 
+test("each send case delivers its own value, not the bytes of the case encoded after it", async () => {
+  // Values of equal encoded length: a case sharing the encoder's scratch
+  // with the next would deliver the next one's value, silently.
+  for (const pick of [0, 1]) {
+    const [aRx, aTx] = createChannel<{ which: string }>({ capacity: 0, name: "a" });
+    const [bRx, bTx] = createChannel<{ which: string }>({ capacity: 0, name: "b" });
+    const selecting = select([[aTx, { which: "A" }], [bTx, { which: "B" }]], { timeout: 10_000 });
+    const got = await [aRx, bRx][pick]!.recv({ timeout: 10_000 });
+    assert.equal(got, { which: ["A", "B"][pick] });
+    assert.equal(await selecting, { index: pick });
+  }
+  const receiver = await create({ name: "b-receiver" });
+  try {
+    const [aRx, aTx] = createChannel<{ which: string }>({ capacity: 0, name: "a" });
+    const [bRx, bTx] = createChannel<{ which: string }>({ capacity: 0, name: "b" });
+    const [outRx, outTx] = createChannel<unknown>({ capacity: 1, name: "out" });
+    const receiving = receiver.exec(`out.sendSync(b.recvSync({ timeout: 10000 }));`, { bind: { b: bRx, out: outTx } });
+    const result = selectSync([[aTx, { which: "A" }], [bTx, { which: "B" }]], { timeout: 10_000 });
+    assert.equal(result, { index: 1 });
+    await receiving;
+    assert.equal(await outRx.recv({ timeout: 10_000 }), { which: "B" });
+    assert.is(aRx.stats().length, 0, "the other case was withdrawn");
+  } finally {
+    await receiver.terminate();
+  }
+});
+
 test("exactly one completes when two senders race into one selector (capacity 0)", async () => {
   const receiver = await create({ name: "selector" });
   const s1 = await create({ name: "s1" });
