@@ -342,6 +342,18 @@ export class Encoder {
    */
   encode(value: unknown, attacher?: Attacher): Uint8Array {
     if (this.busy) return new Encoder().encode(value, attacher);
+    const length = this.encodeInPlace(value, attacher);
+    return new Uint8Array(this.buf.buffer, 0, length);
+  }
+
+  /**
+   * Like encode(), but returns the length: the bytes are [0, length) of
+   * {@link scratch}, valid until the next encode. For callers that copy
+   * them on at once and would only allocate a view to do so. Must not be
+   * called from inside an encode (a getter, the attacher): throws then.
+   */
+  encodeInPlace(value: unknown, attacher?: Attacher): number {
+    if (this.busy) throw new Error("internal error: encodeInPlace re-entered; use encode()");
     this.busy = true;
     this.attacher = attacher;
     this.pos = 0;
@@ -349,10 +361,15 @@ export class Encoder {
       this.shrinkScratch();
       this.writeTop(value);
       this.lastLength = this.pos;
-      return new Uint8Array(this.buf.buffer, 0, this.pos);
+      return this.pos;
     } finally {
       this.finish();
     }
+  }
+
+  /** The scratch buffer the last encodeInPlace() wrote to (replaced when it grows). */
+  get scratch(): Uint8Array {
+    return this.buf;
   }
 
   /** Drops a scratch buffer over 1 MiB, e.g. after a one-off big message (a view encode() returned stays valid). */

@@ -39,6 +39,7 @@ import { channelById, channelFromBuffer, depositObject, objectById } from "./reg
 import { type ChannelMemory, R_ATTACH, R_RAW_BUFFER, R_RAW_BYTES, type Side, TRANSIT } from "./ring.js";
 import { type Attacher, decode, Encoder, type Resolver } from "./serialization.js";
 
+const EMPTY_BYTES = new Uint8Array(0);
 const KIND_SEND_END = 1;
 const KIND_RECV_END = 2;
 const KIND_BUFFER = 3;
@@ -124,6 +125,12 @@ class Collector implements Attacher {
   readonly entries: Entry[] = [];
   private indexOf: Map<object, number> | undefined; // made on the first attachment
 
+  /** Forgets this message's attachments, for the next message. */
+  reset(): void {
+    if (this.entries.length > 0) this.entries.length = 0;
+    this.indexOf = undefined;
+  }
+
   attach(value: object): number | undefined {
     if (isProxy(value)) return undefined;
     // The common case, asked for every object of every message: arrays and plain objects never travel by reference.
@@ -152,19 +159,31 @@ class Collector implements Attacher {
 
 const sharedEncoder = new Encoder();
 let encoderBusy = false;
+/** The thread's collector, lent to one encode at a time (undefined while lent). */
+let spareCollector: Collector | undefined = new Collector();
 
-/** Encodes with the thread's encoder (a fresh one if a getter re-enters). Returns bytes valid until the next encode. */
-function encodeValue(value: unknown, collector: Collector): Uint8Array {
-  if (encoderBusy) return new Encoder().encode(value, collector).slice();
+/**
+ * Encodes with the thread's encoder: the bytes are [0, length) of
+ * `encoded.bytes`, valid until the next encode. A getter that re-enters
+ * (sends from inside an encode) gets a fresh encoder and a copy.
+ */
+function encodeValue(value: unknown, collector: Collector): number {
+  if (encoderBusy) {
+    encoded.bytes = new Encoder().encode(value, collector).slice();
+    return encoded.bytes.length;
+  }
   encoderBusy = true;
   try {
-    return sharedEncoder.encode(value, collector);
+    const length = sharedEncoder.encodeInPlace(value, collector);
+    encoded.bytes = sharedEncoder.scratch;
+    return length;
   } finally {
     encoderBusy = false;
   }
 }
+const encoded: { bytes: Uint8Array } = { bytes: EMPTY_BYTES };
 
-const EMPTY = new Uint8Array(0);
+const EMPTY = EMPTY_BYTES;
 /**
  * A raw payload this long or longer that does not start 8-aligned is copied
  * to aligned memory first: copying it into the ring as it is would go byte
@@ -172,26 +191,39 @@ const EMPTY = new Uint8Array(0);
  */
 const REALIGN_MIN_BYTES = 1024;
 
-/** A message on its way into a ring: a head (the attachment table, or nothing) and a body. */
+/** Bodies up to this size are copied into the ring byte by byte (no view to allocate; see channel-ops.ts). */
+const BYTE_COPY_MAX_BYTES = 64;
+
+/**
+ * A message on its way into a ring: a head (the attachment table, or
+ * nothing) and a body, bytes [0, bodyLength) of `body` (the encoder's
+ * scratch, or the sender's own array).
+ */
 export class ChannelMessage implements OutgoingMessage {
   private owned = false;
   constructor(
     private head: Uint8Array,
     private body: Uint8Array,
+    private bodyLength: number,
     readonly flags: number,
     readonly ends: End[],
   ) {}
 
   get length(): number {
-    return this.head.length + this.body.length;
+    return this.head.length + this.bodyLength;
   }
 
   copyTo(target: Uint8Array, at: number, from: number, count: number): void {
     const headLength = this.head.length;
-    if (from === 0 && count === headLength + this.body.length) {
+    const body = this.body;
+    const bodyLength = this.bodyLength;
+    if (from === 0 && count === headLength + bodyLength) {
       // The whole message (the common case): no subarray views to allocate.
       if (headLength > 0) target.set(this.head, at);
-      target.set(this.body, at + headLength);
+      const bodyAt = at + headLength;
+      if (bodyLength === body.length) target.set(body, bodyAt);
+      else if (bodyLength <= BYTE_COPY_MAX_BYTES) for (let i = 0; i < bodyLength; i++) target[bodyAt + i] = body[i]!;
+      else target.set(body.subarray(0, bodyLength), bodyAt);
       return;
     }
     if (from < headLength) {
@@ -201,7 +233,7 @@ export class ChannelMessage implements OutgoingMessage {
       from += n;
       count -= n;
     }
-    if (count > 0) target.set(this.body.subarray(from - headLength, from - headLength + count), at);
+    if (count > 0) target.set(body.subarray(from - headLength, from - headLength + count), at);
   }
 
   /** Copies borrowed bytes (encoder scratch, the caller's array) before the send waits. */
@@ -209,7 +241,7 @@ export class ChannelMessage implements OutgoingMessage {
     if (this.owned) return;
     this.owned = true;
     if (this.head.length > 0) this.head = this.head.slice();
-    this.body = this.body.slice();
+    this.body = this.body.slice(0, this.bodyLength);
   }
 
   /** The message was accepted: its ends now belong to whoever receives it. */
@@ -230,14 +262,25 @@ export class ChannelMessage implements OutgoingMessage {
 export function encodeForChannel(value: unknown): ChannelMessage {
   if (value instanceof Uint8Array && !(value.buffer instanceof SharedArrayBuffer)) {
     const aligned = (value.byteOffset & 7) === 0 || value.length < REALIGN_MIN_BYTES;
-    return new ChannelMessage(EMPTY, aligned ? value : value.slice(), R_RAW_BYTES, []);
+    return new ChannelMessage(EMPTY, aligned ? value : value.slice(), value.length, R_RAW_BYTES, []);
   }
   if (value instanceof ArrayBuffer) {
-    return new ChannelMessage(EMPTY, new Uint8Array(value), R_RAW_BUFFER, []);
+    return new ChannelMessage(EMPTY, new Uint8Array(value), value.byteLength, R_RAW_BUFFER, []);
   }
-  const collector = new Collector();
-  const bytes = encodeValue(value, collector);
-  if (collector.entries.length === 0) return new ChannelMessage(EMPTY, bytes, 0, []);
+  const collector = spareCollector ?? new Collector();
+  spareCollector = undefined;
+  try {
+    const length = encodeValue(value, collector);
+    if (collector.entries.length === 0) return new ChannelMessage(EMPTY, encoded.bytes, length, 0, []);
+    return withAttachments(collector, encoded.bytes, length);
+  } finally {
+    collector.reset();
+    spareCollector = collector;
+  }
+}
+
+/** The message for codec bytes [0, length) of `bytes` that carry attachments: the table goes in front. */
+function withAttachments(collector: Collector, bytes: Uint8Array, length: number): ChannelMessage {
   const table = new Uint8Array(tableBytes(collector.entries.length));
   const view = new DataView(table.buffer);
   view.setUint32(0, collector.entries.length, true);
@@ -259,7 +302,7 @@ export function encodeForChannel(value: unknown): ChannelMessage {
     for (const end of ends) end.undoMove();
     throw err;
   }
-  return new ChannelMessage(table, bytes, R_ATTACH, ends);
+  return new ChannelMessage(table, bytes, length, R_ATTACH, ends);
 }
 
 /** Reads the attachment table at the front of `payload`; returns the entries and where the codec bytes start. */
@@ -377,7 +420,8 @@ export interface PostedValue {
  */
 export function encodeForPost(value: unknown, targetSlot: number, destination: string): PostedValue {
   const collector = new Collector();
-  const bytes = encodeValue(value, collector).slice();
+  const length = encodeValue(value, collector);
+  const bytes = encoded.bytes.slice(0, length);
   for (const entry of collector.entries) entry.end?.ensureOpen("pass");
   const attachments = collector.entries.map((entry) => {
     if (entry.end) {

@@ -367,6 +367,19 @@ test("decode(bytes, resolver, length) reads only the first length bytes, for eve
   assert.throws(() => decode(one, undefined, 0), CorruptDataError);
 });
 
+test("encodeInPlace writes what encode returns into the scratch, and refuses to be re-entered", () => {
+  const encoder = new Encoder();
+  for (const value of [{ id: 1, name: "x".repeat(300), values: [1, 2] }, "s", 5, [null, true]]) {
+    const expected = encoder.encode(value).slice();
+    const length = encoder.encodeInPlace(value);
+    assert.is(length, expected.length);
+    assertSame(encoder.scratch.subarray(0, length), expected);
+  }
+  const reentering = { get x(): number { encoder.encodeInPlace(1); return 1; } };
+  assert.throws(() => encoder.encodeInPlace(reentering), Error, /re-entered/);
+  assert.equal(encoder.encode({ after: "a throw" }).length > 0, true, "the encoder is usable after it");
+});
+
 // -- the top-level raw forms --------------------------------------------------
 
 test("top-level Uint8Array, ArrayBuffer and string use the raw forms, and decode accepts hand-written ones", () => {
