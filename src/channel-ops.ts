@@ -140,6 +140,7 @@ export function leaveSide(memory: ChannelMemory, side: Locks): void {
 /** Is lock `index` held by `deadSlot`, or by a party whose slot is already free? */
 function heldByTheDead(memory: ChannelMemory, index: number, deadSlot: number): boolean {
   const owner = lockOwner(memory.header, index);
+  if (owner >= MAX_PARTIES) throw memory.corrupt(`lock word names party ${owner}, which cannot exist`);
   return owner === deadSlot || (owner >= 0 && slotState(owner) === PartyState.FREE);
 }
 
@@ -184,6 +185,10 @@ export function tryLockedAfterDeath<T>(memory: ChannelMemory, deadSlot: number, 
   }
 }
 
+function isLiveParty(slot: number): boolean {
+  return slotState(slot) === PartyState.LIVE;
+}
+
 /** Scratch lists of party slots for wakeWaiters (reused: nothing there re-enters it). */
 const wakeSlots: number[] = [];
 const receiversWaitingHere: number[] = [];
@@ -199,7 +204,7 @@ export function wakeWaiters(memory: ChannelMemory, wake: number): void {
   const senders = wake & WAKE_SENDERS && memory.get(H.WAITING_SENDERS) > 0;
   let receivers = 0; // how many to wake; Infinity = all
   if (wake & (WAKE_RECEIVERS | WAKE_FOR_MESSAGE) && memory.get(H.WAITING_RECEIVERS) > 0) {
-    receivers = wake & WAKE_RECEIVERS ? Infinity : memory.messagesNoProberTakes();
+    receivers = wake & WAKE_RECEIVERS ? Infinity : memory.messagesNoProberTakes(isLiveParty);
   }
   if (!senders && receivers === 0) return; // the common case: nobody parked, nothing to do
   const slots = wakeSlots;

@@ -9,7 +9,7 @@
  */
 import { mySlot, nextChannelId } from "./control.js";
 import { takeVerdict, verdictFlag } from "./deadlock.js";
-import { ChannelClosedError, MessageTooLargeError } from "./errors.js";
+import { ChannelClosedError, CorruptDataError, MessageTooLargeError } from "./errors.js";
 import { ensureSupervisor } from "./supervisor-link.js";
 import { effectiveSignal } from "./cancellation.js";
 import { flavorFor, type Flavor } from "./flavors/index.js";
@@ -83,8 +83,19 @@ export interface WaitOptions {
 
 export type TryRecvResult<T> = { ok: true; value: T } | { ok: false; closed: boolean };
 
-/** Closes a handle that was garbage-collected while open (PEP 554's release on GC). */
-const closeForgotten = new FinalizationRegistry<End>((end) => end.close());
+/**
+ * Closes a handle that was garbage-collected while open (PEP 554's release
+ * on GC). Nobody can catch what a finalizer throws, so a channel whose
+ * memory is corrupt is reported as a warning instead of ending the process.
+ */
+const closeForgotten = new FinalizationRegistry<End>((end) => {
+  try {
+    end.close();
+  } catch (err) {
+    if (!(err instanceof CorruptDataError)) throw err;
+    process.emitWarning(`interpreters: a garbage-collected handle of ${end.memory.describe()} could not be closed: ${err.message}`);
+  }
+});
 
 /** Only this module may construct handles. */
 const constructing = Symbol("constructing");

@@ -484,12 +484,23 @@ export class ChannelMemory {
    * the message it will take is still in the count. Stale reads of the
    * other side's counters only over-state the count (more wake-ups, never
    * fewer).
+   *
+   * A bit counts only for a live party (`isLive`) that is not registered
+   * as a waiting receiver here: a registered receiver sleeps, or is about
+   * to. A bit that says otherwise (corrupt memory, or a party that also has
+   * another receive registered here) then costs a wake-up too many, never
+   * leaves a sleeping receiver without the one it needs.
    */
-  messagesNoProberTakes(): number {
+  messagesNoProberTakes(isLive: (slot: number) => boolean): number {
     const buffered = this.length();
     let probers = 0;
     for (let w = 0; w < BITMAP_WORDS; w++) {
-      for (let bits = Atomics.load(this.header, PROBING_RECEIVERS_WORD + w); bits !== 0; bits &= bits - 1) probers++;
+      let bits = Atomics.load(this.header, PROBING_RECEIVERS_WORD + w);
+      if (bits === 0) continue;
+      bits &= ~Atomics.load(this.header, RECV_WAITERS_WORD + w);
+      for (; bits !== 0; bits &= bits - 1) {
+        if (isLive(w * 32 + 31 - Math.clz32(bits & -bits))) probers++;
+      }
     }
     return Math.max(0, buffered - probers);
   }

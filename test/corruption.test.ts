@@ -4,8 +4,9 @@
  * range and never spins forever.
  */
 import { suite, assert } from "./_harness.js";
-import { createChannel, CorruptDataError } from "../src/index.js";
+import { ChannelClosedError, create, createChannel, CorruptDataError } from "../src/index.js";
 import { H } from "../src/ring.js";
+import { MAX_PARTIES, PartyState, slotId, slotState } from "../src/control.js";
 import { endOf } from "../src/transfer.js";
 
 const test = suite("corruption");
@@ -113,6 +114,56 @@ test("a lock left by a party whose slot is free is taken over", () => {
     Atomics.store(memoryOf(rx).header, lockWord, 200 + 1); // slot 200: never used in this test
     assert.ok(tx.trySend("after takeover"));
     assert.equal(rx.tryRecv(), { ok: true, value: "after takeover" });
+  }
+});
+
+test("probing marks that name a sleeping receiver or no live party do not keep a message from the receiver asleep", async () => {
+  // A sender wakes only as many sleeping receivers as there are messages no
+  // probing (spinning) receiver will take; false marks must not make it skip
+  // the one that needs waking (it would sleep until its timeout).
+  const receiver = await create({ name: "sleeper" });
+  try {
+    let slot = -1;
+    for (let s = 1; s < MAX_PARTIES; s++) if (slotId(s) === receiver.id && slotState(s) === PartyState.LIVE) slot = s;
+    assert.ok(slot > 0, "the receiver's slot");
+    for (const markedSlot of [slot, 200]) { // the sleeper's own slot; a slot no party holds
+      const [rx, tx] = createChannel<string>({ capacity: Infinity, name: "marked" });
+      const [outRx, outTx] = createChannel<string>({ capacity: 1, name: "out" });
+      const receiving = receiver.exec(`out.sendSync(rx.recvSync({ timeout: 30000 }));`, { bind: { rx, out: outTx } });
+      const memory = memoryOf(tx);
+      const deadline = Date.now() + 10_000;
+      while (memory.get(H.WAITING_RECEIVERS) === 0) {
+        if (Date.now() > deadline) throw new Error("the receiver never registered");
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      memory.setProbing(markedSlot, true);
+      assert.ok(tx.trySend(`to ${markedSlot}`));
+      assert.is(await outRx.recv({ timeout: 10_000 }), `to ${markedSlot}`);
+      await receiving;
+      memory.setProbing(markedSlot, false);
+    }
+  } finally {
+    await receiver.terminate();
+  }
+});
+
+test("a channel with a corrupt lock word does not stop the supervisor: a dead interpreter's other channels are still released", async () => {
+  const warnings: string[] = [];
+  const onWarning = (warning: Error) => warnings.push(warning.message);
+  process.on("warning", onWarning);
+  try {
+    const [corruptRx] = createChannel<string>({ capacity: 1, name: "corrupt" });
+    Atomics.store(memoryOf(corruptRx).header, H.SEND_LOCK, 4000);
+    for (let round = 0; round < 2; round++) { // the supervisor still works after the first cleanup
+      const [rx, tx] = createChannel<string>({ capacity: 1, name: `held-${round}` });
+      const holder = await create({ name: `holder-${round}` });
+      await holder.exec(`globalThis.kept = rx;`, { bind: { rx } });
+      await holder.terminate(); // the supervisor releases what it held, on every channel
+      await assert.rejects(tx.send("x", { timeout: 10_000 }), ChannelClosedError, /every receive handle is closed/);
+    }
+    assert.ok(!warnings.some((w) => /supervisor failed/.test(w)), warnings.join("; "));
+  } finally {
+    process.off("warning", onWarning);
   }
 });
 

@@ -343,4 +343,28 @@ test("V8 flags on the command line do not stop interpreters (built package)", as
   assert.match(output, /gc in interpreter: function/);
 });
 
+test("a garbage-collected handle of a corrupt channel is reported as a warning, not thrown from the finalizer", async () => {
+  // What a FinalizationRegistry callback throws cannot be caught: it would end the process.
+  const script = `
+    import { createChannel } from "./src/index.ts";
+    import { H } from "./src/ring.ts";
+    import { endOf } from "./src/transfer.ts";
+    let warned = false;
+    process.on("warning", (w) => { if (/could not be closed/.test(w.message)) { warned = true; console.log("warning:", w.message); } });
+    (() => {
+      const [rx] = createChannel({ name: "forgotten" });
+      Atomics.store(endOf(rx).memory.header, H.SEND_LOCK, 4000);
+    })();
+    for (let i = 0; i < 200 && !warned; i++) {
+      gc();
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    console.log("still running, warned:", warned);
+  `;
+  const { code, output } = await runNode(["--expose-gc", "--import", "tsx", "--input-type=module", "-e", script], "child with a forgotten corrupt handle exits");
+  assert.is(code, 0, output);
+  assert.match(output, /still running, warned: true/);
+  assert.match(output, /forgotten.*cannot exist/);
+});
+
 test.run();

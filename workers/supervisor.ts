@@ -19,6 +19,7 @@ import { anyoneBlocked, clearWaitOf, wakeParty } from "../src/waiting.js";
 import { carriedEnds, releaseTransitEnd } from "../src/transfer.js";
 import { channelFromBuffer } from "../src/registry.js";
 import { lockStateOf, releasePrimitivesOfDeadParty } from "../src/sync.js";
+import { CorruptDataError } from "../src/errors.js";
 
 const channels = new Map<number, ChannelMemory>();
 /** Each live party's port, for verdicts. */
@@ -124,7 +125,7 @@ function releaseUnclaimedEnds(slot: number): boolean {
     const { id, kind } = record.ends[0]!;
     const memory = channels.get(id);
     if (memory) {
-      const released = tryLockedAfterDeath(memory, slot, () => releaseTransitEnd(kind, memory));
+      const released = onChannel(memory, { value: { wake: 0, discarded: [] } }, () => tryLockedAfterDeath(memory, slot, () => releaseTransitEnd(kind, memory)));
       if (!released) {
         unclaimed.set(slot, record);
         return false;
@@ -138,9 +139,30 @@ function releaseUnclaimedEnds(slot: number): boolean {
   return true;
 }
 
+/**
+ * Runs `cleanup` on one channel. A channel whose shared memory is corrupt
+ * (CorruptDataError) is reported once and given up on, and `ifCorrupt` is
+ * returned: its users get the error themselves on their next call, and the
+ * supervisor goes on with every other channel. Failing instead would end
+ * death cleanup and deadlock detection for the whole process.
+ */
+const reportedCorrupt = new Set<number>();
+function onChannel<T>(memory: ChannelMemory, ifCorrupt: T, cleanup: () => T): T {
+  try {
+    return cleanup();
+  } catch (err) {
+    if (!(err instanceof CorruptDataError)) throw err;
+    if (!reportedCorrupt.has(memory.id)) {
+      reportedCorrupt.add(memory.id);
+      process.emitWarning(`interpreters: the supervisor cannot clean up ${memory.describe()}: ${err.message}`);
+    }
+    return ifCorrupt;
+  }
+}
+
 /** Releases what `slot` held on one channel; false if the lock is busy (retry later). */
 function releaseOnChannel(memory: ChannelMemory, slot: number): boolean {
-  const released = tryLockedAfterDeath(memory, slot, () => releaseParty(memory, slot));
+  const released = onChannel(memory, { value: { wake: 0, discarded: [] } }, () => tryLockedAfterDeath(memory, slot, () => releaseParty(memory, slot)));
   if (!released) return false;
   wakeWaiters(memory, released.value.wake);
   releaseCarriedEndsLater(released.value.discarded);
@@ -172,7 +194,7 @@ function releaseTransit(attempt: number): void {
       transitToRelease.splice(i, 1); // no such channel here any more
       continue;
     }
-    const released = tryLockedAfterDeath(memory, -1, () => releaseTransitEnd(kind, memory));
+    const released = onChannel(memory, { value: { wake: 0, discarded: [] } }, () => tryLockedAfterDeath(memory, -1, () => releaseTransitEnd(kind, memory)));
     if (!released) {
       i++; // busy: retried below
       continue;
@@ -208,7 +230,14 @@ const detector = new DeadlockDetector(
 // `after`; when no party is blocked without a timeout, a look is one load.
 function scanLater(): void {
   setTimeout(() => {
-    if (anyoneBlocked()) detector.scan(performance.now());
+    if (anyoneBlocked()) {
+      try {
+        detector.scan(performance.now());
+      } catch (err) {
+        // A corrupt channel or party word: its users see the error themselves; keep scanning the rest next time.
+        if (!(err instanceof CorruptDataError)) throw err;
+      }
+    }
     scanLater();
   }, Math.min(250, Math.max(10, detectionMillis() / 4)));
 }
