@@ -247,6 +247,8 @@ export function seqAfter(a: number, b: number): boolean {
   return ((a - b) | 0) > 0;
 }
 
+const NOTHING_RECEIVED = new Uint8Array(0);
+
 /** A message ready to be written into a ring. */
 export interface OutgoingMessage {
   /** Payload bytes in all. */
@@ -256,6 +258,9 @@ export interface OutgoingMessage {
   /** Copies payload bytes [from, from + count) to `target` at `at`. */
   copyTo(target: Uint8Array, at: number, from: number, count: number): void;
 }
+
+/** What a finished send operation holds instead of its message. */
+const NO_MESSAGE: OutgoingMessage = { length: 0, flags: 0, copyTo() {} };
 
 /** Common part of send and receive operations: waiter registration. */
 abstract class Operation {
@@ -353,6 +358,11 @@ export class SendOp extends Operation {
     this.wake = 0;
     this.probing = false;
     return this;
+  }
+
+  /** Drops the message once the send is over (a reused operation would keep it alive until the next send). */
+  forgetMessage(): void {
+    this.message = NO_MESSAGE;
   }
 
   /** True once a part of the message is in the ring (a timeout must then withdraw it). */
@@ -614,7 +624,7 @@ function copyToScratch(m: ChannelMemory, at: number, length: number): Uint8Array
 export class RecvOp extends Operation {
   received: Received | undefined;
   /** What `received` points to once a message is taken: one object per operation, filled in place. */
-  private readonly taken: Received = { bytes: scratch, length: 0, flags: 0 };
+  private readonly taken: Received = { bytes: NOTHING_RECEIVED, length: 0, flags: 0 };
   private assembly: Uint8Array | undefined;
   private assembled = 0;
   private streamSeq = 0;
@@ -741,6 +751,12 @@ export class RecvOp extends Operation {
     m.popRecord(at);
     testHook?.("recv:freed");
     return this.finish();
+  }
+
+  /** Drops what was received once it is decoded (a reused operation would keep it alive until the next receive). */
+  forgetReceived(): void {
+    this.received = undefined;
+    this.taken.bytes = NOTHING_RECEIVED;
   }
 
   private setReceived(bytes: Uint8Array, length: number, flags: number): void {

@@ -555,6 +555,8 @@ export class SendChannel<T = unknown> {
     } catch (err) {
       message.undo();
       throw err;
+    } finally {
+      op.forgetMessage(); // the reused operation must not keep the caller's value alive
     }
     message.commit(memory);
   }
@@ -661,9 +663,11 @@ export class RecvChannel<T = unknown> {
     this.#end.ensureOpen("recv");
     const op = this.#syncOp?.reuse() ?? (this.#syncOp = this.#op());
     if (attemptFastOnce(op) !== Fast.DONE) runSync(op, timeout, "recvSync");
-    const received = op.received!;
-    op.received = undefined;
-    return decodeFromChannel(received) as T;
+    try {
+      return decodeFromChannel(op.received!) as T;
+    } finally {
+      op.forgetReceived(); // the reused operation must not keep a received value alive
+    }
   }
 
   /**

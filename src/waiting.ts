@@ -171,8 +171,13 @@ const pending = new Set<AsyncStep>();
 let pumping = false;
 
 let holds = 0;
-/** Never fires in practice; ref'd while anything holds the process, unref'd otherwise. */
-let keepAlive: NodeJS.Timeout | undefined;
+/**
+ * Never fires in practice; ref'd while anything holds the process, unref'd
+ * otherwise. Made when this module loads, not at the first hold: a timer
+ * keeps the async context it was made in (AsyncLocalStorage stores) alive
+ * for as long as it exists, and this one exists for good.
+ */
+const keepAlive: NodeJS.Timeout = setInterval(noop, 2 ** 30).unref();
 /**
  * Keeps the process alive until the returned function is called (a bare
  * Atomics.waitAsync does not, on Node 20). Reference-counted; idempotent release.
@@ -181,15 +186,12 @@ let keepAlive: NodeJS.Timeout | undefined;
  * timer each time cost an allocation and two timer-list updates.
  */
 export function holdProcess(): () => void {
-  if (holds++ === 0) {
-    keepAlive ??= setInterval(noop, 2 ** 30);
-    keepAlive.ref();
-  }
+  if (holds++ === 0) keepAlive.ref();
   let released = false;
   return () => {
     if (released) return;
     released = true;
-    if (--holds === 0) keepAlive!.unref();
+    if (--holds === 0) keepAlive.unref();
   };
 }
 let releasePump: (() => void) | undefined;

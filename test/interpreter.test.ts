@@ -367,4 +367,44 @@ test("a garbage-collected handle of a corrupt channel is reported as a warning, 
   assert.match(output, /forgotten.*cannot exist/);
 });
 
+test("a finished sendSync or recvSync keeps no value alive, and the first wait keeps no async context alive", async () => {
+  // Each value is held only through a WeakRef when gc() runs: it must be collected.
+  const script = `
+    import { AsyncLocalStorage } from "node:async_hooks";
+    import { createChannel } from "./src/index.ts";
+    const tick = () => new Promise((resolve) => setImmediate(resolve));
+    async function collected(ref) {
+      for (let i = 0; i < 20 && ref.deref() !== undefined; i++) { await tick(); gc(); }
+      return ref.deref() === undefined;
+    }
+    const als = new AsyncLocalStorage();
+    let storeRef;
+    await als.run({ request: new Uint8Array(1 << 20) }, async () => {
+      storeRef = new WeakRef(als.getStore());
+      const [rx, tx] = createChannel({ capacity: 1 });
+      const waiting = rx.recv(); // the first wait in this process
+      setImmediate(() => tx.sendSync("reply"));
+      await waiting;
+    });
+    console.log("async context collected:", await collected(storeRef));
+    const [rx, tx] = createChannel({ capacity: Infinity, name: "big" });
+    let sentRef, receivedRef;
+    (() => {
+      const value = new Uint8Array(1 << 20);
+      sentRef = new WeakRef(value);
+      tx.sendSync(value);
+    })();
+    (() => {
+      receivedRef = new WeakRef(rx.recvSync({ timeout: 10000 }));
+    })();
+    console.log("sent value collected:", await collected(sentRef));
+    console.log("received value collected:", await collected(receivedRef));
+  `;
+  const { code, output } = await runNode(["--expose-gc", "--import", "tsx", "--input-type=module", "-e", script], "child checking what stays alive exits");
+  assert.is(code, 0, output);
+  assert.match(output, /async context collected: true/);
+  assert.match(output, /sent value collected: true/);
+  assert.match(output, /received value collected: true/);
+});
+
 test.run();
