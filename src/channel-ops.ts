@@ -39,7 +39,7 @@ import {
   align8,
   type Side,
 } from "./ring.js";
-import { waitsSyncToReceive, wakeParty } from "./waiting.js";
+import { waitsSyncToReceive, waitsSyncToSend, wakeParty } from "./waiting.js";
 
 export const WAKE_SENDERS = 1;
 export const WAKE_RECEIVERS = 2;
@@ -66,6 +66,29 @@ export const WAKE_RECEIVERS = 2;
  * receiver that finds no message was beaten to it by another taker.
  */
 export const WAKE_FOR_MESSAGE = 4;
+/**
+ * Senders may care: a bounded channel has a free slot again (or one a
+ * woken sender was woken for is still free). The sender side of
+ * WAKE_FOR_MESSAGE: instead of every registered sender, only as many as
+ * there are free slots (ChannelMemory.freeSlots: capacity - buffered, or
+ * all of them while a message is streamed in, which waits for bytes) are
+ * woken, counting only parties in a published sendSync on this channel
+ * (waiting.ts waitsSyncToSend); any other registered sender is woken as
+ * before. A fan-in of many senders into a full channel then costs its
+ * receiver one wake-up per message taken, not one per sender.
+ *
+ * A counted sender that does not use the slot passes the wake-up on while
+ * slots are free: one that sends under both locks (SendOp.attempt), one
+ * that withdraws (timeout) or whose attempt throws (SendOp.withdraw,
+ * SendOp.abandon); a party that dies is cleaned up by the supervisor, which
+ * wakes every sender (releaseParty). A woken sender that finds no room
+ * (a spinning sender took the slot, or its message needs more bytes than
+ * are free) goes back to sleep without passing it on: the next message
+ * taken wakes a sender again. Rendezvous and unbounded channels keep
+ * WAKE_SENDERS: their senders wait for their own message to be taken, or
+ * for bytes.
+ */
+export const WAKE_FOR_ROOM = 8;
 
 /**
  * Test hook: called at named points inside critical sections (with the
@@ -191,7 +214,7 @@ function isLiveParty(slot: number): boolean {
 
 /** Scratch lists of party slots for wakeWaiters (reused: nothing there re-enters it). */
 const wakeSlots: number[] = [];
-const receiversWaitingHere: number[] = [];
+const countedWaiters: number[] = [];
 
 /**
  * Wakes the parties registered as waiting on the sides in `wake` (call
@@ -201,37 +224,45 @@ const receiversWaitingHere: number[] = [];
  */
 export function wakeWaiters(memory: ChannelMemory, wake: number): void {
   if (wake === 0) return;
-  const senders = wake & WAKE_SENDERS && memory.get(H.WAITING_SENDERS) > 0;
-  let receivers = 0; // how many to wake; Infinity = all
+  let senders = 0; // how many to wake; Infinity = all
+  if (wake & (WAKE_SENDERS | WAKE_FOR_ROOM) && memory.get(H.WAITING_SENDERS) > 0) {
+    senders = wake & WAKE_SENDERS ? Infinity : memory.freeSlots();
+  }
+  let receivers = 0;
   if (wake & (WAKE_RECEIVERS | WAKE_FOR_MESSAGE) && memory.get(H.WAITING_RECEIVERS) > 0) {
     receivers = wake & WAKE_RECEIVERS ? Infinity : memory.messagesNoProberTakes(isLiveParty);
   }
-  if (!senders && receivers === 0) return; // the common case: nobody parked, nothing to do
+  if (senders === 0 && receivers === 0) return; // the common case: nobody parked, nothing to do
   const slots = wakeSlots;
-  slots.length = 0;
-  if (senders) memory.collectWaiters("send", slots);
-  for (const slot of slots) wakeParty(slot);
-  if (receivers === 0) return;
-  slots.length = 0;
-  memory.collectWaiters("recv", slots);
-  wakeReceivers(memory, slots, receivers);
+  if (senders > 0) {
+    slots.length = 0;
+    memory.collectWaiters("send", slots);
+    wakeSome(memory, slots, senders, waitsSyncToSend);
+  }
+  if (receivers > 0) {
+    slots.length = 0;
+    memory.collectWaiters("recv", slots);
+    wakeSome(memory, slots, receivers, waitsSyncToReceive);
+  }
 }
 
 /**
- * Wakes `count` of the receivers in `slots` that are in a sync wait to
- * receive here, in turns across calls so that one party is not always the
- * one woken, and every other receiver in `slots` (see WAKE_FOR_MESSAGE).
- * A count that covers them all wakes them all, reading nothing more.
+ * Wakes `count` of the parties in `slots` that `counts` (waiting.ts: in a
+ * sync wait on this side of this channel, so they attempt as soon as they
+ * wake), in turns across calls so that one party is not always the one
+ * woken, and every other party in `slots` (see WAKE_FOR_MESSAGE and
+ * WAKE_FOR_ROOM). A count that covers them all wakes them all, reading
+ * nothing more.
  */
-function wakeReceivers(memory: ChannelMemory, slots: number[], count: number): void {
+function wakeSome(memory: ChannelMemory, slots: number[], count: number, counts: (slot: number, channelId: number) => boolean): void {
   if (count >= slots.length) {
     for (const slot of slots) wakeParty(slot);
     return;
   }
-  const waitingHere = receiversWaitingHere;
+  const waitingHere = countedWaiters;
   waitingHere.length = 0;
   for (const slot of slots) {
-    if (waitsSyncToReceive(slot, memory.id)) waitingHere.push(slot);
+    if (counts(slot, memory.id)) waitingHere.push(slot);
     else wakeParty(slot);
   }
   if (count >= waitingHere.length) {
@@ -416,6 +447,29 @@ export class SendOp extends Operation {
 
   /** Under both locks. Returns true when the send is complete; false when it waits (registered). */
   attempt(): boolean {
+    if (!this.isRegistered) return this.attemptOnce();
+    const done = this.attemptOnce();
+    if (done) this.passOnIfRoom(); // it may have been woken for a slot, and more are free
+    return done;
+  }
+
+  override abandon(): void {
+    const wasRegistered = this.isRegistered;
+    super.abandon();
+    if (wasRegistered) this.passOnIfRoom();
+  }
+
+  /**
+   * Under both locks, after a registered send completed or gave up: if a
+   * bounded channel still has a free slot, the wake-up this sender may have
+   * had for one is passed on (see WAKE_FOR_ROOM).
+   */
+  private passOnIfRoom(): void {
+    const m = this.memory;
+    if (m.capacity > 0 && m.lengthBelow(m.capacity)) this.wake |= WAKE_FOR_ROOM;
+  }
+
+  private attemptOnce(): boolean {
     const m = this.memory;
     if (this.phase === SendPhase.AWAIT_TAKE) return this.checkTaken();
     try {
@@ -544,7 +598,10 @@ export class SendOp extends Operation {
       }
     }
     const m = this.memory;
-    this.unregister();
+    if (this.isRegistered) {
+      this.unregister();
+      this.passOnIfRoom();
+    }
     if (this.phase === SendPhase.STREAM) {
       this.tombstone();
       m.set(H.STREAM_SENDER, 0);
@@ -571,12 +628,7 @@ export class SendOp extends Operation {
   }
 }
 
-/**
- * What a completed receive took: the payload bytes and its record flags.
- * `bytes` is either this message's own copy (`owned`), or a view of the
- * thread's receive scratch buffer, valid only until this thread's next
- * receive: decode it at once (transfer.ts decodeFromChannel).
- */
+/** What a completed receive took: decode it at once (transfer.ts decodeFromChannel). */
 export interface Received {
   /**
    * The payload is bytes [0, length): a fresh copy of exactly that length
@@ -803,7 +855,8 @@ export class RecvOp extends Operation {
     m.add(H.REMOVED, 1);
     m.set(H.SEQ_HEAD, (seq + 1) | 0); // what a rendezvous sender spins on (published by the READ store that follows)
     if (delivered) m.received += 1;
-    this.wake |= WAKE_SENDERS;
+    // A slot is free: in a bounded channel, one sender per free slot is woken.
+    this.wake |= m.capacity > 0 ? WAKE_FOR_ROOM : WAKE_SENDERS;
   }
 
   private dropAssembly(): void {
@@ -889,8 +942,8 @@ export function releaseParty(memory: ChannelMemory, slot: number): { wake: numbe
     const waits = memory.waits(side, slot);
     if (waits > 0) {
       memory.addWaits(side, slot, -waits);
-      // It may have died holding a wake-up it was given for a message.
-      if (side === "recv") wake |= WAKE_RECEIVERS;
+      // It may have died holding a wake-up it was given for a message or a free slot.
+      wake |= side === "recv" ? WAKE_RECEIVERS : WAKE_SENDERS;
     }
     const held = memory.holders(side, slot);
     if (held > 0) {

@@ -504,7 +504,22 @@ export class ChannelMemory {
     }
     return Math.max(0, buffered - probers);
   }
-  /** Rotates which registered receivers a partial wake-up picks first (this thread's view). */
+  /**
+   * Free slots of a bounded channel (capacity - buffered): the number of
+   * registered senders a receiver that freed one must wake (wakeWaiters).
+   * Infinity when every sender must be woken: the channel is not bounded
+   * (its senders wait for bytes, or for their own message to be taken), or
+   * a message is being streamed in (its sender waits for bytes). Stale
+   * reads of the send side's count only under-state what is buffered: a
+   * wake-up too many, never one too few.
+   */
+  freeSlots(): number {
+    const capacity = this.capacity;
+    if (capacity <= 0 || this.get(H.STREAM_SENDER) !== 0) return Infinity;
+    return Math.max(0, capacity - this.length());
+  }
+
+  /** Rotates which registered parties a partial wake-up picks first (this thread's view). */
   wakeRotation = 0;
 
   /** Appends the slots of parties waiting on `side` to `out` (any thread, any lock). */

@@ -146,6 +146,16 @@ export function waitsSyncToReceive(slot: number, channelId: number): boolean {
   return false;
 }
 
+/**
+ * Whether party `slot` is, as published, in a sendSync on channel
+ * `channelId`: it attempts that send as soon as it is woken (see
+ * waitsSyncToReceive; channel-ops.ts WAKE_FOR_ROOM). A selectSync with a
+ * send case is not counted, and is woken every time.
+ */
+export function waitsSyncToSend(slot: number, channelId: number): boolean {
+  return Atomics.load(control, slotWord(slot, P_WAIT_OP)) === WaitOp.SEND && Atomics.load(control, slotWord(slot, P_WAIT_CHANNEL)) === channelId;
+}
+
 export function clearWait(): void {
   clearWaitOf(mySlot);
 }

@@ -217,13 +217,20 @@ test("stats count handles, messages and waiters", async () => {
 
 /**
  * Waits (polling each millisecond, at most 20 s) until `count` receive
- * operations are registered on the channel of `end`: receivers in other
- * interpreters spin first, then register and sleep.
+ * operations (or send operations, for `side` "senders") are registered on
+ * the channel of `end`: parties in other interpreters spin first, then
+ * register and sleep.
  */
-async function receiversRegistered(end: { stats(): { waitingReceivers: number } }, count: number, what: string): Promise<void> {
+async function receiversRegistered(
+  end: { stats(): { waitingReceivers: number; waitingSenders: number } },
+  count: number,
+  what: string,
+  side: "receivers" | "senders" = "receivers",
+): Promise<void> {
+  const registered = () => (side === "receivers" ? end.stats().waitingReceivers : end.stats().waitingSenders);
   await withTimeout(
     (async () => {
-      while (end.stats().waitingReceivers !== count) await new Promise((resolve) => setTimeout(resolve, 1));
+      while (registered() !== count) await new Promise((resolve) => setTimeout(resolve, 1));
     })(),
     20_000,
     what,
@@ -295,6 +302,32 @@ test("one message on a channel with several sleeping receivers wakes one of them
   } finally {
     tx.close(); // ends the sleepers' loops if an assertion failed first
     await Promise.all(sleepers.map((s) => s.close()));
+  }
+});
+
+test("a message taken from a full bounded channel with several sleeping senders wakes one of them, not all", async () => {
+  const [rx, tx] = createChannel<string>({ capacity: 1, name: "full" });
+  const memory = endOf(rx)!.memory;
+  assert.ok(tx.trySend("first"));
+  const senders = await Promise.all([create({ name: "sender-a" }), create({ name: "sender-b" })]);
+  try {
+    const sending = senders.map((sender) => sender.exec("tx.sendSync(name, { timeout: 30_000 });", { bind: { tx: tx.clone(), name: sender.name } }));
+    for (const s of sending) s.catch(() => {});
+    await receiversRegistered(rx, 2, "both senders to register", "senders");
+    const slots: number[] = [];
+    memory.collectWaiters("send", slots);
+    assert.is(slots.length, 2);
+    const parked = slots.map((slot) => Atomics.load(control, slotWord(slot, 2)));
+    assert.equal(rx.tryRecv(), { ok: true, value: "first" });
+    const moved = slots.filter((slot, i) => Atomics.load(control, slotWord(slot, 2)) !== parked[i]);
+    assert.is(moved.length, 1, "one free slot wakes one sleeping sender");
+    // Each message taken frees the slot for the other: both get through, none is left behind.
+    const got = [await rx.recv({ timeout: 20_000 }), await rx.recv({ timeout: 20_000 })].sort();
+    assert.equal(got, ["sender-a", "sender-b"]);
+    await withTimeout(Promise.all(sending), 20_000, "the senders' execs");
+  } finally {
+    rx.close(); // a sender still blocked (an assertion failed first) gets ChannelClosedError
+    await Promise.all(senders.map((s) => s.close()));
   }
 });
 

@@ -526,6 +526,75 @@ test(
  * down exactly by "a message a probing receiver will take..." in
  * channel.test.ts; this test is the hunt for the wake-ups it could lose.)
  */
+test(
+  "fan-in: sync senders, some with timeouts and retries, into a 1-3 slot channel: every message once, in each sender's order, nobody left asleep",
+  () =>
+    seeded("fan-in senders", async () => {
+      // A message taken wakes one sleeping sender per free slot (WAKE_FOR_ROOM):
+      // a sender left asleep with a slot free stalls its whole sequence, and
+      // this receiver waits at most STALL_MS for the next message.
+      const deadline = Date.now() + 120_000 - 10_000;
+      const began = Date.now();
+      const r = rng((SEED ^ 0x6a09e667) >>> 0);
+      const senders = 4;
+      const perSender = 2500;
+      const interps = await createMany(senders, "fan-in-", deadline);
+      let ok = false;
+      const capacity = 1 + Math.floor(r() * 3);
+      const [rx, tx] = createChannel<[number, number]>({ capacity, name: "fan-in" });
+      const retries = new SharedArrayBuffer(4 * senders);
+      try {
+        const running = allOrFirstError(
+          interps.map((interp, me) =>
+            // Senders 0 and 1 use short timeouts and retry (withdrawals); 2 and 3 wait for as long as it takes.
+            interp.exec(FAN_IN_SENDER, { bind: { tx: tx.clone(), me, count: perSender, patient: me >= 2, seed: (r() * 2 ** 32) >>> 0, retries } }),
+          ),
+        );
+        running.catch(() => {});
+        tx.close();
+        const next = new Array<number>(senders).fill(0);
+        for (let n = 0; n < senders * perSender; n++) {
+          const [who, i] = await by(deadline, rx.recv({ timeout: STALL_MS }), `message ${n} of the fan-in (capacity ${capacity})`);
+          check(i === next[who], `sender ${who} sent ${i} after ${next[who]! - 1}`);
+          next[who]!++;
+          const work = r();
+          if (work < 0.2) await new Promise((resolve) => setImmediate(resolve));
+          else if (work < 0.4) {
+            const until = performance.now() + r() * 0.05;
+            while (performance.now() < until);
+          }
+        }
+        await by(deadline, running, "the senders to finish");
+        check((await rx.recv({ timeout: STALL_MS }).catch((e: Error) => e.name)) === "ChannelClosedError", "the channel closes after the last message");
+        console.log(`[stress] seed=${SEED} fan-in: ${senders} x ${perSender} messages through capacity ${capacity}, ${[...new Int32Array(retries)].join("/")} timed-out sends retried, in ${((Date.now() - began) / 1000).toFixed(1)} s`);
+        ok = true;
+      } finally {
+        quietly(() => rx.close());
+        await shutdown(interps, ok);
+      }
+    }),
+  { timeout: 120_000 },
+);
+
+const FAN_IN_SENDER = `
+let s = seed >>> 0;
+const rand = () => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return s / 4294967296; };
+let retried = 0;
+for (let i = 0; i < count; i++) {
+  for (;;) {
+    try {
+      tx.sendSync([me, i], patient ? undefined : { timeout: rand() < 0.5 ? 0 : rand() * 0.2 });
+      break;
+    } catch (e) {
+      if (e.name !== "TimeoutError") throw e;
+      retried++;
+    }
+  }
+}
+tx.close();
+Atomics.add(new Int32Array(retries), me, retried);
+`;
+
 const PROBER_RECEIVER = `
 let s = seed >>> 0;
 const rand = () => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return s / 4294967296; };
