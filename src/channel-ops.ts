@@ -81,10 +81,13 @@ export const WAKE_FOR_MESSAGE = 4;
  * slots are free: one that sends under both locks (SendOp.attempt), one
  * that withdraws (timeout) or whose attempt throws (SendOp.withdraw,
  * SendOp.abandon); a party that dies is cleaned up by the supervisor, which
- * wakes every sender (releaseParty). A woken sender that finds no room
- * (a spinning sender took the slot, or its message needs more bytes than
- * are free) goes back to sleep without passing it on: the next message
- * taken wakes a sender again. Rendezvous and unbounded channels keep
+ * wakes every sender (releaseParty). A woken sender that finds no slot (a
+ * spinning sender took it) goes back to sleep: the next message taken
+ * wakes a sender again. One that finds a slot but not the bytes for its
+ * message (a byte-limited ring, messages of mixed sizes) may hold the
+ * wake-up a smaller message needed: it wakes every sender, and the channel
+ * wakes them all for each message taken until no sender waits
+ * (SendOp.shortOfBytes). Rendezvous and unbounded channels keep
  * WAKE_SENDERS: their senders wait for their own message to be taken, or
  * for bytes.
  */
@@ -512,9 +515,27 @@ export class SendOp extends Operation {
       return true;
     }
     const at = m.reserve(recordBytes(total), true);
-    if (at < 0) return false;
+    if (at < 0) {
+      this.shortOfBytes();
+      return false;
+    }
     this.publish(at);
     return true;
+  }
+
+  /**
+   * Under both locks: a slot is free but the ring has not the bytes for
+   * this message. The wake-up this sender may have been given for the slot
+   * could serve a sender whose message fits, so from now until no sender
+   * waits, every sender is woken for every message taken (freeSlots), and
+   * the first to find this wakes them all once now. Only the first: senders
+   * all short of bytes must not wake each other in a loop.
+   */
+  private shortOfBytes(): void {
+    const m = this.memory;
+    if (m.capacity <= 0 || m.get(H.SENDERS_SHORT_OF_BYTES) !== 0) return;
+    m.set(H.SENDERS_SHORT_OF_BYTES, 1);
+    this.wake |= WAKE_SENDERS;
   }
 
   /** Writes and publishes one record of this message (its payload bytes [from, from + count)). */

@@ -48,6 +48,7 @@
  * | 68     | 4     | WRITTEN: bytes ever put in the ring (records and padding)  | send side                      |
  * | 72     | 4     | SEQ_TAIL: seq the next message gets = messages ever admitted | send side                    |
  * | 80     | 8     | SENT (float64): messages accepted                          | send side                      |
+ * | 88     | 4     | SENDERS_SHORT_OF_BYTES: 1 while a waiting sender of a bounded channel found a slot free but not the bytes; cleared when no sender waits | both |
  * | 124    | 4     | SEND_LOCK: 0 free, else (owner slot + 1) + contended bit   | lockers (mutex.ts)             |
  * | 128    | 4     | HEAD: byte offset of the oldest record (or padding)        | recv side                      |
  * | 132    | 4     | READ: bytes ever freed from the ring                       | recv side                      |
@@ -151,6 +152,7 @@ export const H = {
   TAIL: 16,
   WRITTEN: 17,
   SEQ_TAIL: 18,
+  SENDERS_SHORT_OF_BYTES: 22,
   SEND_LOCK: 31,
   HEAD: 32,
   READ: 33,
@@ -453,7 +455,9 @@ export class ChannelMemory {
     this.logUndo(AREA_HEADER, bitmapWord, Atomics.load(this.header, bitmapWord));
     const count = Atomics.add(this.header, word, delta) + delta;
     if (count < 0) throw this.corrupt(`party ${slot} would have ${count} parked ${side} operations`);
-    Atomics.add(this.header, side === "send" ? H.WAITING_SENDERS : H.WAITING_RECEIVERS, delta);
+    const waiting = Atomics.add(this.header, side === "send" ? H.WAITING_SENDERS : H.WAITING_RECEIVERS, delta) + delta;
+    // No sender waits any more, so none is short of bytes (see freeSlots).
+    if (side === "send" && waiting === 0) this.set(H.SENDERS_SHORT_OF_BYTES, 0);
     const base = side === "send" ? SEND_WAITERS_WORD : RECV_WAITERS_WORD;
     if (count === 0) Atomics.and(this.header, base + (slot >>> 5), ~(1 << (slot & 31)));
     else if (count === delta) Atomics.or(this.header, base + (slot >>> 5), 1 << (slot & 31));
@@ -508,14 +512,17 @@ export class ChannelMemory {
    * Free slots of a bounded channel (capacity - buffered): the number of
    * registered senders a receiver that freed one must wake (wakeWaiters).
    * Infinity when every sender must be woken: the channel is not bounded
-   * (its senders wait for bytes, or for their own message to be taken), or
-   * a message is being streamed in (its sender waits for bytes). Stale
+   * (its senders wait for bytes, or for their own message to be taken), a
+   * message is being streamed in (its sender waits for bytes), or a waiting
+   * sender found a slot but not the bytes for its message
+   * (SENDERS_SHORT_OF_BYTES: counting slots could then wake a sender whose
+   * message does not fit and leave asleep one whose message would). Stale
    * reads of the send side's count only under-state what is buffered: a
    * wake-up too many, never one too few.
    */
   freeSlots(): number {
     const capacity = this.capacity;
-    if (capacity <= 0 || this.get(H.STREAM_SENDER) !== 0) return Infinity;
+    if (capacity <= 0 || this.get(H.STREAM_SENDER) !== 0 || this.get(H.SENDERS_SHORT_OF_BYTES) !== 0) return Infinity;
     return Math.max(0, capacity - this.length());
   }
 

@@ -542,6 +542,39 @@ test("a top-level Uint8Array or ArrayBuffer travels as its bytes alone, 8-aligne
   assert.is(pattern[0], 3);
 });
 
+test("a woken sender whose message needs more bytes than are free does not keep the wake-up a smaller message needs", async () => {
+  // Capacity 2 in a 256-byte ring: after one take there is a slot and 144
+  // bytes; "big" (a 176-byte record) does not fit, "small" (24) does.
+  const [rx, tx] = createChannel<Uint8Array>({ capacity: 2, bufferBytes: 256, maxBufferBytes: 256, name: "mixed" });
+  const [done, doneTx] = createChannel<string>({ capacity: 4, name: "done" });
+  const memory = endOf(rx)!.memory;
+  assert.ok(tx.trySend(new Uint8Array(96)) && tx.trySend(new Uint8Array(96)), "two 112-byte records: full by count");
+  const senders = await Promise.all([create({ name: "big" }), create({ name: "small" })]);
+  try {
+    const code = "tx.sendSync(new Uint8Array(size), { timeout: 30_000 }); out.sendSync(name);";
+    const sending = [
+      senders[0]!.exec(code, { bind: { tx: tx.clone(), out: doneTx.clone(), size: 160, name: "big" } }),
+    ];
+    await receiversRegistered(rx, 1, "big to register", "senders");
+    const bigSlot: number[] = [];
+    memory.collectWaiters("send", bigSlot);
+    sending.push(senders[1]!.exec(code, { bind: { tx: tx.clone(), out: doneTx.clone(), size: 8, name: "small" } }));
+    for (const s of sending) s.catch(() => {});
+    await receiversRegistered(rx, 2, "small to register", "senders");
+    const slots: number[] = [];
+    memory.collectWaiters("send", slots);
+    memory.wakeRotation = slots.indexOf(bigSlot[0]!); // this thread's one wake-up for the free slot goes to "big"
+    assert.ok(rx.tryRecv().ok);
+    assert.is(await done.recv({ timeout: 10_000 }), "small", "the small message went in while the big one waits for bytes");
+    assert.ok(rx.tryRecv().ok && rx.tryRecv().ok, "room for the big one");
+    assert.is(await done.recv({ timeout: 10_000 }), "big");
+    await withTimeout(Promise.all(sending), 20_000, "the senders' execs");
+  } finally {
+    rx.close();
+    await Promise.all(senders.map((s) => s.close()));
+  }
+});
+
 test("messages of every size around the word-copy limit arrive intact, one after another", async () => {
   // Small payloads are copied out word by word into a reused scratch buffer,
   // larger ones through a view: each size, odd ones included, on both sides of the limit.
