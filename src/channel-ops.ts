@@ -529,10 +529,13 @@ export class SendOp extends Operation {
    * could serve a sender whose message fits, so from now until no sender
    * waits, every sender is woken for every message taken (freeSlots), and
    * the first to find this wakes them all once now. Only the first: senders
-   * all short of bytes must not wake each other in a loop.
+   * all short of bytes must not wake each other in a loop. Only a sendSync
+   * or send that is or will be registered: a spinning one was given no
+   * wake-up, and trySend and select send cases are not counted (always woken).
    */
   private shortOfBytes(): void {
     const m = this.memory;
+    if (this.isTry || (this.probing && !this.isRegistered)) return;
     if (m.capacity <= 0 || m.get(H.SENDERS_SHORT_OF_BYTES) !== 0) return;
     m.set(H.SENDERS_SHORT_OF_BYTES, 1);
     this.wake |= WAKE_SENDERS;
