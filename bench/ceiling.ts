@@ -1,22 +1,40 @@
 /**
  * `node dist/bench/ceiling.js`: what this machine allows at all, measured
- * without the library. Two workers move 64-byte records through a minimal
- * single-producer single-consumer ring in a SharedArrayBuffer (one writer
- * per index, cached remote index, no locks, no waiting, no codec, no
- * checks), with room for 1, 64 and 800 records; and two workers ping-pong
- * one Int32 (the smallest possible round trip). Not part of `npm run bench`'s
- * table: a reference for reading it (a capacity-1 channel cannot beat the
- * 1-slot ring, whatever it does).
+ * without the library, in the same run as the rest (`npm run bench` runs it
+ * in every repetition, round-robin with the other rows, and reads the
+ * targets against it).
+ *
+ * Two workers move records through a minimal single-producer
+ * single-consumer ring in a SharedArrayBuffer: one writer per index, the
+ * other side's index cached, no locks, no waiting (both spin), no codec,
+ * no bounds checks, no death safety. The work per message is the P1/P5
+ * workloads' own (payload.ts): the producer makes message `seq` and copies
+ * it into the ring; the consumer copies it out into a fresh Uint8Array
+ * (what a channel must give its receiver) and checks it.
+ *
+ * - ring1, ring64, ring800: 64-byte messages with room for 1, 64 and 800
+ *   records (msgs/s). A capacity-0 or capacity-1 channel cannot beat the
+ *   1-slot ring (one message in flight), a capacity-64 channel the
+ *   64-slot ring; ring800 stands for an unbounded one.
+ * - mibMBps: 1 MiB messages (filled whole before each send), 2 slots.
+ * - rttP50us: two workers ping-pong one Int32, spinning: the smallest round trip.
  */
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
+import { payloadFor, type PayloadKind } from "./lib/payload.js";
+import { phase, runChild, sized } from "./lib/common.js";
 
-const RECORD = 16 + 64;
-const DURATION_MS = 500;
+const RECORD_HEADER = 16;
+const DURATION_MS = sized(0.5, 0.05) * 1000;
+/** Control words: [0] bytes written, [16] bytes freed, [32] stop (each on its own 64-byte line). */
+const CONTROL_BYTES = 256;
 
 interface RingJob {
   kind: "ring";
   role: "producer" | "consumer";
   sab: SharedArrayBuffer;
+  payload: PayloadKind;
+  /** Bytes per record (header + payload, a multiple of 8). */
+  record: number;
   slots: number;
 }
 interface PingJob {
@@ -26,39 +44,42 @@ interface PingJob {
 }
 
 function producer(job: RingJob): void {
-  const size = job.slots * RECORD;
-  const control = new Int32Array(job.sab, 0, 64); // [0] tail (bytes written), [16] head (bytes freed), [32] stop
-  const words = new Int32Array(job.sab, 256, size / 4);
-  const data = new Uint8Array(job.sab, 256, size);
-  const payload = new Uint8Array(64).fill(7);
+  const size = job.slots * job.record;
+  const control = new Int32Array(job.sab, 0, CONTROL_BYTES / 4);
+  const words = new Int32Array(job.sab, CONTROL_BYTES, size / 4);
+  const data = new Uint8Array(job.sab, CONTROL_BYTES, size);
+  const payload = payloadFor(job.payload);
   let tail = 0;
   let knownHead = 0;
   let seq = 0;
   const start = performance.now();
   for (let i = 1; ; i++) {
-    if (tail - knownHead + RECORD > size) {
+    if (tail - knownHead + job.record > size) {
       knownHead = Atomics.load(control, 16);
-      if (tail - knownHead + RECORD > size) continue;
+      if (tail - knownHead + job.record > size) continue;
     }
+    const message = payload.make(seq) as Uint8Array;
     const at = tail % size;
-    words[at >> 2] = 64;
+    words[at >> 2] = message.length;
     words[(at >> 2) + 1] = seq++;
-    data.set(payload, at + 16);
-    tail += RECORD;
+    data.set(message, at + RECORD_HEADER);
+    tail += job.record;
     Atomics.store(control, 0, tail);
-    if ((i & 1023) === 0 && performance.now() - start > DURATION_MS) break;
+    if ((job.payload === "mib" || (i & 1023) === 0) && performance.now() - start > DURATION_MS) break;
   }
   Atomics.store(control, 32, 1);
 }
 
-function consumer(job: RingJob): { messages: number; ms: number } {
-  const size = job.slots * RECORD;
-  const control = new Int32Array(job.sab, 0, 64);
-  const words = new Int32Array(job.sab, 256, size / 4);
-  const data = new Uint8Array(job.sab, 256, size);
+function consumer(job: RingJob): { messages: number; ms: number; bad: number } {
+  const size = job.slots * job.record;
+  const control = new Int32Array(job.sab, 0, CONTROL_BYTES / 4);
+  const words = new Int32Array(job.sab, CONTROL_BYTES, size / 4);
+  const data = new Uint8Array(job.sab, CONTROL_BYTES, size);
+  const payload = payloadFor(job.payload);
   let head = 0;
   let knownTail = 0;
   let messages = 0;
+  let bad = 0;
   let start = 0;
   for (;;) {
     if (head === knownTail) {
@@ -71,18 +92,19 @@ function consumer(job: RingJob): { messages: number; ms: number } {
     if (messages === 0) start = performance.now();
     const at = head % size;
     if (words[(at >> 2) + 1] !== messages) throw new Error(`record ${messages} out of order`);
-    const copy = data.slice(at + 16, at + 16 + words[at >> 2]!); // the receiver's own copy, as a channel gives
-    if (copy.length !== 64) throw new Error("bad length");
-    head += RECORD;
+    const from = at + RECORD_HEADER;
+    const copy = data.slice(from, from + words[at >> 2]!); // the receiver's own copy, as a channel gives
+    if (!payload.check(copy, messages)) bad++;
+    head += job.record;
     messages++;
     Atomics.store(control, 16, head);
   }
-  return { messages, ms: performance.now() - start };
+  return { messages, ms: performance.now() - start, bad };
 }
 
 function ping(job: PingJob): { p50us: number } | undefined {
   const word = new Int32Array(job.sab);
-  const rounds = 200_000;
+  const rounds = Math.round(sized(200_000, 2000));
   if (job.role === "b") {
     for (let i = 1; i <= rounds; i++) {
       while (Atomics.load(word, 0) !== i);
@@ -109,18 +131,35 @@ function run<T>(job: RingJob | PingJob): Promise<T> {
   });
 }
 
+/** Messages per second (and payload MB/s) through an ideal ring of `slots` records. */
+async function ring(payload: PayloadKind, slots: number): Promise<{ msgsPerSec: number; MBps: number }> {
+  const bytes = payloadFor(payload).bytes;
+  const record = RECORD_HEADER + ((bytes + 7) & ~7);
+  const sab = new SharedArrayBuffer(CONTROL_BYTES + slots * record);
+  const [result] = await Promise.all([
+    run<{ messages: number; ms: number; bad: number }>({ kind: "ring", role: "consumer", sab, payload, record, slots }),
+    run<void>({ kind: "ring", role: "producer", sab, payload, record, slots }),
+  ]);
+  if (result.bad !== 0) throw new Error(`ideal ring (${payload}, ${slots} slots): ${result.bad} wrong messages`);
+  const msgsPerSec = (result.messages / result.ms) * 1000;
+  return { msgsPerSec, MBps: (msgsPerSec * bytes) / 1e6 };
+}
+
 if (isMainThread) {
-  for (const slots of [1, 64, 800]) {
-    const sab = new SharedArrayBuffer(256 + slots * RECORD);
-    const [result] = await Promise.all([
-      run<{ messages: number; ms: number }>({ kind: "ring", role: "consumer", sab, slots }),
-      run<void>({ kind: "ring", role: "producer", sab, slots }),
-    ]);
-    console.log(`ideal ring, ${slots} slot(s), 64-byte records: ${((result.messages / result.ms) * 1000 / 1e6).toFixed(2)} M msgs/s`);
-  }
-  const sab = new SharedArrayBuffer(128);
-  const [a] = await Promise.all([run<{ p50us: number }>({ kind: "ping", role: "a", sab }), run<void>({ kind: "ping", role: "b", sab })]);
-  console.log(`ideal round trip (one Int32 ping-pong, spinning): p50 ${a.p50us.toFixed(2)} µs`);
+  runChild(async () => {
+    phase("rings");
+    const ring1 = await ring("bytes64", 1);
+    const ring64 = await ring("bytes64", 64);
+    const ring800 = await ring("bytes64", 800);
+    const mib = await ring("mib", 2);
+    phase("ping");
+    const sab = new SharedArrayBuffer(128);
+    const [a] = await Promise.all([run<{ p50us: number }>({ kind: "ping", role: "a", sab }), run<void>({ kind: "ping", role: "b", sab })]);
+    const metrics = { ring1: ring1.msgsPerSec, ring64: ring64.msgsPerSec, ring800: ring800.msgsPerSec, mibMBps: mib.MBps, rttP50us: a.p50us };
+    const m = (v: number): string => `${(v / 1e6).toFixed(2)} M`;
+    const notes = `ideal ring, 64-byte messages: 1 slot ${m(ring1.msgsPerSec)}, 64 slots ${m(ring64.msgsPerSec)}, 800 slots ${m(ring800.msgsPerSec)} msgs/s; 1 MiB messages, 2 slots: ${mib.MBps.toFixed(0)} MB/s; Int32 ping-pong p50 ${a.p50us.toFixed(2)} µs`;
+    return { metrics, notes };
+  });
 } else {
   const job = workerData as RingJob | PingJob;
   if (job.kind === "ping") parentPort!.postMessage(ping(job));
