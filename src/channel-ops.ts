@@ -181,12 +181,21 @@ function heldByTheDead(memory: ChannelMemory, index: number, deadSlot: number): 
  */
 function recoverLocksOfTheDead(memory: ChannelMemory, deadSlot: number): void {
   const header = memory.header;
-  const send = heldByTheDead(memory, H.SEND_LOCK, deadSlot) && recoverLock(header, H.SEND_LOCK, lockOwner(header, H.SEND_LOCK), mySlot);
-  const recv = heldByTheDead(memory, H.RECV_LOCK, deadSlot) && recoverLock(header, H.RECV_LOCK, lockOwner(header, H.RECV_LOCK), mySlot);
-  if (recv) memory.rollbackRecv();
-  if (send) memory.rollbackSend();
-  if (recv) unlock(header, H.RECV_LOCK);
-  if (send) unlock(header, H.SEND_LOCK);
+  // Both owners are checked before either lock is taken, and the locks are
+  // released even if a rollback fails: a corrupt lock word or journal throws
+  // CorruptDataError, and a lock kept by the (living) supervisor would make
+  // every user of the channel wait for it forever.
+  const sendHeldByTheDead = heldByTheDead(memory, H.SEND_LOCK, deadSlot);
+  const recvHeldByTheDead = heldByTheDead(memory, H.RECV_LOCK, deadSlot);
+  const send = sendHeldByTheDead && recoverLock(header, H.SEND_LOCK, lockOwner(header, H.SEND_LOCK), mySlot);
+  const recv = recvHeldByTheDead && recoverLock(header, H.RECV_LOCK, lockOwner(header, H.RECV_LOCK), mySlot);
+  try {
+    if (recv) memory.rollbackRecv();
+    if (send) memory.rollbackSend();
+  } finally {
+    if (recv) unlock(header, H.RECV_LOCK);
+    if (send) unlock(header, H.SEND_LOCK);
+  }
 }
 
 /**

@@ -23,7 +23,8 @@ const RECHECK_MS = 50;
 /**
  * Acquires the lock word `index` of `words` for party `slot`. If it has to
  * take the lock over from an owner that is gone, it calls `recovered()`
- * holding the lock (to roll back what the owner left half done).
+ * holding the lock (to roll back what the owner left half done); if that
+ * throws, the lock is released and the error thrown.
  */
 export function lock(words: Int32Array, index: number, slot: number, recovered: () => void): void {
   const mine = slot + 1;
@@ -49,9 +50,24 @@ function lockSlow(words: Int32Array, index: number, mine: number, recovered: () 
     if ((seen & CONTENDED) === 0 && Atomics.compareExchange(words, index, seen, seen | CONTENDED) !== seen) continue;
     // Woken by unlock()'s notify (or RECHECK_MS passing); re-checks the word.
     if (Atomics.wait(words, index, seen | CONTENDED, RECHECK_MS) === "timed-out" && takeOverIfOwnerIsGone(words, index, mine)) {
-      recovered();
+      recoverOrRelease(words, index, recovered);
       return;
     }
+  }
+}
+
+/**
+ * Holding a lock taken over from a dead owner: rolls back what it left half
+ * done. If that fails (a corrupt journal: CorruptDataError), the lock is
+ * released before the error goes up, so that no other party waits for a
+ * lock whose holder has given up on it.
+ */
+function recoverOrRelease(words: Int32Array, index: number, recovered: () => void): void {
+  try {
+    recovered();
+  } catch (err) {
+    unlock(words, index);
+    throw err;
   }
 }
 

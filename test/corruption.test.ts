@@ -6,7 +6,8 @@
 import { suite, assert } from "./_harness.js";
 import { ChannelClosedError, create, createChannel, CorruptDataError } from "../src/index.js";
 import { H } from "../src/ring.js";
-import { MAX_PARTIES, PartyState, slotId, slotState } from "../src/control.js";
+import { MAX_PARTIES, PartyState, slotId, slotState, SUPERVISOR_SLOT } from "../src/control.js";
+import { lockOwner } from "../src/mutex.js";
 import { endOf } from "../src/transfer.js";
 
 const test = suite("corruption");
@@ -164,6 +165,103 @@ test("a channel with a corrupt lock word does not stop the supervisor: a dead in
     assert.ok(!warnings.some((w) => /supervisor failed/.test(w)), warnings.join("; "));
   } finally {
     process.off("warning", onWarning);
+  }
+});
+
+const SEND_JOURNAL_VALID_WORD = 4480 / 4; // ring.ts layout
+const SEND_JOURNAL_UNDO_WORD = 4484 / 4;
+const SEND_JOURNAL_ENTRIES_WORD = 4624 / 4;
+/** A party slot no interpreter holds in these tests. */
+const FREE_SLOT = 200;
+/**
+ * Handles of the channels corrupted below, kept reachable: were one
+ * garbage-collected while its channel's lock is stuck, its finalizer's
+ * close() would block this (main) thread.
+ */
+const keptAlive: unknown[] = [];
+
+/** A send lock held by a party that is gone, and a journal whose rollback fails. */
+function lockedByTheGoneWithCorruptJournal(header: Int32Array): void {
+  Atomics.store(header, SEND_JOURNAL_VALID_WORD, 2); // a section that held both locks
+  Atomics.store(header, SEND_JOURNAL_UNDO_WORD, 1);
+  Atomics.store(header, SEND_JOURNAL_ENTRIES_WORD, 99); // an undo entry naming no area
+  Atomics.store(header, H.SEND_LOCK, FREE_SLOT + 1);
+}
+
+/** The slot of live interpreter `id`. */
+function slotOf(id: number): number {
+  for (let s = 1; s < MAX_PARTIES; s++) if (slotId(s) === id && slotState(s) === PartyState.LIVE) return s;
+  throw new Error(`no live slot for interpreter ${id}`);
+}
+
+/**
+ * Has `user` (which holds `tx` as a global) try a send and report what
+ * happened on `out`: "sent", "full" or the error's name, or, if it hangs,
+ * who holds the send lock.
+ */
+async function trySendFrom(user: Awaited<ReturnType<typeof create>>, outRx: ReturnType<typeof createChannel<string>>[0], header: Int32Array): Promise<string> {
+  const running = user.exec(`try { out.sendSync(tx.trySend("x") ? "sent" : "full"); } catch (e) { out.sendSync(e.name); }`);
+  running.catch(() => {});
+  return outRx.recv({ timeout: 5_000 }).catch((e: Error) => `no answer in 5 s (${e.name}): the send lock is held by slot ${lockOwner(header, H.SEND_LOCK)} (the supervisor is ${SUPERVISOR_SLOT})`);
+}
+
+const halfRecoverable: Array<{ what: string; corrupt: (header: Int32Array) => void }> = [
+  {
+    what: "the send lock names a party whose slot is free, the receive lock word a party that cannot exist",
+    corrupt: (header) => {
+      Atomics.store(header, H.SEND_LOCK, FREE_SLOT + 1);
+      Atomics.store(header, H.RECV_LOCK, 4000);
+    },
+  },
+  { what: "the send lock names a party whose slot is free, and its journal cannot be rolled back", corrupt: lockedByTheGoneWithCorruptJournal },
+];
+
+for (const { what, corrupt } of halfRecoverable) {
+  test(`a channel the supervisor gives up on is not left locked by the supervisor: ${what}`, async () => {
+    const [rx, tx] = createChannel<string>({ capacity: 1, name: "half-recovered" });
+    const header = memoryOf(rx).header;
+    keptAlive.push(rx, tx);
+    const [outRx, outTx] = createChannel<string>({ capacity: 1, name: "verdict" });
+    const user = await create({ name: "user" });
+    const bystander = await create({ name: "bystander" });
+    try {
+      const clone = tx.clone();
+      keptAlive.push(clone);
+      await user.exec("globalThis.tx = tx; globalThis.out = out;", { bind: { tx: clone, out: outTx } });
+      const bystanderSlot = slotOf(bystander.id);
+      assert.is(slotState(FREE_SLOT), PartyState.FREE);
+      corrupt(header);
+      await bystander.terminate(); // after a death the supervisor cleans up every channel, this one included
+      const deadline = Date.now() + 10_000;
+      while (slotState(bystanderSlot) !== PartyState.FREE) { // freed once the supervisor is done with every channel
+        if (Date.now() > deadline) throw new Error("the supervisor never finished the bystander's cleanup");
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+      const outcome = await trySendFrom(user, outRx, header);
+      assert.ok(/^(CorruptDataError|sent)$/.test(outcome), `the user's trySend must answer (an error or success), not hang: ${outcome}`);
+    } finally {
+      await user.terminate();
+    }
+  });
+}
+
+test("a party that takes over a gone owner's lock and cannot roll back its journal releases the lock: the next party does not hang", async () => {
+  const [rx, tx] = createChannel<string>({ capacity: 1, name: "corrupt-journal" });
+  const header = memoryOf(rx).header;
+  keptAlive.push(rx, tx);
+  const [outRx, outTx] = createChannel<string>({ capacity: 1, name: "verdict" });
+  const user = await create({ name: "user" });
+  try {
+    const clone = tx.clone();
+    keptAlive.push(clone);
+    await user.exec("globalThis.tx = tx; globalThis.out = out;", { bind: { tx: clone, out: outTx } });
+    lockedByTheGoneWithCorruptJournal(header);
+    // This thread waits for the lock, finds its owner gone, takes it over, and its rollback fails.
+    assert.throws(() => tx.trySend("y"), CorruptDataError, /journal entry/);
+    const outcome = await trySendFrom(user, outRx, header);
+    assert.ok(/^(CorruptDataError|sent|full)$/.test(outcome), `the next party's trySend must answer, not hang: ${outcome}`);
+  } finally {
+    await user.terminate();
   }
 });
 
