@@ -133,8 +133,16 @@ export function publishSelect(cases: Array<{ channelId: number; op: number }>, h
  * it). Such a party attempts that receive as soon as it is woken, so a
  * wake-up sent to it is one that gets used (channel-ops.ts wakeWaiters).
  * Any thread; a racy read, right whenever the party is registered there.
+ *
+ * A party with async operations pending (P_ASYNC_WAITS) never counts: its
+ * registration on the channel may be one of them, which it attempts only
+ * when its event loop runs again, maybe much later (right after its sync
+ * operation completed, before it clears its published wait, it is
+ * registered only by those). Counting it could spend the one wake-up a
+ * sleeping party needed; uncounted, it is woken as well.
  */
 export function waitsSyncToReceive(slot: number, channelId: number): boolean {
+  if (hasAsyncWaits(slot)) return false;
   const op = Atomics.load(control, slotWord(slot, P_WAIT_OP));
   if (op === WaitOp.RECV) return Atomics.load(control, slotWord(slot, P_WAIT_CHANNEL)) === channelId;
   if (op !== WaitOp.SELECT) return false;
@@ -150,10 +158,17 @@ export function waitsSyncToReceive(slot: number, channelId: number): boolean {
  * Whether party `slot` is, as published, in a sendSync on channel
  * `channelId`: it attempts that send as soon as it is woken (see
  * waitsSyncToReceive; channel-ops.ts WAKE_FOR_ROOM). A selectSync with a
- * send case is not counted, and is woken every time.
+ * send case is not counted, and is woken every time; nor is a party with
+ * async operations pending (see waitsSyncToReceive).
  */
 export function waitsSyncToSend(slot: number, channelId: number): boolean {
+  if (hasAsyncWaits(slot)) return false;
   return Atomics.load(control, slotWord(slot, P_WAIT_OP)) === WaitOp.SEND && Atomics.load(control, slotWord(slot, P_WAIT_CHANNEL)) === channelId;
+}
+
+/** Whether party `slot` has async operations pending (its pump's count). */
+function hasAsyncWaits(slot: number): boolean {
+  return Atomics.load(control, slotWord(slot, P_ASYNC_WAITS)) !== 0;
 }
 
 export function clearWait(): void {

@@ -8,6 +8,7 @@ import { ChannelClosedError, create, createChannel, MessageTooLargeError, NotSha
 import { control, mySlot, slotWord } from "../src/control.js";
 import { endOf } from "../src/transfer.js";
 import { R_FIRST, R_LAST, R_RAW_BUFFER, R_RAW_BYTES } from "../src/ring.js";
+import { clearWait, publishWait, WaitOp, waitsSyncToReceive, waitsSyncToSend } from "../src/waiting.js";
 
 const CAPACITIES = [0, 1, 2, 7, Infinity];
 const test = suite("channel");
@@ -236,6 +237,34 @@ async function receiversRegistered(
     what,
   );
 }
+
+test("a party with async operations pending never counts as a sync waiter, whose one wake-up must be used at once", async () => {
+  // A sender or receiver wakes only as many sync waiters as there are free
+  // slots or messages (WAKE_FOR_ROOM, WAKE_FOR_MESSAGE); a party whose
+  // registration may be an async operation, attempted only when its event
+  // loop runs again, must not be counted among them (it is woken as well).
+  const [rx, tx] = createChannel<string>({ capacity: 1, name: "counted" });
+  assert.ok(tx.trySend("fills the one slot"));
+  try {
+    publishWait(WaitOp.SEND, tx.id, true); // as a sendSync with a timeout would (never a deadlock candidate)
+    assert.ok(waitsSyncToSend(mySlot, tx.id), "a sendSync on the channel and nothing else pending: counted");
+    const pendingSend = tx.send("waits for room"); // registered on the channel, driven by this thread's pump
+    pendingSend.catch(() => {}); // awaited below; a failed assertion must not leave it unhandled
+    assert.not.ok(waitsSyncToSend(mySlot, tx.id), "with an async send pending: not counted");
+    publishWait(WaitOp.RECV, rx.id, true);
+    assert.not.ok(waitsSyncToReceive(mySlot, rx.id), "with an async operation pending: not counted as a receiver either");
+    clearWait();
+    assert.is(await rx.recv({ timeout: 5000 }), "fills the one slot");
+    await withTimeout(pendingSend, 5000, "the pending send");
+    assert.is(await rx.recv({ timeout: 5000 }), "waits for room");
+    publishWait(WaitOp.RECV, rx.id, true);
+    assert.ok(waitsSyncToReceive(mySlot, rx.id), "nothing pending any more: counted again");
+  } finally {
+    clearWait();
+    rx.close();
+    tx.close();
+  }
+});
 
 test("a message a probing receiver will take does not wake a sleeping receiver; a message beyond what probers take does", async () => {
   const [rx, tx] = createChannel<number>({ name: "probed" });
