@@ -10,7 +10,7 @@
  * sender was woken for every slot. A diagnostic, not part of the table.
  */
 import { create, createChannel, type RecvChannel, type SendChannel } from "../src/index.js";
-import { control, MAX_PARTIES, PartyState, slotId, slotState, slotWord } from "../src/control.js";
+import { slotOf, wakeupsSentTo } from "./lib/parties.js";
 import { parseArgs } from "./lib/common.js";
 
 export function fanInSend(tx: SendChannel<number>, count: number, me: number): number {
@@ -34,15 +34,7 @@ export function fanInRecv(rx: RecvChannel<number>, workMicros: number): number {
   return n;
 }
 
-function slotOf(id: number): number {
-  for (let slot = 1; slot < MAX_PARTIES; slot++) if (slotId(slot) === id && slotState(slot) === PartyState.LIVE) return slot;
-  throw new Error(`no live party slot for interpreter ${id}`);
-}
 
-/** Wake-ups sent to party `slot` so far: its park word (a wrapping count). */
-function wakeupsSentTo(slot: number): number {
-  return Atomics.load(control, slotWord(slot, 2));
-}
 
 const isMain = import.meta.url === new URL(process.argv[1]!, "file://").href;
 if (isMain) {

@@ -23,7 +23,7 @@ import { fileURLToPath } from "node:url";
 import { Piscina } from "piscina";
 import Tinypool from "tinypool";
 import { create, createChannel } from "../src/index.js";
-import { control, MAX_PARTIES, PartyState, slotId, slotState, slotWord } from "../src/control.js";
+import { slotOf, wakeupsSentTo } from "./lib/parties.js";
 import { count, phase, runChild, sized, summarize } from "./lib/common.js";
 import { task, type TaskReply, type TaskRequest } from "./lib/interp-side.js";
 
@@ -40,16 +40,7 @@ interface System {
   wakeups?(): number;
 }
 
-/** Wake-ups sent to party `slot` so far: its park word (control.ts slot table, word 2), a wrapping count. */
-function wakeupsSentTo(slot: number): number {
-  return Atomics.load(control, slotWord(slot, 2));
-}
 
-/** The party slot of live interpreter `id` (control.ts), for reading its park word. */
-function slotOf(id: number): number {
-  for (let slot = 1; slot < MAX_PARTIES; slot++) if (slotId(slot) === id && slotState(slot) === PartyState.LIVE) return slot;
-  throw new Error(`no live party slot for interpreter ${id}`);
-}
 
 async function libSystem(): Promise<System> {
   const [a, b] = await Promise.all([create({ name: "server-1" }), create({ name: "server-2" })]);
