@@ -298,8 +298,8 @@ export interface OutgoingMessage {
   readonly length: number;
   /** Record flags every record of it carries (R_ATTACH or 0). */
   readonly flags: number;
-  /** Copies payload bytes [from, from + count) to `target` at `at`. */
-  copyTo(target: Uint8Array, at: number, from: number, count: number): void;
+  /** Copies payload bytes [from, from + count) to `target` (whose 32-bit view is `targetWords`) at `at`. */
+  copyTo(target: Uint8Array, targetWords: Int32Array, at: number, from: number, count: number): void;
 }
 
 /** What a finished send operation holds instead of its message. */
@@ -553,7 +553,7 @@ export class SendOp extends Operation {
   /** Writes and publishes one record of this message (its payload bytes [from, from + count)). */
   private writeRecord(at: number, from: number, count: number, flags: number): void {
     const m = this.memory;
-    this.message.copyTo(m.data, at + RECORD_HEADER_BYTES, from, count);
+    this.message.copyTo(m.data, m.dataWords, at + RECORD_HEADER_BYTES, from, count);
     const written = m.writeRecord(at, count, flags | this.message.flags, this.seq, this.message.length);
     if (from === 0) testHook?.("send:committed");
     m.publishWritten(written); // the commit point: last

@@ -4,7 +4,7 @@
  * abort, tryRecv/trySend. Cross-interpreter behaviour is in other files.
  */
 import { suite, assert, withTimeout } from "./_harness.js";
-import { ChannelClosedError, create, createChannel, MessageTooLargeError, NotShareableError, TimeoutError } from "../src/index.js";
+import { ChannelClosedError, create, createChannel, MessageTooLargeError, NotShareableError, SendChannel, TimeoutError } from "../src/index.js";
 import { control, mySlot, slotWord } from "../src/control.js";
 import { endOf } from "../src/transfer.js";
 import { R_FIRST, R_LAST, R_RAW_BUFFER, R_RAW_BYTES } from "../src/ring.js";
@@ -613,6 +613,36 @@ test("messages of every size around the word-copy limit arrive intact, one after
     const got = rx.tryRecv();
     assert.ok(got.ok && got.value.n === n && got.value.s === String.fromCharCode(97 + (n % 26)).repeat(n), `message ${n}`);
   }
+});
+
+test("small messages of every size, with and without channel ends inside, are copied into a wrapping ring exactly (word copies on the send side)", async () => {
+  // An encoded body up to 128 bytes goes into the ring a 32-bit word at a
+  // time, after the attachment table if there is one; a small ring puts the
+  // records at every offset and wraps them, two in flight at a time.
+  const [rx, tx] = createChannel<{ n: number; s: string; end?: unknown }>({ bufferBytes: 1024, maxBufferBytes: 1024, name: "word-copies" });
+  const [, spareTx] = createChannel<number>({ name: "carried" });
+  const text = (n: number): string => Array.from({ length: n }, (_, i) => String.fromCharCode(32 + ((n * 7 + i * 13) % 95))).join("");
+  const message = (n: number) => (n % 3 === 0 ? { n, s: text(n), end: spareTx.clone() } : { n, s: text(n) });
+  const check = (n: number): void => {
+    const got = rx.tryRecv();
+    assert.ok(got.ok, `message ${n} is there`);
+    if (!got.ok) return;
+    assert.is(got.value.n, n);
+    assert.is(got.value.s, text(n), `message ${n}'s text`);
+    if (n % 3 === 0) {
+      assert.ok(got.value.end instanceof SendChannel, `message ${n} carries a send end`);
+      (got.value.end as SendChannel<number>).close();
+    } else {
+      assert.is(got.value.end, undefined);
+    }
+  };
+  for (let n = 0; n <= 150; n += 2) {
+    assert.ok(tx.trySend(message(n)), `send ${n}`);
+    assert.ok(tx.trySend(message(n + 1)), `send ${n + 1}`);
+    check(n);
+    check(n + 1);
+  }
+  spareTx.close();
 });
 
 test("a raw Uint8Array or ArrayBuffer streamed through a small ring arrives whole, as its type", async () => {
