@@ -245,14 +245,15 @@ export class ChannelMessage implements OutgoingMessage {
       if (headLength > 0) target.set(this.head, at);
       const bodyAt = at + headLength;
       const words = this.bodyWords;
-      if (words !== null && bodyLength <= WORD_COPY_MAX_BYTES && (bodyAt & 3) === 0) {
+      const wordCount = (bodyLength + 3) >>> 2;
+      if (words !== null && bodyLength <= WORD_COPY_MAX_BYTES && (bodyAt & 3) === 0 && wordCount <= words.length) {
         // The body lands 4-aligned (a payload starts 8-aligned in the ring and
         // the attachment table is a multiple of 8 bytes). The last word may
         // carry up to 3 bytes past the body: they come from the scratch's own
-        // tail (it is at least 256 bytes) and land in the record's padding
-        // (a record is padded to a multiple of 8), which nobody reads.
+        // tail and land in the record's padding (a record is padded to a
+        // multiple of 8), which nobody reads.
         const first = bodyAt >>> 2;
-        for (let i = 0, n = (bodyLength + 3) >>> 2; i < n; i++) targetWords[first + i] = words[i]!;
+        for (let i = 0; i < wordCount; i++) targetWords[first + i] = words[i]!;
       } else if (bodyLength === body.length) target.set(body, bodyAt);
       else if (bodyLength <= BYTE_COPY_MAX_BYTES) for (let i = 0; i < bodyLength; i++) target[bodyAt + i] = body[i]!;
       else target.set(body.subarray(0, bodyLength), bodyAt);
