@@ -125,7 +125,12 @@ export class DeadlockDetector {
 
   constructor(
     private readonly channelById: (id: number) => ChannelMemory | undefined,
-    private readonly deliver: (slot: number, verdict: { mode: "throw" | "report"; message: string; cycle: DeadlockParty[] }) => void,
+    /**
+     * Gives every party in `slots` the verdict, then wakes them: all of them
+     * hold it before any runs on (one that ran on first, say by closing an
+     * end, would otherwise wake another with something else to fail with).
+     */
+    private readonly deliver: (slots: number[], verdict: { mode: "throw" | "report"; message: string; cycle: DeadlockParty[] }) => void,
     /** The Lock deposited under an id, with its owner now (undefined if unknown or not a lock). */
     private readonly lockById: (id: number) => LockState | undefined = () => undefined,
   ) {}
@@ -149,10 +154,8 @@ export class DeadlockDetector {
     const deadlocked = this.closeUnder(confirmed);
     if (deadlocked.size === 0) return;
     const { message, cycle } = describe(deadlocked);
-    for (const slot of deadlocked.keys()) {
-      this.observed.get(slot)!.reported = true;
-      this.deliver(slot, { mode, message, cycle });
-    }
+    for (const slot of deadlocked.keys()) this.observed.get(slot)!.reported = true;
+    this.deliver([...deadlocked.keys()], { mode, message, cycle });
   }
 
   /** Parties in a sync wait without timeout, with how long their wait has looked the same. */

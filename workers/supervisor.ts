@@ -216,12 +216,16 @@ function sweepClosedChannels(): void {
 
 const detector = new DeadlockDetector(
   (id) => channels.get(id),
-  (slot, verdict) => {
-    const port = partyPorts.get(slot);
-    if (!port) return;
-    port.postMessage({ kind: "verdict", ...verdict } satisfies SupervisorMessage);
-    setVerdictFlag(slot, 1);
-    wakeParty(slot);
+  (slots, verdict) => {
+    // Every verdict is posted and flagged before anyone is woken (see DeadlockDetector).
+    const delivered = slots.filter((slot) => {
+      const port = partyPorts.get(slot);
+      if (!port) return false;
+      port.postMessage({ kind: "verdict", ...verdict } satisfies SupervisorMessage);
+      setVerdictFlag(slot, 1);
+      return true;
+    });
+    for (const slot of delivered) wakeParty(slot);
   },
   (id) => lockStateOf(objects.get(id), id),
 );
