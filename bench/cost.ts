@@ -13,9 +13,10 @@ import { payloadFor, type PayloadKind } from "./lib/payload.js";
 import { parseArgs } from "./lib/common.js";
 
 const args = parseArgs();
-const N = Math.ceil(Number(args.messages ?? 200_000) / 500) * 500;
-const ROUNDS = Number(args.rounds ?? 8);
 const BATCH = 500;
+/** Messages per round, a whole number of batches. */
+const N = Math.ceil(Number(args.messages ?? 200_000) / BATCH) * BATCH;
+const ROUNDS = Number(args.rounds ?? 8);
 
 /** Median of the rounds after the first two (JIT warm-up), in ns per operation. */
 function perOp(samples: number[]): string {

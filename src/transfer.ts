@@ -193,8 +193,6 @@ const NO_ENDS: End[] = [];
  */
 const REALIGN_MIN_BYTES = 1024;
 
-/** Bodies up to this size are copied into the ring byte by byte (no view to allocate; see channel-ops.ts). */
-const BYTE_COPY_MAX_BYTES = 64;
 /**
  * Bodies of the thread's encoder scratch up to this size are copied into the
  * ring a 32-bit word at a time: 7 word stores for a 28-byte object instead
@@ -255,7 +253,6 @@ export class ChannelMessage implements OutgoingMessage {
         const first = bodyAt >>> 2;
         for (let i = 0; i < wordCount; i++) targetWords[first + i] = words[i]!;
       } else if (bodyLength === body.length) target.set(body, bodyAt);
-      else if (bodyLength <= BYTE_COPY_MAX_BYTES) for (let i = 0; i < bodyLength; i++) target[bodyAt + i] = body[i]!;
       else target.set(body.subarray(0, bodyLength), bodyAt);
       return;
     }
