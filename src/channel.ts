@@ -780,8 +780,10 @@ export function createChannel<T = unknown>(options: ChannelOptions = {}): [RecvC
   if (typeof name !== "string") throw new TypeError(`createChannel: name must be a string, got ${typeof name}`);
   const buffer = createChannelMemory({ id: nextChannelId(), capacity, bufferBytes, maxBufferBytes, maxMessageBytes, name });
   const memory = new ChannelMemory(buffer);
-  registerNewChannel(memory);
   const recv = new RecvChannel<T>(constructing, End.acquire(memory, "recv"));
   const send = new SendChannel<T>(constructing, End.acquire(memory, "send"));
+  // Registered only once both ends are counted: the supervisor forgets a
+  // channel whose handle counts are both 0, and it may look at once.
+  registerNewChannel(memory);
   return [recv, send];
 }
