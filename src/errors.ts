@@ -101,6 +101,43 @@ export class InterpreterClosedError extends InterpretersError {
   override readonly code = "ERR_INTERPRETER_CLOSED";
 }
 
+/**
+ * A send found no room and the channel's `overflow` policy is `"error"`, or
+ * a pool's queue of waiting tasks is at its `maxQueue`: the fast-fail path
+ * (refused at once, nothing queued, the channel or pool unchanged).
+ */
+export class ChannelFullError extends InterpretersError {
+  override readonly code = "ERR_CHANNEL_FULL";
+}
+
+/** Where in a pipeline's source a failing item came from. */
+export interface StageItem {
+  /** The item's position in the pipeline's source (0-based). */
+  index: number;
+  /** A short printable preview of the item. */
+  preview: string;
+}
+
+/**
+ * A pipeline stage failed on an item (or its interpreter died): `.stage`
+ * names the stage, `.worker` the worker index within it, `.item` the item's
+ * position in the source and a preview, `.remote` the remote error.
+ */
+export class StageFailed extends InterpretersError {
+  override readonly code = "ERR_STAGE_FAILED";
+  readonly stage: string;
+  readonly worker: number;
+  readonly item: StageItem | undefined;
+  readonly remote: RemoteErrorInfo;
+  constructor(message: string, fields: { stage: string; worker: number; item?: StageItem; remote: RemoteErrorInfo }, options?: { cause?: unknown }) {
+    super(message, options);
+    this.stage = fields.stage;
+    this.worker = fields.worker;
+    this.item = fields.item;
+    this.remote = fields.remote;
+  }
+}
+
 
 /** Plain data describing an error, safe to post to another thread. */
 export interface ErrorRecord {

@@ -21,6 +21,7 @@ export type { DeadlockMode } from "./deadlock.js";
 export type { ChannelOptions, ChannelStats, TryRecvResult, WaitOptions } from "./channel.js";
 export {
   ChannelClosedError,
+  ChannelFullError,
   CorruptDataError,
   DeadlockError,
   ExecutionFailed,
@@ -28,9 +29,10 @@ export {
   InterpretersError,
   MessageTooLargeError,
   NotShareableError,
+  StageFailed,
   TimeoutError,
 } from "./errors.js";
-export type { DeadlockParty, RemoteErrorInfo } from "./errors.js";
+export type { DeadlockParty, RemoteErrorInfo, StageItem } from "./errors.js";
 
 /**
  * True when `value` can be sent over a channel or passed to an interpreter:
