@@ -58,4 +58,21 @@ test("ends inside the messages a failed batch did send belong to their receiver,
   }
 });
 
+test("sendMany with an aborted signal at capacity 0: the offer its batch made is taken back (nothing is received that err.sent does not count)", async () => {
+  const [rx, tx] = createChannel<number>({ capacity: 0, name: "rendezvous-aborted" });
+  const controller = new AbortController();
+  controller.abort(new Error("stop"));
+  const err = await tx.sendMany([1, 2], { signal: controller.signal }).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  assert.is((err as Error).message, "stop");
+  const sent = (err as { sent: number }).sent;
+  const got = rx.tryRecv();
+  const received = got.ok ? [got.value] : [];
+  assert.is(received.length, sent, `err.sent is ${sent} but ${JSON.stringify(received)} was received`);
+  const stats = rx.stats();
+  assert.equal([stats.length, stats.sent - stats.received], [0, 0], "nothing left offered or counted");
+});
+
 test.run();
