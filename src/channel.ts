@@ -436,6 +436,14 @@ function runAsync<T>(
   const timeout = checkTimeout(options?.timeout, verb);
   const signal = effectiveSignal(options?.signal);
   if (signal?.aborted) {
+    try {
+      // A send a batch already began (sendMany: a rendezvous offer in the
+      // ring) is taken back first, or a receiver would still take it.
+      if (op instanceof SendOp && op.started && withdrawOnce(op, false) === "done") return Promise.resolve(done());
+    } catch (err) {
+      undo();
+      return Promise.reject(err);
+    }
     undo();
     return Promise.reject(signal.reason);
   }
