@@ -1010,6 +1010,13 @@ export class ChannelMemory {
       this.set(H.TAIL, head + used); // the records may have ended exactly at the old end (TAIL was 0)
     } else {
       // Records are [head, recordsEnd), padding, then [0, tail): move [0, tail) to recordsEnd.
+      // The move overwrites the padding record's header, which a rollback of
+      // this section (DATA_SIZE, HEAD and TAIL back to the wrapped ring) needs
+      // again: its words are journaled like any other record word.
+      if (size - recordsEnd >= RECORD_HEADER_BYTES) {
+        const word = recordsEnd >>> 2;
+        for (let i = 0; i < RECORD_HEADER_BYTES >>> 2; i++) this.logUndo(AREA_DATA, word + i, this.dataWords[word + i]!);
+      }
       this.data.copyWithin(recordsEnd, 0, tail);
       this.set(H.TAIL, recordsEnd + tail);
       Atomics.store(this.header, H.WRITTEN, (this.get(H.READ) + (recordsEnd + tail - head)) | 0);
