@@ -1,0 +1,112 @@
+/**
+ * Review of the supervisor's fetch logic (workers/supervisor.ts): a fetch
+ * waits only while a registration is on its way, and is then answered with
+ * what it asked for if any registration made it resolvable, null only if
+ * none did. Registrations come from different parties on different ports,
+ * which the supervisor may handle in any order; these tests put the
+ * supervisor in such an order deterministically: main's registrations
+ * stand for those of the other threads, and a registration "on its way"
+ * is one counted in P_POSTED (postToSupervisor counts before it posts)
+ * and posted later.
+ */
+import { suite, assert } from "./_harness.js";
+import { create, createChannel, type Interpreter } from "../src/index.js";
+import { control, P_POSTED, refusedRequests, slotWord } from "../src/control.js";
+import { postToSupervisor } from "../src/supervisor-link.js";
+import { allocateChannelId } from "../src/registry.js";
+import { ChannelMemory, createChannelMemory } from "../src/ring.js";
+
+const test = suite("review-supervisor");
+
+async function pollUntil(condition: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+}
+
+/** A channel's memory made by hand and not registered yet. */
+function unregisteredChannel(name: string): { id: number; buffer: SharedArrayBuffer; memory: ChannelMemory } {
+  const id = allocateChannelId();
+  const buffer = createChannelMemory({ id, capacity: Infinity, bufferBytes: 64, maxBufferBytes: 4096, maxMessageBytes: 4000, name, overflow: 0 });
+  return { id, buffer, memory: new ChannelMemory(buffer) };
+}
+
+/**
+ * In `fetcher`: posts a fetch of generation 1 of channel `id`'s data area,
+ * then a request the supervisor refuses (a marker: handled after the
+ * fetch, on the same port), then waits for the fetch's answer and sends
+ * its byte length (or "null") on the returned channel.
+ */
+async function fetchDataInInterpreter(fetcher: Interpreter, id: number, token: readonly number[]): Promise<{ answer: Promise<unknown>; run: Promise<void> }> {
+  const [outRx, outTx] = createChannel<unknown>();
+  const run = fetcher.exec(
+    `import { workerData, receiveMessageOnPort } from "node:worker_threads";
+     const port = workerData.__interpretersSupervisor;
+     const boot = workerData.__interpreters;
+     const flags = new Int32Array(boot.control);
+     const flag = 16 + boot.slot * 16 + 3; // this party's fetch flag (control.ts)
+     Atomics.store(flags, flag, 0);
+     port.postMessage({ type: "fetch", kind: "data", id: ${id}, gen: 1, token: ${JSON.stringify(token)}, slot: boot.slot });
+     port.postMessage({ type: "exited", slot: 0, id: 0 }); // refused: this party did not create slot 0
+     const until = Date.now() + 20000;
+     while (Atomics.load(flags, flag) === 0 && Date.now() < until) Atomics.wait(flags, flag, 0, 50);
+     let answer = "no answer";
+     for (let m; (m = receiveMessageOnPort(port)); ) if (m.message.kind === "fetch") answer = m.message.buffer ? m.message.buffer.byteLength : "null";
+     out.sendSync(answer);`,
+    { bind: { out: outTx } },
+  );
+  return { answer: outRx.recv({ timeout: 30_000 }), run };
+}
+
+test("a data generation registered before its channel, fetched while the channel's registration is on its way: answered with the buffer", async () => {
+  const fetcher = await create({ name: "fetcher" });
+  try {
+    const { id, buffer, memory } = unregisteredChannel("late-channel");
+    const gen1 = new SharedArrayBuffer(128);
+    // The grower's registration of generation 1 is handled first (kept aside: its channel is unknown yet).
+    postToSupervisor({ type: "data", id, token: memory.token(), gen: 1, buffer: gen1 });
+    // The creator's registration of the channel is on its way.
+    Atomics.add(control, slotWord(0, P_POSTED), 1);
+    const refused = refusedRequests();
+    const { answer, run } = await fetchDataInInterpreter(fetcher, id, memory.token());
+    await pollUntil(() => refusedRequests() > refused, "the supervisor to handle the fetch (and the marker after it)");
+    // Now it arrives (counted already).
+    Atomics.sub(control, slotWord(0, P_POSTED), 1);
+    postToSupervisor({ type: "channel", id, buffer });
+    assert.is(await answer, 128, "the fetch gets generation 1, which the channel's registration made known");
+    await run;
+  } finally {
+    await fetcher.close();
+  }
+});
+
+test("a data generation fetched before either registration arrives: the data's registration alone does not answer it null while the channel's is on its way", async () => {
+  const fetcher = await create({ name: "fetcher" });
+  const grower = await create({ name: "grower" });
+  try {
+    const { id, buffer, memory } = unregisteredChannel("later-channel");
+    Atomics.add(control, slotWord(0, P_POSTED), 1); // the creator's registration is on its way
+    const refused = refusedRequests();
+    const { answer, run } = await fetchDataInInterpreter(fetcher, id, memory.token());
+    await pollUntil(() => refusedRequests() > refused, "the supervisor to handle the fetch (and the marker after it)");
+    // The grower's registration of generation 1 arrives (from its own port), then a marker after it.
+    await grower.exec(
+      `import { workerData } from "node:worker_threads";
+       const { postToSupervisor } = await import(${JSON.stringify(new URL("../src/supervisor-link.ts", import.meta.url).href)});
+       postToSupervisor({ type: "data", id: ${id}, token: ${JSON.stringify(memory.token())}, gen: 1, buffer: new SharedArrayBuffer(256) });
+       workerData.__interpretersSupervisor.postMessage({ type: "exited", slot: 0, id: 0 });`,
+    );
+    await pollUntil(() => refusedRequests() > refused + 1, "the supervisor to handle the data registration (and the marker after it)");
+    Atomics.sub(control, slotWord(0, P_POSTED), 1);
+    postToSupervisor({ type: "channel", id, buffer });
+    assert.is(await answer, 256, "the fetch gets generation 1 once the channel is known");
+    await run;
+  } finally {
+    await fetcher.close();
+    await grower.close();
+  }
+});
+
+test.run();
