@@ -282,22 +282,39 @@ function partiesBehind(): Map<number, number> {
   return behind;
 }
 
-/** Party `from`'s registration of `key` was handled: answers fetches waiting for it (if their capability opens it), and those it was the last hope of. */
+/**
+ * Party `from`'s registration of `key` was handled: answers fetches waiting
+ * for it if it made them resolvable (or their capability is refused), and
+ * those it was the last hope of. A fetch it did not make resolvable waits
+ * on while other registrations are on their way: a data generation
+ * registered before its channel is found only once the channel is.
+ */
 function registrationHandled(from: number, key: string): void {
   handled[from] = (handled[from]! + 1) | 0;
   const waiting = awaiting.get(key);
   if (waiting) {
-    awaiting.delete(key);
-    for (const { port, slot, request } of waiting) {
-      const found = lookUp(request);
-      if (found === "refused") refuse(`a fetch of ${request.kind} ${request.id} with a wrong capability`, slot);
-      answerFetch(port, slot, found === "refused" ? null : (found ?? null));
-    }
+    const unresolved = waiting.filter((pending) => !answerIfFound(pending));
+    if (unresolved.length === 0) awaiting.delete(key);
+    else awaiting.set(key, unresolved);
   }
   if (awaiting.size > 0) settleAwaiting(from);
 }
 
-/** Party `from` caught up (or is gone): fetches that were waiting only for it get null. */
+/** Answers `pending` if what it asks for is here (or its capability is refused); false if not here. */
+function answerIfFound(pending: PendingFetch, orNull = false): boolean {
+  const found = lookUp(pending.request);
+  if (found === undefined && !orNull) return false;
+  if (found === "refused") refuse(`a fetch of ${pending.request.kind} ${pending.request.id} with a wrong capability`, pending.slot);
+  answerFetch(pending.port, pending.slot, found === "refused" ? null : (found ?? null));
+  return true;
+}
+
+/**
+ * Party `from` caught up (or is gone): fetches that were waiting only for
+ * it are answered with what is here now (a registration under another key
+ * may have made them resolvable: a channel brings its data generations
+ * registered ahead of it), or null.
+ */
 function settleAwaiting(from: number, gone = false): void {
   for (const [key, list] of awaiting) {
     for (let i = list.length - 1; i >= 0; i--) {
@@ -306,7 +323,7 @@ function settleAwaiting(from: number, gone = false): void {
       if (target === undefined) continue;
       if (gone || ((handled[from]! - target) | 0) >= 0) pending.behind.delete(from);
       if (pending.behind.size === 0) {
-        answerFetch(pending.port, pending.slot, null);
+        answerIfFound(pending, true);
         list.splice(i, 1);
       }
     }
