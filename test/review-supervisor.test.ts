@@ -10,11 +10,13 @@
  * and posted later.
  */
 import { suite, assert } from "./_harness.js";
-import { create, createChannel, type Interpreter } from "../src/index.js";
-import { control, P_POSTED, refusedRequests, slotWord } from "../src/control.js";
+import { ChannelClosedError, create, createChannel, type Interpreter, type RecvChannel, type SendChannel } from "../src/index.js";
+import { control, MAX_PARTIES, P_POSTED, PartyState, refusedRequests, slotId, slotState, slotWord } from "../src/control.js";
+import { End } from "../src/handle.js";
+import { handleFor } from "../src/transfer.js";
 import { postToSupervisor } from "../src/supervisor-link.js";
 import { allocateChannelId } from "../src/registry.js";
-import { ChannelMemory, createChannelMemory } from "../src/ring.js";
+import { ChannelMemory, createChannelMemory, H } from "../src/ring.js";
 
 const test = suite("review-supervisor");
 
@@ -106,6 +108,34 @@ test("a data generation fetched before either registration arrives: the data's r
   } finally {
     await fetcher.close();
     await grower.close();
+  }
+});
+
+test("an end carried in a message the supervisor discards (its receiver died) is released even if its channel's registration arrives after the death", async () => {
+  const holder = await create({ name: "holder" });
+  try {
+    const [carrierRx, carrierTx] = createChannel<RecvChannel<string>>({ name: "carrier" });
+    await holder.exec("globalThis.kept = r;", { bind: { r: carrierRx } }); // the carrier's only receive end
+    // Channel "inner", made here; its registration is counted as posted (as createChannel does) but not handled yet.
+    const { id, buffer, memory } = unregisteredChannel("inner");
+    Atomics.add(control, slotWord(0, P_POSTED), 1);
+    const innerRx = handleFor(End.acquire(memory, "recv")) as RecvChannel<string>;
+    const innerTx = handleFor(End.acquire(memory, "send")) as SendChannel<string>;
+    carrierTx.sendSync(innerRx); // inner's receive end now travels in the carrier
+    let slot = -1;
+    for (let s = 1; s < MAX_PARTIES; s++) if (slotId(s) === holder.id && slotState(s) === PartyState.LIVE) slot = s;
+    await holder.terminate(); // the supervisor releases the carrier's last receive end: its message is discarded
+    await pollUntil(() => slotState(slot) === PartyState.FREE, "the supervisor to clean up after the holder");
+    assert.is(memory.get(H.RECV_HANDLES), 1, "inner's receive end is still in transit (its channel was not registered)");
+    // The registration arrives.
+    Atomics.sub(control, slotWord(0, P_POSTED), 1);
+    postToSupervisor({ type: "channel", id, buffer });
+    await pollUntil(() => memory.load(H.RECV_HANDLES) === 0, "the end inside the discarded message to be released (no receiver of inner is left)");
+    assert.throws(() => innerTx.trySend("anyone?"), ChannelClosedError);
+    carrierTx.close();
+    innerTx.close();
+  } finally {
+    await holder.terminate();
   }
 });
 
