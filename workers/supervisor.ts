@@ -283,6 +283,20 @@ function partiesBehind(): Map<number, number> {
 }
 
 /**
+ * Has a live party posted a registration not handled yet? (A party found
+ * dead is left out: one killed between counting a registration and
+ * posting it would be behind until its slot is freed, and the cleanup
+ * that asks must not wait for that.)
+ */
+function registrationOnItsWay(): boolean {
+  for (const slot of partiesBehind().keys()) {
+    const state = slotState(slot);
+    if (state === PartyState.LIVE || state === PartyState.STARTING) return true;
+  }
+  return false;
+}
+
+/**
  * Party `from`'s registration of `key` was handled: answers fetches waiting
  * for it if it made them resolvable (or their capability is refused), and
  * those it was the last hope of. A fetch it did not make resolvable waits
@@ -393,6 +407,7 @@ function releaseUnclaimedEnds(slot: number): boolean {
   while (record.ends.length > 0) {
     const { id, kind } = record.ends[0]!;
     const memory = channels.get(id);
+    if (!memory && registrationOnItsWay()) return false; // its registration may be on its way (see releaseTransit)
     if (memory) {
       const released = onChannel(memory, { value: { wake: 0, discarded: [] } }, () => tryLockedAfterDeath(memory, slot, () => releaseTransitEnd(kind, memory)));
       if (!released) return false; // retried later, from the first end not yet released
@@ -459,7 +474,11 @@ function releaseTransit(attempt: number): void {
     const { id, kind } = transitToRelease[i]!;
     const memory = channels.get(id);
     if (!memory) {
-      transitToRelease.splice(i, 1); // no such channel here any more
+      // Not here yet: its registration may be on its way (an end travels as
+      // soon as its channel is made), and it is retried until none is. Else
+      // no such channel lives (a carried end keeps its channel alive).
+      if (registrationOnItsWay()) i++;
+      else transitToRelease.splice(i, 1);
       continue;
     }
     const released = onChannel(memory, { value: { wake: 0, discarded: [] } }, () => tryLockedAfterDeath(memory, -1, () => releaseTransitEnd(kind, memory)));
