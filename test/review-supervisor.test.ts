@@ -15,6 +15,7 @@ import { control, MAX_PARTIES, P_POSTED, PartyState, refusedRequests, slotId, sl
 import { End } from "../src/handle.js";
 import { handleFor } from "../src/transfer.js";
 import { postToSupervisor } from "../src/supervisor-link.js";
+import { lock, unlock } from "../src/mutex.js";
 import { allocateChannelId } from "../src/registry.js";
 import { ChannelMemory, createChannelMemory, H } from "../src/ring.js";
 
@@ -138,5 +139,63 @@ test("an end carried in a message the supervisor discards (its receiver died) is
     await holder.terminate();
   }
 });
+
+function slotOf(interpreter: Interpreter): number {
+  for (let s = 1; s < MAX_PARTIES; s++) if (slotId(s) === interpreter.id && slotState(s) === PartyState.LIVE) return s;
+  throw new Error(`no live slot for interpreter ${interpreter.id}`);
+}
+
+test("a fetch that waits on a dead party's registration that never comes (killed between counting and posting it) is answered when that party's slot is freed", async () => {
+  const dying = await create({ name: "dying" });
+  const fetcher = await create({ name: "fetcher" });
+  try {
+    const [rx, tx] = createChannel<string>({ name: "held" });
+    await dying.exec("globalThis.kept = t;", { bind: { t: tx } });
+    const slot = slotOf(dying);
+    // The party counts a registration (postToSupervisor counts before posting) and is killed before posting it.
+    Atomics.add(control, slotWord(slot, P_POSTED), 1);
+    // Its cleanup waits while a live party (main, here) holds a lock of a channel it held.
+    const memory = (await import("../src/transfer.js")).endOf(rx)!.memory;
+    lock(memory.header, H.SEND_LOCK, 0, () => {});
+    let locked = true;
+    try {
+      await dying.terminate();
+      await pollUntil(() => slotState(slot) === PartyState.EXITED, "the supervisor to notice the death");
+      // A fetch of an id nobody has: it waits, since the dead party looks behind.
+      const refused = refusedRequests();
+      const [outRx, outTx] = createChannel<string>();
+      const run = fetcher.exec(
+        `import { workerData, receiveMessageOnPort } from "node:worker_threads";
+         const port = workerData.__interpretersSupervisor;
+         const boot = workerData.__interpreters;
+         const flags = new Int32Array(boot.control);
+         const flag = 16 + boot.slot * 16 + 3;
+         Atomics.store(flags, flag, 0);
+         port.postMessage({ type: "fetch", kind: "channel", id: 2000000000, token: [1, 2, 3, 4], slot: boot.slot });
+         port.postMessage({ type: "exited", slot: 0, id: 0 }); // a marker the supervisor refuses
+         const until = Date.now() + 20000;
+         while (Atomics.load(flags, flag) === 0 && Date.now() < until) Atomics.wait(flags, flag, 0, 50);
+         let answer = "no answer";
+         for (let m; (m = receiveMessageOnPort(port)); ) if (m.message.kind === "fetch") answer = String(m.message.buffer);
+         out.sendSync(answer);`,
+        { bind: { out: outTx } },
+      );
+      await pollUntil(() => refusedRequests() > refused, "the supervisor to take the fetch");
+      unlock(memory.header, H.SEND_LOCK);
+      locked = false;
+      await pollUntil(() => slotState(slot) === PartyState.FREE, "the supervisor to free the dead party's slot");
+      const started = Date.now();
+      assert.is(await outRx.recv({ timeout: 30_000 }), "null", "answered (null: no such channel) once the slot is freed");
+      assert.ok(Date.now() - started < 5000, `answered ${Date.now() - started} ms after the slot was freed`);
+      await run;
+    } finally {
+      if (locked) unlock(memory.header, H.SEND_LOCK);
+    }
+    rx.close();
+  } finally {
+    await dying.terminate();
+    await fetcher.close();
+  }
+}, { timeout: 60_000 });
 
 test.run();
