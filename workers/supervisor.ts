@@ -377,6 +377,9 @@ function releaseChannels(slot: number, pending: ChannelMemory[], attempt: number
   releasePrimitivesOfDeadParty(objects, slot);
   handled[slot] = 0; // its next occupant's posted count starts at 0 (control.ts initSlot)
   setSlotState(slot, PartyState.FREE);
+  // Fetches that came after its death may wait for registrations it counted
+  // and never posted (killed in between): nothing more will come from it.
+  if (awaiting.size > 0) settleAwaiting(slot, true);
   sweepClosedChannels();
 }
 
