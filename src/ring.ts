@@ -386,6 +386,18 @@ export class ChannelMemory {
     Atomics.store(header, SEND_JOURNAL_UNDO_WORD, count + 1);
   }
   /**
+   * Under both locks, between two complete steps of one section: if `entries`
+   * more undo entries would overflow the journal, ends the section there
+   * (its steps so far stand) and opens a fresh one.
+   */
+  checkpointForUndo(entries: number): void {
+    const header = this.header;
+    if (Atomics.load(header, SEND_JOURNAL_VALID_WORD) !== JOURNAL_BOTH_LOCKS) return;
+    if (Atomics.load(header, SEND_JOURNAL_UNDO_WORD) + entries <= JOURNAL_MAX_ENTRIES) return;
+    this.endJournal(Locks.BOTH);
+    this.beginJournal(Locks.BOTH);
+  }
+  /**
    * Undoes the send-lock part of a critical section its owner died in (call
    * holding the send lock, taken over from the dead owner). True when there was one.
    */
@@ -562,6 +574,10 @@ export class ChannelMemory {
       victimSeq = seq;
     });
     if (victim < 0) return false;
+    // Each drop logs an undo entry (its tombstone), and a send may drop many
+    // to make room: past what the journal holds, the drops so far are made
+    // permanent first (a consistent state: whole drops, nothing else begun).
+    this.checkpointForUndo(1);
     const flags = this.recordFlags(victim);
     const carried = flags & R_ATTACH ? this.payload(victim).slice() : true;
     this.forEachRecord((offset) => {
