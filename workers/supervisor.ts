@@ -116,8 +116,9 @@ function handle(request: SupervisorRequest, port: MessagePort, from: number): vo
   switch (request.type) {
     case "channel": {
       const memory = new ChannelMemory(request.buffer);
-      const existing = channels.get(request.id);
-      if (existing && !existing.hasToken(memory.token())) {
+      // The table is keyed by the id in the memory: a request naming another is refused.
+      const existing = channels.get(memory.id);
+      if (memory.id !== request.id || (existing && !existing.hasToken(memory.token()))) {
         refuse(`a registration of channel ${request.id}, which is another live channel`, from);
         registrationHandled(from, `channel:${request.id}`);
         return;
