@@ -5,9 +5,11 @@
  * before the wrap, and the order), whatever the growth copied meanwhile.
  */
 import { suite, assert, withTimeout } from "./_harness.js";
-import { create, createChannel } from "../src/index.js";
+import { create, createChannel, type Interpreter } from "../src/index.js";
 import { endOf } from "../src/transfer.js";
 import { H } from "../src/ring.js";
+import { MAX_PARTIES, PartyState, slotId, slotState } from "../src/control.js";
+import { postToSupervisor } from "../src/supervisor-link.js";
 
 const test = suite("review-growth");
 /** The very module instance the library uses in every thread (tests run from source). */
@@ -74,6 +76,58 @@ test("killed right after growing a wrapped ring (padding before the wrap): the r
     rx.close();
   } finally {
     await grower.terminate();
+  }
+}, { timeout: 60_000 });
+
+async function pollUntil(condition: () => boolean, what: string, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+}
+
+function slotOf(interpreter: Interpreter): number {
+  for (let s = 1; s < MAX_PARTIES; s++) if (slotId(s) === interpreter.id && slotState(s) === PartyState.LIVE) return s;
+  throw new Error(`no live slot for interpreter ${interpreter.id}`);
+}
+
+const pattern = (length: number, seed: number): Uint8Array => new Uint8Array(length).map((_, i) => (i * 7 + seed) & 255);
+
+test("a generation published by a grower that died before naming it (DATA_GEN) neither blocks the supervisor's cleanup nor shadows the real one made next", async () => {
+  const holder = await create({ name: "holder" });
+  const reader = await create({ name: "reader" });
+  try {
+    const [rx, tx] = createChannel<Uint8Array>({ capacity: Infinity, bufferBytes: 1024, maxBufferBytes: 1 << 20, name: "regrown" });
+    const memory = memoryOf(rx);
+    tx.sendSync(pattern(3000, 1)); // grows: generation 1, published to the supervisor
+    assert.equal(rx.recvSync({ timeout: 5000 }), pattern(3000, 1));
+    assert.is(memory.load(H.DATA_GEN), 1);
+    // A grower published generation 2 (replaceData: publish, then the DATA_GEN store) and was killed in between.
+    postToSupervisor({ type: "data", id: memory.id, token: memory.token(), gen: 2, buffer: new SharedArrayBuffer(16384) });
+    // A party holding an end dies: the supervisor must map generation 1 (DATA_GEN) to clean up.
+    await holder.exec("globalThis.kept = t;", { bind: { t: tx.clone() } });
+    const slot = slotOf(holder);
+    await holder.terminate();
+    await pollUntil(() => slotState(slot) === PartyState.FREE, "the supervisor to clean up after the holder (it needs generation 1)");
+    assert.is(tx.stats().senders, 1, "the holder's end was released");
+    // The ring grows again for real: generation 2, another buffer. A thread that never saw it fetches it.
+    tx.sendSync(pattern(20_000, 2));
+    assert.is(memory.load(H.DATA_GEN), 2);
+    const [okRx, okTx] = createChannel<boolean>();
+    await reader.exec(
+      `const got = r.recvSync({ timeout: 10000 });
+       let same = got.length === 20000;
+       for (let i = 0; same && i < got.length; i++) same = got[i] === ((i * 7 + 2) & 255);
+       ok.sendSync(same);`,
+      { bind: { r: rx.clone(), ok: okTx } },
+    );
+    assert.ok(await okRx.recv({ timeout: 5000 }), "the reader got the message from the real generation 2");
+    tx.close();
+    rx.close();
+  } finally {
+    await holder.terminate();
+    await reader.close();
   }
 }, { timeout: 60_000 });
 
