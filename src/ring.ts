@@ -302,8 +302,14 @@ export class ChannelMemory {
   data: Uint8Array;
   dataWords: Int32Array;
   private dataGen = 0;
-  /** The newest data buffer this thread knows of (from its own growth, a fetch, or the supervisor's registrations). */
-  private newestData: { gen: number; buffer: SharedArrayBuffer } | undefined;
+  /**
+   * The data buffers this thread knows of, by generation, from the one
+   * DATA_GEN names on (from its own growth, a fetch, or the supervisor's
+   * registrations). More than the newest: a grower killed between
+   * publishing a generation and naming it in DATA_GEN leaves a newer one
+   * that never becomes current, while the current one is still needed.
+   */
+  private dataByGen = new Map<number, SharedArrayBuffer>();
   readonly id: number;
   readonly name: string;
   /** The overflow policy (Overflow.*), fixed at creation. */
@@ -741,14 +747,21 @@ export class ChannelMemory {
     this.offerData(gen, buffer);
   }
 
-  /** Remembers `buffer` as data generation `gen` of this channel, if newer than what this thread knows. */
+  /** Remembers `buffer` as data generation `gen` of this channel (the latest offer of a generation wins). */
   offerData(gen: number, buffer: SharedArrayBuffer): void {
-    if (gen > 0 && (!this.newestData || gen > this.newestData.gen)) this.newestData = { gen, buffer };
+    if (gen <= 0) return;
+    // A generation offered again replaces the earlier one: that was published
+    // by a grower killed before naming it (its section rolled back), and the
+    // generation was made anew by the next growth.
+    this.dataByGen.set(gen, buffer);
+    // Generations before the current one are never needed again.
+    const current = Atomics.load(this.header, H.DATA_GEN);
+    for (const known of this.dataByGen.keys()) if (known < current) this.dataByGen.delete(known);
   }
 
   /** The data buffer of generation `gen` if this thread already knows it. */
   knownData(gen: number): SharedArrayBuffer | undefined {
-    return this.newestData?.gen === gen ? this.newestData.buffer : undefined;
+    return this.dataByGen.get(gen);
   }
 
   /**
