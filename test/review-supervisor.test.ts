@@ -198,4 +198,52 @@ test("a fetch that waits on a dead party's registration that never comes (killed
   }
 }, { timeout: 60_000 });
 
+test("an answer that comes after its fetch gave up (10 s) is not taken as the answer to the next fetch", async () => {
+  const dying = await create({ name: "dying" });
+  const fetcher = await create({ name: "fetcher" });
+  try {
+    const [heldRx, heldTx] = createChannel<string>({ name: "held" });
+    await dying.exec("globalThis.kept = t;", { bind: { t: heldTx } });
+    const slot = slotOf(dying);
+    Atomics.add(control, slotWord(slot, P_POSTED), 1); // a registration counted, never posted (killed in between)
+    const memory = (await import("../src/transfer.js")).endOf(heldRx)!.memory;
+    lock(memory.header, H.SEND_LOCK, 0, () => {}); // its cleanup waits while a live party holds a lock
+    const step = new Int32Array(new SharedArrayBuffer(8));
+    const [endsRx, endsTx] = createChannel<SendChannel<string>>({ name: "ends" });
+    const [liveRx, liveTx] = createChannel<string>({ name: "live" });
+    let locked = true;
+    try {
+      await dying.terminate();
+      await pollUntil(() => slotState(slot) === PartyState.EXITED, "the supervisor to notice the death");
+      const run = fetcher.exec(
+        `import { channelById } from ${JSON.stringify(new URL("../src/registry.ts", import.meta.url).href)};
+         let first = "answered";
+         try { channelById(2000000000, [1, 2, 3, 4]); } catch (e) { first = e.name + ": " + e.message; }
+         Atomics.store(step, 0, 1); Atomics.notify(step, 0);
+         if (Atomics.wait(step, 1, 0, 30000) === "timed-out") throw new Error("no second step");
+         const tx = ends.recvSync({ timeout: 10000 }); // an end of a live channel: fetched by its capability
+         tx.sendSync("second fetch answered with its own answer");
+         tx.close();
+         globalThis.first = first;`,
+        { bind: { step, ends: endsRx } },
+      );
+      await pollUntil(() => Atomics.load(step, 0) === 1, "the first fetch to give up (10 s)", 30_000);
+      unlock(memory.header, H.SEND_LOCK);
+      locked = false;
+      await pollUntil(() => slotState(slot) === PartyState.FREE, "the supervisor to free the dead party's slot (and answer the first fetch, late)");
+      await endsTx.send(liveTx);
+      Atomics.store(step, 1, 1);
+      Atomics.notify(step, 1);
+      await run;
+      assert.is(await liveRx.recv({ timeout: 5000 }), "second fetch answered with its own answer");
+    } finally {
+      if (locked) unlock(memory.header, H.SEND_LOCK);
+    }
+    heldRx.close();
+  } finally {
+    await dying.terminate();
+    await fetcher.close();
+  }
+}, { timeout: 90_000 });
+
 test.run();
