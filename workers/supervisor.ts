@@ -89,7 +89,7 @@ function listen(port: MessagePort, slot: number, id: number): void {
     const problem = malformed(request);
     if (problem) {
       refuse(`a malformed request (${problem})`, slot);
-      if (isFetchLike(request)) answerFetch(port, slot, null); // whoever waits for an answer gets one
+      if (isFetchLike(request)) answerFetch(port, slot, requestNumber(request), null); // whoever waits for an answer gets one
       return;
     }
     try {
@@ -100,7 +100,7 @@ function listen(port: MessagePort, slot: number, id: number): void {
       // is refused like any other bad request, and its sender's fetch answered.
       if (!(err instanceof CorruptDataError)) throw err;
       refuse(`a request naming corrupt memory (${err.message})`, slot);
-      if (isFetchLike(request)) answerFetch(port, slot, null);
+      if (isFetchLike(request)) answerFetch(port, slot, requestNumber(request), null);
       else if (isRegistration(request)) registrationHandled(slot, ""); // counted, so fetches do not wait for it
 
     }
@@ -152,16 +152,16 @@ function handle(request: SupervisorRequest, port: MessagePort, from: number): vo
       const found = lookUp(request);
       if (found === "refused") {
         refuse(`a fetch of ${request.kind} ${request.id} with a wrong capability`, from);
-        answerFetch(port, from, null);
+        answerFetch(port, from, request.req, null);
         return;
       }
       if (found) {
-        answerFetch(port, from, found);
+        answerFetch(port, from, request.req, found);
         return;
       }
       const behind = partiesBehind();
       if (behind.size === 0) {
-        answerFetch(port, from, null); // nothing is on its way: this id can never be resolved
+        answerFetch(port, from, request.req, null); // nothing is on its way: this id can never be resolved
         return;
       }
       const key = request.kind === "data" ? `data:${request.id}:${request.gen}` : `${request.kind}:${request.id}`;
@@ -171,7 +171,7 @@ function handle(request: SupervisorRequest, port: MessagePort, from: number): vo
       return;
     }
     case "ids":
-      answerFetch(port, from, null, freeChannelIds(request.count));
+      answerFetch(port, from, request.req, null, freeChannelIds(request.count));
       return;
     case "attach":
       // Only the creator of a slot attaches it, once (the new party may already be running).
@@ -227,6 +227,11 @@ function isToken(v: unknown): v is Token {
 function isRegistration(request: unknown): boolean {
   const type = (request as { type?: unknown } | null)?.type;
   return type === "channel" || type === "object" || type === "data";
+}
+/** The asker's number for `request` (echoed in the answer), if it gave a usable one. */
+function requestNumber(request: unknown): number | undefined {
+  const req = (request as { req?: unknown } | null)?.req;
+  return typeof req === "number" && Number.isInteger(req) ? req : undefined;
 }
 function isFetchLike(request: unknown): boolean {
   const type = (request as { type?: unknown } | null)?.type;
@@ -320,7 +325,7 @@ function answerIfFound(pending: PendingFetch, orNull = false): boolean {
   const found = lookUp(pending.request);
   if (found === undefined && !orNull) return false;
   if (found === "refused") refuse(`a fetch of ${pending.request.kind} ${pending.request.id} with a wrong capability`, pending.slot);
-  answerFetch(pending.port, pending.slot, found === "refused" ? null : (found ?? null));
+  answerFetch(pending.port, pending.slot, pending.request.req, found === "refused" ? null : (found ?? null));
   return true;
 }
 
