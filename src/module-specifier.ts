@@ -110,9 +110,10 @@ function frameFileUrl(fileName: string): string | undefined {
  */
 export function callerBase(): ModuleBase {
   for (const site of callSites()) {
-    const fileName = site.getFileName();
+    // The source's //# sourceURL when it has one (exec code does), else its file.
+    const fileName = site.getScriptNameOrSourceURL?.() ?? site.getFileName();
     if (!fileName || fileName.startsWith("node:")) continue;
-    const fromExec = execBases.get(fileName);
+    const fromExec = execBases.get(fileName) ?? baseOfDataModule(fileName);
     if (fromExec) return fromExec;
     const url = frameFileUrl(fileName);
     if (url === undefined) continue;
@@ -120,6 +121,13 @@ export function callerBase(): ModuleBase {
     return { url, fromCaller: true };
   }
   return cwdBase();
+}
+
+/** The base a data: module of exec source carries (workers/interpreter.ts), if `url` is one. */
+function baseOfDataModule(url: string): ModuleBase | undefined {
+  if (!url.startsWith("data:")) return undefined;
+  const match = /;base=([^;,]*)/.exec(url.slice(0, url.indexOf(",")));
+  return match ? { url: decodeURIComponent(match[1]!), fromCaller: true } : undefined;
 }
 
 /** True for a string that is an absolute URL (has a scheme). Windows drive paths (`C:\`) are not. */
