@@ -9,6 +9,7 @@ import { isAttachable } from "./transfer.js";
 
 export { create, current, list, main, Interpreter } from "./interpreter.js";
 export type { CreateOptions, ExecOptions, InterpreterEvents, ReleaseBound, Shareable } from "./interpreter.js";
+export type { Remote, RemoteMember } from "./wrap-types.js";
 export { createChannel, RecvChannel, SendChannel } from "./channel.js";
 export { configureDeadlockDetection } from "./deadlock.js";
 export { Event, Lock, Semaphore } from "./sync.js";

@@ -17,9 +17,8 @@
 import { EventEmitter } from "node:events";
 import { MessageChannel, type ResourceLimits, type Worker } from "node:worker_threads";
 import type * as TypedEmitterTypes from "typed-emitter";
-// Types from the package's published declarations (what a consumer's tsc
-// resolves); the code from its ESM build (the package's main is UMD).
-import type { Remote } from "comlink";
+// comlink's ESM build (its package's main is UMD). Its types stay out of this
+// module's declarations: they need the DOM library (see wrap-types.ts).
 import * as Comlink from "comlink/dist/esm/comlink.mjs";
 import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
 import {
@@ -42,6 +41,7 @@ import {
 } from "./control.js";
 import { type ErrorRecord, ExecutionFailed, executionFailedFrom, InterpreterClosedError, InterpretersError } from "./errors.js";
 import { callerBase, type ModuleBase, resolveModule } from "./module-specifier.js";
+import type { Remote } from "./wrap-types.js";
 import { spawnWorker } from "./spawn.js";
 import { ensureSupervisor, postToSupervisor } from "./supervisor-link.js";
 import { decodeFromPost, encodeForPost, type PostedValue } from "./transfer.js";
@@ -298,9 +298,9 @@ export class Interpreter extends Emitter {
   /**
    * A comlink proxy to `module`'s exports in the interpreter: the RPC
    * control plane (calls are structured-cloned postMessages, not channels).
-   * `T` is the module's type (`typeof import("./worker.js")`): each export
-   * becomes a method returning a promise (comlink's `Remote<T>`). `module`
-   * is resolved as for `call`.
+   * `T` is the module's type (`typeof import("./worker.js")`): each function
+   * export becomes an async function with the same parameters (comlink's
+   * `Remote<T>`, see Remote). `module` is resolved as for `call`.
    *
    * Returns at once; the module is imported in the background. Every call
    * through the proxy settles: if the import fails, each call (pending or
@@ -332,7 +332,7 @@ export class Interpreter extends Emitter {
     const broken = Promise.race([importFailed, died]);
     broken.catch(() => {});
     port1.unref();
-    const remote = Comlink.wrap<T>(nodeEndpoint(port1));
+    const remote = Comlink.wrap(nodeEndpoint(port1));
     return guardRemote(remote, broken, () => this.#worker?.ref(), () => this.#refCount()) as Remote<T>;
   }
 
