@@ -1,7 +1,9 @@
 /**
  * The README's snippets run as written: each ```ts block is run in its own
  * Node process against this checkout (with "interpreters" pointing at the
- * source), and must exit 0 printing what its comments say.
+ * source), and must exit 0 printing what its comments say. A block whose
+ * first line is `// file: NAME` is a module the snippets use: it is written
+ * as NAME beside them, not run.
  */
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
@@ -13,9 +15,16 @@ import { suite, assert, withTimeout } from "./_harness.js";
 const test = suite("readme");
 const root = fileURLToPath(new URL("..", import.meta.url));
 const readme = readFileSync(join(root, "README.md"), "utf8");
-const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]!);
+const COMPANION = /^\/\/ file: (\S+)\n/;
+const allBlocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]!);
+const blocks = allBlocks.filter((block) => !COMPANION.test(block));
 const entry = pathToFileURL(join(root, "src/index.ts")).href;
 const dir = mkdtempSync(join(tmpdir(), "interpreters-readme-"));
+writeFileSync(join(dir, "package.json"), JSON.stringify({ type: "module" })); // as the user's project: ESM
+for (const block of allBlocks) {
+  const name = COMPANION.exec(block)?.[1];
+  if (name) writeFileSync(join(dir, name), block.replaceAll('from "interpreters"', `from ${JSON.stringify(entry)}`));
+}
 
 /** What each snippet must print (in order), by snippet index. */
 const expected: Record<number, string[]> = {
@@ -27,6 +36,9 @@ const expected: Record<number, string[]> = {
   5: ["{ index: 1, value: 'from fast' }", "0 offer"],
   6: ["20000"],
   7: ["bad input 1"],
+  8: ["true to-myself", "SyntaxError: Unexpected identifier 'error' (line 2, column 8 of the exec source)"],
+  9: ["5", "49", "from exec: 42", 'cannot import "./no-such-module.js", resolved against file:', "(the calling file) to file:"],
+  10: ["[ 1, 4 ] true"],
 };
 
 test("the README has the snippets this test expects", () => {
