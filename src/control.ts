@@ -44,7 +44,9 @@
  * |      | supervisor port (see deadlock.ts)                              |                                   |
  * | 11   | wait since: wall-clock ms (mod 2^31) when the sync wait began   | the party                         |
  * | 12   | async waits: operations of this party pending in its async pump | the party                         |
- * | 13-15| reserved                                                       |                                   |
+ * | 13   | registrations posted: channels and objects this party has told | the party (before each post);     |
+ * |      | the supervisor of, ever (wrapping); see supervisor-link.ts     | reset by the creator at claim     |
+ * | 14-15| reserved                                                       |                                   |
  *
  * Slot 0 is always the main thread. Slot SUPERVISOR_SLOT is reserved for
  * the supervisor (it owns channel locks while cleaning up after a death).
@@ -149,6 +151,7 @@ export const P_WAIT_FLAGS = 9;
 export const P_VERDICT = 10;
 export const P_WAIT_SINCE = 11;
 export const P_ASYNC_WAITS = 12;
+export const P_POSTED = 13;
 
 /** What a worker started by this library finds under this key of `workerData`. */
 export const WORKER_DATA_KEY = "__interpreters";
@@ -217,6 +220,7 @@ function initSlot(slot: number, id: number, creator: number, name: string): void
   Atomics.store(control, slotWord(slot, P_FETCH), 0);
   Atomics.store(control, slotWord(slot, P_WAIT_OP), 0);
   Atomics.store(control, slotWord(slot, P_VERDICT), 0);
+  Atomics.store(control, slotWord(slot, P_POSTED), 0);
   const encoded = new TextEncoder().encode(name).subarray(0, NAME_BYTES);
   nameBytes.set(encoded, slot * NAME_BYTES);
   Atomics.store(control, slotWord(slot, P_NAME_LEN), encoded.length);
