@@ -357,6 +357,9 @@ test("without a TypeScript loader, a .ts module fails with an error that says ho
       await interpreter.call(new URL("./test/fixtures/firstcontact-typed.ts", "file://" + process.cwd() + "/"), "describe", "dark", 1);
     } catch (err) { console.log("TS:", err.message); }
     try {
+      await interpreter.exec('import "./test/fixtures/firstcontact-typed.ts";');
+    } catch (err) { console.log("EXEC TS:", err.message); }
+    try {
       await interpreter.call("./no-such-file.js", "x");
     } catch (err) { console.log("RELATIVE:", err.message); }
     await interpreter.close();
@@ -365,6 +368,7 @@ test("without a TypeScript loader, a .ts module fails with an error that says ho
   const { code, output } = await runNode(["-e", `(async () => { ${script} })()`], "node -e (no loader)");
   assert.is(code, 0, output);
   assert.match(output, /TS: .*firstcontact-typed\.ts.*no TypeScript loader.*node --import tsx/);
+  assert.match(output, /EXEC TS: .*firstcontact-typed\.ts.*no TypeScript loader/);
   assert.match(output, /RELATIVE: .*"\.\/no-such-file\.js", resolved against file:\/\/.*\(the current directory: no calling file is known; pass a URL/);
 });
 

@@ -167,6 +167,8 @@ async function runExec(source: string, base: ModuleBase): Promise<void> {
   try {
     await import(url);
   } catch (err) {
+    const advice = adviceFor(err);
+    if (advice) throw new LoadFailure(err, { advice });
     if (!(err instanceof SyntaxError)) throw err;
     throw syntaxErrorInExec(err, source, name);
   }
