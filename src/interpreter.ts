@@ -416,7 +416,7 @@ async function waitForState(slot: number, id: number): Promise<void> {
 }
 
 /** Wraps a comlink proxy so that each call also rejects when `broken` does (the import failed, or the interpreter died). */
-function guardRemote(remote: unknown, died: Promise<never>, hold: () => void, release: () => void): unknown {
+function guardRemote(remote: unknown, broken: Promise<never>, hold: () => void, release: () => void): unknown {
   return new Proxy(remote as object, {
     get(target, property) {
       const value = Reflect.get(target, property);
@@ -424,13 +424,13 @@ function guardRemote(remote: unknown, died: Promise<never>, hold: () => void, re
       if (property === "then") {
         if (typeof value !== "function") return value;
         return (onFulfilled: (v: unknown) => unknown, onRejected: (e: unknown) => unknown) =>
-          Promise.race([{ then: (value as (...a: unknown[]) => unknown).bind(target) } as PromiseLike<unknown>, died]).then(onFulfilled, onRejected);
+          Promise.race([{ then: (value as (...a: unknown[]) => unknown).bind(target) } as PromiseLike<unknown>, broken]).then(onFulfilled, onRejected);
       }
-      return guardRemote(value, died, hold, release);
+      return guardRemote(value, broken, hold, release);
     },
     apply(target, thisArg, args) {
       hold();
-      const call = Promise.race([Reflect.apply(target as (...a: unknown[]) => unknown, thisArg, args) as Promise<unknown>, died]);
+      const call = Promise.race([Reflect.apply(target as (...a: unknown[]) => unknown, thisArg, args) as Promise<unknown>, broken]);
       void call.finally(release).catch(() => {});
       return call;
     },
