@@ -70,7 +70,7 @@ function dataModuleUrl(text: string, base: ModuleBase): string {
   return `data:text/javascript;base=${encodeURIComponent(base.url)};charset=utf-8,${encodeURIComponent(text)}`;
 }
 
-/** The base of an exec whose creator did not say (an older creator): the current directory. */
+/** The base of an exec whose creator sent none (its source has no import): the current directory. */
 const CWD_BASE: ModuleBase = { url: pathToFileURL(`${process.cwd()}/`).href, fromCaller: false };
 
 /**
@@ -125,13 +125,15 @@ function adviceFor(err: unknown): string | undefined {
 }
 
 /**
- * For a SyntaxError in the module at `url` itself (a file: URL of
+ * For a SyntaxError in the ES module at `url` itself (a file: URL of
  * JavaScript), its line and column there; undefined otherwise (an error in
- * a module it imports, TypeScript, unreadable).
+ * a module it imports, TypeScript, unreadable, or CommonJS, whose syntax
+ * errors already name their file and line).
  */
 function locateInFile(err: unknown, url: string): { location: string; frame: string; at: string } | undefined {
   if (!(err instanceof SyntaxError) || !url.startsWith("file:") || !/\.(m|c)?js$/.test(new URL(url).pathname)) return undefined;
   try {
+    if (err.stack?.includes(fileURLToPath(url))) return undefined; // already says where
     const place = locateSyntaxError(readFileSync(fileURLToPath(url), "utf8"));
     const at = place && `${url}:${place.line}:${place.column}`;
     return place && { location: `at ${at}`, frame: place.frame, at: at! };
