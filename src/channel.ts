@@ -7,7 +7,7 @@
  * in channel-ops.ts; the capacity rules in flavors/; the memory layout in
  * ring.ts; how values are encoded and ends moved in transfer.ts.
  */
-import { mySlot, nextChannelId } from "./control.js";
+import { mySlot } from "./control.js";
 import { takeVerdict, verdictFlag } from "./deadlock.js";
 import { ChannelClosedError, CorruptDataError, MessageTooLargeError } from "./errors.js";
 import { ensureSupervisor } from "./supervisor-link.js";
@@ -15,7 +15,7 @@ import { effectiveSignal } from "./cancellation.js";
 import { flavorFor, type Flavor } from "./flavors/index.js";
 import { enterCritical, enterSide, Fast, leaveCritical, leaveSide, locked, RecvOp, SendOp, wakeWaiters, type Withdrawal } from "./channel-ops.js";
 import { End } from "./handle.js";
-import { registerNewChannel } from "./registry.js";
+import { allocateChannelId, registerNewChannel } from "./registry.js";
 import { CLOSED_NO_RECEIVERS, CLOSED_NO_SENDERS, ChannelMemory, createChannelMemory, H } from "./ring.js";
 import { bindHandle, type ChannelMessage, decodeFromChannel, encodeForChannel, installHandleFactory } from "./transfer.js";
 import {
@@ -764,7 +764,7 @@ export function createChannel<T = unknown>(options: ChannelOptions = {}): [RecvC
   const maxMessageBytes = checkByteOption("maxMessageBytes", options.maxMessageBytes, LIMIT_MESSAGE_BYTES, LIMIT_MESSAGE_BYTES);
   const name = options.name ?? "";
   if (typeof name !== "string") throw new TypeError(`createChannel: name must be a string, got ${typeof name}`);
-  const buffer = createChannelMemory({ id: nextChannelId(), capacity, bufferBytes, maxBufferBytes, maxMessageBytes, name });
+  const buffer = createChannelMemory({ id: allocateChannelId(), capacity, bufferBytes, maxBufferBytes, maxMessageBytes, name });
   const memory = new ChannelMemory(buffer);
   const recv = new RecvChannel<T>(constructing, End.acquire(memory, "recv"));
   const send = new SendChannel<T>(constructing, End.acquire(memory, "send"));

@@ -26,8 +26,8 @@
 import { CorruptDataError } from "./errors.js";
 import { ChannelMemory, H, installDataBuffers } from "./ring.js";
 import { ChannelTable } from "./channel-table.js";
-import { fetchFromSupervisor, isSupervisorLinked, onSupervisorLinked, postToSupervisor } from "./supervisor-link.js";
-import { nextObjectId } from "./control.js";
+import { fetchFreeChannelIds, fetchFromSupervisor, isSupervisorLinked, onSupervisorLinked, postToSupervisor } from "./supervisor-link.js";
+import { MAX_ID, nextChannelId, nextObjectId } from "./control.js";
 
 /** Channels this thread has created or seen, by id. */
 const channels = new ChannelTable();
@@ -47,7 +47,7 @@ onSupervisorLinked(() => {
     postToSupervisor({ type: "channel", id: memory.id, buffer: memory.buffer });
     const gen = memory.load(H.DATA_GEN);
     const data = memory.knownData(gen);
-    if (data) postToSupervisor({ type: "data", id: memory.id, gen, buffer: data });
+    if (data) postToSupervisor({ type: "data", id: memory.id, nonce: memory.nonce, gen, buffer: data });
   }
   for (const [id, buffer] of heldUntilLinked) postToSupervisor({ type: "object", id, buffer });
   heldUntilLinked.clear();
@@ -60,7 +60,7 @@ onSupervisorLinked(() => {
 installDataBuffers({
   publish(memory, gen, buffer) {
     channels.getEvenIfDead(memory.id)?.offerData(gen, buffer); // another view of it here may need it too
-    if (isSupervisorLinked()) postToSupervisor({ type: "data", id: memory.id, gen, buffer });
+    if (isSupervisorLinked()) postToSupervisor({ type: "data", id: memory.id, nonce: memory.nonce, gen, buffer });
   },
   resolve(memory, gen) {
     const known = channels.getEvenIfDead(memory.id)?.knownData(gen);
@@ -79,6 +79,43 @@ function remember(memory: ChannelMemory): ChannelMemory {
 /** Forgets channel `memory` if it is dead (called by whoever closed its last handle here). */
 export function forgetIfDead(memory: ChannelMemory): void {
   channels.dropIfDead(memory.id);
+}
+
+/** Reusable ids handed to this thread (see allocateChannelId). */
+const freeIds: number[] = [];
+/** Where this thread looks for reusable ids before the supervisor exists (main only). */
+let localIdCursor = 0;
+const FREE_IDS_PER_ASK = 1024;
+
+/**
+ * An id for a new channel: a fresh one while any of the 2^31 - 1 are left;
+ * then the id of a channel that is dead everywhere. Those come from the
+ * supervisor, which knows every live channel and hands out each reusable id
+ * once per pass through the id space (so two threads never get the same
+ * one); before it exists, every channel is this (main) thread's and this
+ * thread's own table tells which ids are free. Throws RangeError only when
+ * some 2^31 channels are all alive at once.
+ */
+export function allocateChannelId(): number {
+  const fresh = nextChannelId();
+  if (fresh !== 0) return fresh;
+  if (freeIds.length === 0) {
+    if (isSupervisorLinked()) freeIds.push(...fetchFreeChannelIds(FREE_IDS_PER_ASK).reverse());
+    else freeIds.push(...localFreeIds(FREE_IDS_PER_ASK).reverse());
+  }
+  const id = freeIds.pop();
+  if (id === undefined) throw new RangeError("createChannel: every channel id is in use by a live channel; close channels you no longer need");
+  return id;
+}
+
+/** Up to `count` ids, from this thread's cursor on, that no channel in this thread's table has. */
+function localFreeIds(count: number): number[] {
+  const ids: number[] = [];
+  for (let looked = 0; looked < MAX_ID && ids.length < count; looked++) {
+    localIdCursor = localIdCursor >= MAX_ID - 1 ? 1 : localIdCursor + 1;
+    if (!channels.get(localIdCursor)) ids.push(localIdCursor);
+  }
+  return ids;
 }
 
 /**
@@ -120,6 +157,7 @@ export function depositObject(buffer: SharedArrayBuffer): number {
   const known = idsOfObjects.get(buffer);
   if (known !== undefined) return known;
   const id = nextObjectId();
+  if (id === 0) throw new RangeError("cannot share another SharedArrayBuffer or sync primitive: all 2^31 - 1 shared-object ids have been used in this process");
   idsOfObjects.set(buffer, id);
   objectsById.set(id, new WeakRef(buffer));
   forgetObject.register(buffer, id);

@@ -65,6 +65,9 @@
  * | 136    | 4     | SEQ_HEAD: seq of the newest message taken, plus one        | recv side                      |
  * | 140    | 4     | REMOVED: messages ever taken (or dropped after their taker died) | recv side                |
  * | 144    | 8     | RECEIVED (float64): messages taken                         | recv side                      |
+ * | 164    | 16    | TOKEN: 128 random bits naming this channel's incarnation  | creator                        |
+ * |        |       | (ids are reused once dead); checked where a message names  |                                |
+ * |        |       | the channel in another thread (data generations, fetches)  |                                |
  * | 160    | 4     | DATA_GEN: which buffer holds the data area: 0 = this one,  | both (growth); outside every   |
  * |        |       | after the header; g > 0 = the g-th replacement, a buffer   | journal snapshot: never rolled |
  * |        |       | of its own (see grow); only ever increases                 | back                           |
@@ -195,6 +198,7 @@ export const H = {
   SEQ_HEAD: 34,
   REMOVED: 35,
   DATA_GEN: 40,
+  TOKEN: 41,
   RECV_LOCK: 47,
 } as const;
 
@@ -285,6 +289,8 @@ export class ChannelMemory {
   /** The newest data buffer this thread knows of (from its own growth, a fetch, or the supervisor's registrations). */
   private newestData: { gen: number; buffer: SharedArrayBuffer } | undefined;
   readonly id: number;
+  /** The first word of TOKEN: tells this incarnation of the id from earlier ones. */
+  readonly nonce: number;
   readonly name: string;
   /** -1 for Infinity. */
   readonly capacity: number;
@@ -316,6 +322,7 @@ export class ChannelMemory {
     this.dataWords = new Int32Array(buffer, HEADER_BYTES, dataBytes >>> 2);
     if (Atomics.load(this.header, H.MAGIC) !== MAGIC) throw new CorruptDataError("shared memory is not a channel (bad magic word)");
     this.id = Atomics.load(this.header, H.ID);
+    this.nonce = Atomics.load(this.header, H.TOKEN);
     this.capacity = Atomics.load(this.header, H.CAPACITY);
     if (this.capacity < -1) throw new CorruptDataError(`channel ${this.id}: capacity ${this.capacity} out of range`);
     const nameLength = Atomics.load(this.header, H.NAME_LEN);
@@ -964,6 +971,7 @@ export function createChannelMemory(options: {
   const header = new Int32Array(buffer, 0, HEADER_BYTES / 4);
   header[H.MAGIC] = MAGIC;
   header[H.ID] = options.id;
+  crypto.getRandomValues(header.subarray(H.TOKEN, H.TOKEN + 4));
   header[H.CAPACITY] = options.capacity === Infinity ? -1 : options.capacity;
   header[H.DATA_SIZE] = initial;
   header[H.MAX_DATA_SIZE] = max;

@@ -36,8 +36,10 @@ export type SupervisorRequest =
   | { type: "channel"; id: number; buffer: SharedArrayBuffer }
   | { type: "object"; id: number; buffer: SharedArrayBuffer }
   /** Generation `gen` of channel `id`'s data area (ring.ts, grow). */
-  | { type: "data"; id: number; gen: number; buffer: SharedArrayBuffer }
+  | { type: "data"; id: number; nonce: number; gen: number; buffer: SharedArrayBuffer }
   | { type: "fetch"; kind: FetchKind; id: number; gen?: number; slot: number }
+  /** Up to `count` channel ids no live channel has (after the 2^31 - 1 fresh ones ran out; registry.ts). */
+  | { type: "ids"; count: number; slot: number }
   | { type: "attach"; slot: number; id: number; port: MessagePort }
   | { type: "exited"; slot: number; id: number };
 
@@ -46,7 +48,7 @@ export type FetchKind = "channel" | "object" | "data";
 
 /** What the supervisor posts to a party: fetch answers and deadlock verdicts. */
 export type SupervisorMessage =
-  | { kind: "fetch"; buffer: SharedArrayBuffer | null }
+  | { kind: "fetch"; buffer: SharedArrayBuffer | null; ids?: number[] }
   | { kind: "verdict"; mode: "throw" | "report"; message: string; cycle: DeadlockParty[] };
 
 /** Messages read from the port while looking for another kind. */
@@ -119,23 +121,38 @@ export function ensureSupervisor(): void {
  */
 export function fetchFromSupervisor(kind: FetchKind, id: number, gen?: number): SharedArrayBuffer | null {
   if (!port) return null;
+  const what = `${kind} ${id}`;
+  return askSupervisor(gen === undefined ? { type: "fetch", kind, id, slot: mySlot } : { type: "fetch", kind, id, gen, slot: mySlot }, what).buffer;
+}
+
+/** Asks the supervisor for `count` reusable channel ids (see registry.ts); none without a supervisor. */
+export function fetchFreeChannelIds(count: number): number[] {
+  if (!port) return [];
+  return askSupervisor({ type: "ids", count, slot: mySlot }, `${count} free channel ids`).ids ?? [];
+}
+
+/**
+ * Posts `request` and waits (synchronously, at most FETCH_TIMEOUT_MS) for
+ * the answer. Woken by the supervisor's notify after it posted the answer;
+ * re-checks this party's fetch flag.
+ */
+function askSupervisor(request: SupervisorRequest, what: string): Extract<SupervisorMessage, { kind: "fetch" }> {
   const flag = slotWord(mySlot, FETCH_FIELD);
   Atomics.store(control, flag, 0);
-  postToSupervisor(gen === undefined ? { type: "fetch", kind, id, slot: mySlot } : { type: "fetch", kind, id, gen, slot: mySlot });
-  // Woken by the supervisor's notify after it posted the answer; re-checks the flag.
+  postToSupervisor(request);
   const deadline = performance.now() + FETCH_TIMEOUT_MS;
   while (Atomics.load(control, flag) === 0) {
     const remaining = deadline - performance.now();
     if (remaining <= 0) {
       throw new InterpretersError(
-        `the supervisor did not answer a fetch of ${kind} ${id} within ${FETCH_TIMEOUT_MS} ms; it answers at once unless it has died (a bug: please report it with what ran before)`,
+        `the supervisor did not answer a fetch of ${what} within ${FETCH_TIMEOUT_MS} ms; it answers at once unless it has died (a bug: please report it with what ran before)`,
       );
     }
     Atomics.wait(control, flag, 0, remaining);
   }
   const answer = takeFromSupervisor("fetch");
-  if (!answer) throw new InterpretersError(`the supervisor flagged an answer for ${kind} ${id} but none arrived`);
-  return answer.buffer;
+  if (!answer) throw new InterpretersError(`the supervisor flagged an answer for ${what} but none arrived`);
+  return answer;
 }
 
 /** Registrations party `slot` has posted to the supervisor, ever (wrapping int32). */
@@ -144,8 +161,8 @@ export function registrationsPosted(slot: number): number {
 }
 
 /** The supervisor's side of a fetch: post the answer, then raise the flag. */
-export function answerFetch(target: MessagePort, slot: number, buffer: SharedArrayBuffer | null): void {
-  target.postMessage({ kind: "fetch", buffer } satisfies SupervisorMessage);
+export function answerFetch(target: MessagePort, slot: number, buffer: SharedArrayBuffer | null, ids?: number[]): void {
+  target.postMessage((ids ? { kind: "fetch", buffer, ids } : { kind: "fetch", buffer }) satisfies SupervisorMessage);
   const flag = slotWord(slot, FETCH_FIELD);
   Atomics.store(control, flag, 1);
   Atomics.notify(control, flag);

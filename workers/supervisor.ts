@@ -16,7 +16,7 @@
  */
 import { MessagePort, workerData } from "node:worker_threads";
 import { releaseParty, seqAfter, tryLockedAfterDeath, wakeWaiters } from "../src/channel-ops.js";
-import { type ClaimRecord, MAX_PARTIES, PartyState, takeClaims, setSlotState, slotId, slotState, SUPERVISOR_SLOT, WORKER_DATA_KEY } from "../src/control.js";
+import { type ClaimRecord, MAX_ID, MAX_PARTIES, PartyState, takeClaims, setSlotState, slotId, slotState, SUPERVISOR_SLOT, WORKER_DATA_KEY } from "../src/control.js";
 import { ChannelMemory, H, installDataBuffers } from "../src/ring.js";
 import { ChannelTable } from "../src/channel-table.js";
 import { DeadlockDetector, detectionMillis, setVerdictFlag } from "../src/deadlock.js";
@@ -65,8 +65,8 @@ installDataBuffers({
     throw new DataPending();
   },
 });
-/** Data generations registered before their channel (the two come from different threads). */
-const dataAhead = new Map<number, { gen: number; buffer: SharedArrayBuffer }>();
+/** Data generations registered before their channel (the two come from different threads), by channel id. */
+const dataAhead = new Map<number, { nonce: number; gen: number; buffer: SharedArrayBuffer }>();
 
 function listen(port: MessagePort, slot: number, id: number): void {
   partyPorts.set(slot, port);
@@ -81,7 +81,7 @@ function handle(request: SupervisorRequest, port: MessagePort, from: number): vo
       const ahead = dataAhead.get(request.id);
       if (ahead) {
         dataAhead.delete(request.id);
-        memory.offerData(ahead.gen, ahead.buffer);
+        if (ahead.nonce === memory.nonce) memory.offerData(ahead.gen, ahead.buffer); // else: of an earlier channel with this id
       }
       channels.set(memory);
       registrationHandled(from, `channel:${request.id}`, request.buffer);
@@ -89,8 +89,8 @@ function handle(request: SupervisorRequest, port: MessagePort, from: number): vo
     }
     case "data": {
       const memory = channels.getEvenIfDead(request.id);
-      if (memory) memory.offerData(request.gen, request.buffer);
-      else dataAhead.set(request.id, { gen: request.gen, buffer: request.buffer });
+      if (memory?.nonce === request.nonce) memory.offerData(request.gen, request.buffer);
+      else if (!memory) dataAhead.set(request.id, { nonce: request.nonce, gen: request.gen, buffer: request.buffer });
       registrationHandled(from, `data:${request.id}:${request.gen}`, request.buffer);
       return;
     }
@@ -118,6 +118,9 @@ function handle(request: SupervisorRequest, port: MessagePort, from: number): vo
       awaiting.set(key, list);
       return;
     }
+    case "ids":
+      answerFetch(port, request.slot, null, freeChannelIds(request.count));
+      return;
     case "attach":
       listen(request.port, request.slot, request.id);
       return;
@@ -125,6 +128,23 @@ function handle(request: SupervisorRequest, port: MessagePort, from: number): vo
       partyGone(request.slot, request.id);
       return;
   }
+}
+
+/**
+ * Reusable channel ids (the fresh ones are used up): from a cursor that
+ * goes round the id space once per 2^31 - 1 ids handed out, skipping every
+ * channel this table holds (alive, or dead and not dropped yet). An id
+ * handed out is not handed out again before the cursor comes round, so
+ * two threads never get the same one, even before its channel registers.
+ */
+let idCursor = 0;
+function freeChannelIds(count: number): number[] {
+  const ids: number[] = [];
+  for (let looked = 0; looked < MAX_ID && ids.length < Math.min(count, 65536); looked++) {
+    idCursor = idCursor >= MAX_ID - 1 ? 1 : idCursor + 1;
+    if (channels.getEvenIfDead(idCursor) === undefined) ids.push(idCursor);
+  }
+  return ids;
 }
 
 /** Parties with registrations posted and not yet handled here, and the count each must reach. */
