@@ -223,7 +223,7 @@ async function throughput(): Promise<void> {
     for (const system of systems) {
       const runs = outcomes.get(system)!;
       const run = medianRun(runs);
-      const ratio = system === systems[3] ? "1.0x" : `${(run.msgsPerSecond / postMessageRate).toFixed(1)}x`;
+      const ratio = system === systems[3] ? "1.0x" : `${Number((run.msgsPerSecond / postMessageRate).toPrecision(2))}x`;
       console.log(
         `   ${system.label.padEnd(29)} ${count(run.msgsPerSecond).padStart(10)}   ${ratio.padStart(14)}   ${count(run.messages).padStart(8)}   ${count(run.peakBacklog).padStart(12)}   ${runs.every((o) => o.correct) ? "yes" : "NO"}`,
       );
