@@ -8,12 +8,14 @@
  * that registers tsx's loader first and then imports `workers/<kind>.ts`.
  *
  * TypeScript in interpreters: when the main program runs under tsx (`node
- * --import tsx main.ts`, `npx tsx main.ts`), interpreters start from the same
- * bootstrap and register that same tsx first, so that `call`, `wrap` and
- * `import` of a `.ts` module work there as in the main program (Node 20
- * workers do not inherit the loaders of the thread that starts them, and
- * `--import tsx` in a worker's execArgv does not register it there either).
- * The tsx found is passed down in workerData, so interpreters created by
+ * --import tsx main.ts`, `npx tsx main.ts`), interpreters register that same
+ * tsx before they first import anything (workers/interpreter.ts), so that
+ * `call`, `wrap` and `import` of a `.ts` module work there as in the main
+ * program (Node 20 workers do not inherit the loaders of the thread that
+ * starts them, and `--import tsx` in a worker's execArgv does not register
+ * it there either). Not at start: registering tsx costs a worker 50-150 ms,
+ * which an interpreter that only runs code given to `exec` never needs. The
+ * tsx found is passed down in workerData, so interpreters created by
  * interpreters have it too. Under another TypeScript loader, an import of a
  * `.ts` file fails with an error that says how to make it work.
  *
@@ -34,11 +36,11 @@ const fromSource = import.meta.url.endsWith(".ts");
 /** The key of workerData under which a worker finds what it must register at boot. */
 const BOOT_KEY = "__interpretersBoot";
 
-/** What a worker's bootstrap reads from workerData[BOOT_KEY]. */
+/** What a worker finds in workerData[BOOT_KEY]. */
 interface Boot {
-  /** The worker's own module. */
+  /** The worker's own module (the bootstrap imports it, when there is one). */
   entry: string;
-  /** URL of tsx's `esm/api` module, registered before `entry` is imported. */
+  /** URL of tsx's `esm/api` module: the bootstrap registers it before `entry` (from source), else the interpreter when it first imports. */
   tsx: string;
 }
 
@@ -96,10 +98,10 @@ export function spawnWorker(
   const entry = new URL(`../workers/${kind}.${fromSource ? "ts" : "js"}`, import.meta.url);
   // The supervisor runs no user code: it needs tsx only to load its own source.
   const tsx = fromSource ? import.meta.resolve("tsx/esm/api") : kind === "interpreter" ? typescriptLoader : undefined;
+  const workerDataWithBoot = tsx === undefined ? data : { ...data, [BOOT_KEY]: { entry: entry.href, tsx } satisfies Boot };
   const start = (execArgv: string[]): Worker => {
-    if (tsx === undefined) return new Worker(entry, { ...common, execArgv });
-    const boot: Boot = { entry: entry.href, tsx };
-    return new Worker(BOOTSTRAP, { ...common, execArgv, eval: true, workerData: { ...data, [BOOT_KEY]: boot } });
+    if (!fromSource) return new Worker(entry, { ...common, execArgv, workerData: workerDataWithBoot });
+    return new Worker(BOOTSTRAP, { ...common, execArgv, eval: true, workerData: workerDataWithBoot });
   };
   try {
     return start(common.execArgv);
@@ -141,6 +143,9 @@ const LOADER_FLAGS = new Set(["--import", "--loader", "--experimental-loader", "
  */
 export const typescriptLoader: string | undefined =
   ((workerData as Record<string, unknown> | null)?.[BOOT_KEY] as Boot | undefined)?.tsx ?? findTsxOfMainProgram();
+
+/** tsx's `esm/api` URL when this interpreter must still register it (from source, the bootstrap already has). */
+export const typescriptLoaderToRegister: string | undefined = fromSource ? undefined : typescriptLoader;
 
 function findTsxOfMainProgram(): string | undefined {
   const argv = process.execArgv;

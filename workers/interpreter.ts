@@ -22,7 +22,7 @@ import { addRunning, describeSlot, mySlot, PartyState, setSlotState } from "../s
 import { type ErrorRecord, errorToRecord } from "../src/errors.js";
 import type { ControlReply, ControlRequest, ReleaseBound } from "../src/interpreter.js";
 import { execSourceName, type ModuleBase } from "../src/module-specifier.js";
-import { libraryEntryUrl, typescriptLoader } from "../src/spawn.js";
+import { libraryEntryUrl, typescriptLoader, typescriptLoaderToRegister } from "../src/spawn.js";
 import { locateSyntaxError } from "../src/syntax-location.js";
 import { decodeFromPost, encodeForPost, endOf } from "../src/transfer.js";
 import "../src/index.js";
@@ -44,11 +44,22 @@ export async function resolve(specifier, context, nextResolve) {
   return nextResolve(specifier, context);
 }`;
 
-let hookRegistered = false;
-function ensureResolveHook(): void {
-  if (hookRegistered) return;
-  hookRegistered = true;
-  register(`data:text/javascript,${encodeURIComponent(RESOLVE_HOOK)}`);
+let loaders: Promise<void> | undefined;
+/**
+ * Registers, once, what imports in this interpreter need: tsx when the main
+ * program runs under it (src/spawn.ts), then the resolve hook above (the
+ * hook registered last runs first: ours must see a data: parent before tsx
+ * does). Costs a loader thread (~50-100 ms, more with tsx) the first time,
+ * so only code that imports pays it.
+ */
+function ensureLoaders(): Promise<void> {
+  return (loaders ??= (async () => {
+    if (typescriptLoaderToRegister !== undefined) {
+      const tsx = (await import(typescriptLoaderToRegister)) as { register(): unknown };
+      tsx.register();
+    }
+    register(`data:text/javascript,${encodeURIComponent(RESOLVE_HOOK)}`);
+  })());
 }
 
 /** This file, as Node names it in "imported from ..." (never shown to users: the caller's base is). */
@@ -146,8 +157,9 @@ function locateInFile(err: unknown, url: string): { location: string; frame: str
 async function importModule(module: string, base: ModuleBase | undefined, label: string): Promise<Record<string, unknown>> {
   const absolute = /^[a-zA-Z][a-zA-Z0-9+.-]*:/.test(module);
   try {
+    // A module given by URL needs no hook, unless it may be TypeScript.
+    if (!absolute || typescriptLoaderToRegister !== undefined) await ensureLoaders();
     if (absolute) return (await import(module)) as Record<string, unknown>;
-    ensureResolveHook();
     const via = dataModuleUrl(`export * as ns from ${JSON.stringify(module)};`, base ?? CWD_BASE);
     return ((await import(via)) as { ns: Record<string, unknown> }).ns;
   } catch (err) {
@@ -159,8 +171,7 @@ async function importModule(module: string, base: ModuleBase | undefined, label:
 
 /** Runs `source` as an ES module; imports in it resolve against `base`. */
 async function runExec(source: string, base: ModuleBase): Promise<void> {
-  // The hook costs a loader thread (~50-100 ms) the first time: only code that imports needs it.
-  if (/\bimport\b/.test(source)) ensureResolveHook();
+  if (/\bimport\b/.test(source)) await ensureLoaders();
   // The name (a file URL beside the base, "file:///app/[exec-3]", as Node names `-e` code)
   // shows in stack traces of this code and tells module-specifier.ts the base of calls this
   // code makes; being unique, it also lets the same text run twice.
