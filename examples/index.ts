@@ -251,4 +251,10 @@ const started = performance.now();
 console.log("interpreters: isolated interpreters (worker threads) that share nothing but channels\n");
 await rendezvous();
 await throughput();
-console.log(`\n(${((performance.now() - started) / 1000).toFixed(1)} s)`);
+console.log(`
+3. More to run: node dist/examples/deadlock.js (two interpreters waiting on each other: a
+   DeadlockError naming the cycle instead of a hang), dist/examples/task-group.js (one worker
+   fails: the group cancels the rest), dist/examples/fan-in.js (select over three producers:
+   a fair choice, nobody starved).
+
+(${((performance.now() - started) / 1000).toFixed(1)} s)`);
