@@ -222,7 +222,8 @@ test("a channel with a corrupt lock word does not stop the supervisor: a dead in
     assert.ok(!warnings.some((w) => /supervisor failed/.test(w)), warnings.join("; "));
     // It said which channel it gave up on, and only once over the two deaths.
     await expectWarningAbout(corruptRx.id, /the supervisor cannot clean up channel \d+ "corrupt".*shared state is corrupt/);
-    assert.is(capturedWarnings.filter((line) => line.includes(`channel ${corruptRx.id} "corrupt"`)).length, 1);
+    const reports = capturedWarnings.filter((line) => line.includes(`the supervisor cannot clean up channel ${corruptRx.id} "corrupt"`));
+    assert.is(reports.length, 1, reports.join("\n"));
     // The channels of the lock-word test above, met at these deaths (or earlier ones), were reported too.
     for (const handle of impossibleOwners.filter((_, i) => i % 2 === 0)) {
       await expectWarningAbout(handle.id, /the supervisor cannot clean up.*lock word names party 3999, which cannot exist/);
