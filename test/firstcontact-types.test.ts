@@ -32,7 +32,7 @@ function run(command: string, args: string[], cwd: string, what: string): Promis
       child.stderr.on("data", (d) => (output += d));
       child.on("exit", (code) => resolve({ code, output }));
     }),
-    120_000,
+    230_000,
     what,
   );
 }
@@ -155,7 +155,7 @@ for (const { what, module, moduleResolution } of resolutions) {
     writeFileSync(join(consumer, config), JSON.stringify({ compilerOptions: { ...COMPILER_OPTIONS, module, moduleResolution }, files: ["main.ts", "worker.ts"] }));
     const { code, output } = await run(process.execPath, [tsc, "-p", config], consumer, `tsc -p ${config}`);
     assert.is(code, 0, `tsc reported:\n${output}`);
-  }, { timeout: 120_000 });
+  }, { timeout: 240_000 });
 }
 
 test.run();

@@ -41,6 +41,9 @@ async function withInterpreter<T>(name: string, body: (interpreter: Interpreter)
   }
 }
 
+/** Per test that starts a Node process: generous, the machine is shared (its own child's deadline is a bit shorter). */
+const CHILD_TIMEOUT = 180_000;
+
 function runNode(args: string[], what: string, options: { env?: Record<string, string>; command?: string; timeout?: number } = {}): Promise<{ code: number | null; output: string }> {
   return withTimeout(
     new Promise((resolve) => {
@@ -54,7 +57,7 @@ function runNode(args: string[], what: string, options: { env?: Record<string, s
       child.stderr.on("data", (d) => (output += d));
       child.on("exit", (code) => resolve({ code, output }));
     }),
-    options.timeout ?? 90_000,
+    options.timeout ?? CHILD_TIMEOUT - 10_000,
     what,
   );
 }
@@ -339,7 +342,7 @@ test("under tsx (node --import tsx), interpreters call, wrap and import .ts modu
   assert.match(output, /call: dark x2/);
   assert.match(output, /wrap: light x3/);
   assert.match(output, /exec: ok/);
-});
+}, { timeout: CHILD_TIMEOUT });
 
 test("under the tsx command, interpreters call, wrap and import .ts modules (built package)", async () => {
   const tsx = fileURLToPath(new URL("../node_modules/.bin/tsx", import.meta.url));
@@ -347,7 +350,7 @@ test("under the tsx command, interpreters call, wrap and import .ts modules (bui
   assert.is(code, 0, output);
   assert.match(output, /call: dark x2/);
   assert.match(output, /exec: ok/);
-});
+}, { timeout: CHILD_TIMEOUT });
 
 test("without a TypeScript loader, a .ts module fails with an error that says how to make it work; with no calling file known, the error says what a relative specifier resolved against", async () => {
   const script = `
@@ -370,7 +373,7 @@ test("without a TypeScript loader, a .ts module fails with an error that says ho
   assert.match(output, /TS: .*firstcontact-typed\.ts.*no TypeScript loader.*node --import tsx/);
   assert.match(output, /EXEC TS: .*firstcontact-typed\.ts.*no TypeScript loader/);
   assert.match(output, /RELATIVE: .*"\.\/no-such-file\.js", resolved against file:\/\/.*\(the current directory: no calling file is known; pass a URL/);
-});
+}, { timeout: CHILD_TIMEOUT });
 
 test("npm start's demo: a rendezvous explained, channels beside postMessage in the same run, every message checked", async () => {
   const { code, output } = await runNode(["dist/examples/index.js"], "the demo", { env: { DEMO_SECONDS: "0.2", DEMO_REPEATS: "1" } });
@@ -381,13 +384,13 @@ test("npm start's demo: a rendezvous explained, channels beside postMessage in t
   for (const row of ["channel, capacity 0", "channel, capacity 16", "channel, capacity Infinity", "postMessage (MessageChannel)"]) {
     assert.match(output, new RegExp(`${row.replace(/[()]/g, "\\$&")}\\s+[\\d,]+\\s+[\\d.]+x\\s+[\\d,]+\\s+[\\d,]+\\s+yes`), `row "${row}" in:\n${output}`);
   }
-});
+}, { timeout: CHILD_TIMEOUT });
 
 test("the corruption tests' expected supervisor warnings are captured by their assertions, not printed", async () => {
-  const { code, output } = await runNode(["--import", "tsx", "test/_entry.ts", "test/corruption.test.ts"], "corruption.test.ts", { timeout: 120_000 });
+  const { code, output } = await runNode(["--import", "tsx", "test/_entry.ts", "test/corruption.test.ts"], "corruption.test.ts");
   assert.is(code, 0, output);
   assert.match(output, /Passed:\s+\d+/);
   assert.not.match(output, /supervisor cannot clean up|Warning: interpreters|--trace-warnings/, output);
-});
+}, { timeout: CHILD_TIMEOUT });
 
 test.run();
