@@ -3,8 +3,10 @@
  * registration replace a live channel, whatever the request says.
  */
 import { suite, assert } from "./_harness.js";
-import { create, createChannel, type SendChannel } from "../src/index.js";
-import { refusedRequests } from "../src/control.js";
+import { create, createChannel, type RecvChannel, type SendChannel } from "../src/index.js";
+import { endOf } from "../src/transfer.js";
+import { H } from "../src/ring.js";
+import { MAX_PARTIES, PartyState, refusedRequests, slotId, slotState } from "../src/control.js";
 
 const test = suite("review-capabilities");
 const internals = (file: string) => JSON.stringify(new URL(`../src/${file}`, import.meta.url).href);
@@ -42,5 +44,49 @@ test("a registration whose request names a free id but whose memory carries a li
     await user.close();
   }
 });
+
+test("a forged end (a victim's id without its capability) in a message the supervisor discards releases nothing of the victim", async () => {
+  const [victimRx, victimTx] = createChannel<string>({ name: "victim" });
+  const [parkRx, parkTx] = createChannel<RecvChannel<string>>({ name: "park" });
+  await parkTx.send(victimRx); // the victim's only receive end now travels (counted in transit)
+  const victim = endOf(victimTx)!.memory;
+  assert.is(victim.get(H.RECV_HANDLES), 1);
+  const [carrierRx, carrierTx] = createChannel<unknown>({ name: "carrier" });
+  const attacker = await create({ name: "attacker" });
+  try {
+    await attacker.exec(
+      `import { endOf } from ${internals("transfer.ts")};
+       import { SendOp, locked } from ${internals("channel-ops.ts")};
+       import { R_ATTACH } from ${internals("ring.ts")};
+       // A record whose attachment table names the victim's receive end, with a made-up capability.
+       const payload = new Uint8Array(33);
+       const view = new DataView(payload.buffer);
+       view.setUint32(0, 1, true);
+       view.setUint8(4, 2); // kind: receive end
+       view.setUint32(8, ${victimRx.id}, true);
+       for (let w = 0; w < 4; w++) view.setInt32(12 + 4 * w, 7, true);
+       payload[32] = 1;
+       const message = { length: payload.length, flags: R_ATTACH, copyTo(target, words, at, from, count) { target.set(payload.subarray(from, from + count), at); } };
+       const memory = endOf(tx).memory;
+       const op = new SendOp(memory, message, false, () => {});
+       if (!locked(memory, () => op.attempt())) throw new Error("not written");
+       globalThis.kept = rx; // the carrier's only receive end: released by the supervisor when this interpreter dies`,
+      { bind: { tx: carrierTx, rx: carrierRx } },
+    );
+    await attacker.terminate();
+    await pollUntil(() => attackerGone(attacker.id), "the supervisor to clean up after the attacker");
+    assert.is(victim.load(H.RECV_HANDLES), 1, "the victim's receive end is still counted (in transit)");
+    const rx = await parkRx.recv({ timeout: 5000 });
+    victimTx.sendSync("still open");
+    assert.is(await rx.recv({ timeout: 5000 }), "still open");
+  } finally {
+    await attacker.terminate();
+  }
+});
+
+function attackerGone(id: number): boolean {
+  for (let slot = 1; slot < MAX_PARTIES; slot++) if (slotId(slot) === id && slotState(slot) !== PartyState.FREE) return false;
+  return true;
+}
 
 test.run();
