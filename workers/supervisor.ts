@@ -469,7 +469,7 @@ function releaseOnChannel(memory: ChannelMemory, slot: number): boolean {
  * only this supervisor can recover (after some other death), so a
  * blocking lock here could wait forever.
  */
-const transitToRelease: Array<{ id: number; kind: number }> = [];
+const transitToRelease: Array<{ id: number; kind: number; token: Token }> = [];
 let transitRetry: NodeJS.Timeout | undefined;
 
 function releaseCarriedEndsLater(payloads: Uint8Array[]): void {
@@ -480,8 +480,15 @@ function releaseCarriedEndsLater(payloads: Uint8Array[]): void {
 function releaseTransit(attempt: number): void {
   transitRetry = undefined;
   for (let i = 0; i < transitToRelease.length; ) {
-    const { id, kind } = transitToRelease[i]!;
+    const { id, kind, token } = transitToRelease[i]!;
     const memory = channels.get(id);
+    if (memory && !memory.hasToken(token)) {
+      // An entry naming a live channel without its capability (written by
+      // hand into a ring): releasing it would close someone else's end.
+      refuse(`a carried end of channel ${id} without its capability`, -1);
+      transitToRelease.splice(i, 1);
+      continue;
+    }
     if (!memory) {
       // Not here yet: its registration may be on its way (an end travels as
       // soon as its channel is made), and it is retried until none is. Else
