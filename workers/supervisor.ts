@@ -183,16 +183,27 @@ function handle(request: SupervisorRequest, port: MessagePort, from: number): vo
       }
       listen(request.port, request.slot, request.id);
       return;
-    case "exited":
+    case "exited": {
       // Only the creator reports its interpreter's exit (the port's close reports it anyway).
       if (slotCreator(request.slot) !== from) {
         refuse(`an "exited" for slot ${request.slot}, which it did not create`, from);
         return;
       }
-      partyGone(request.slot, request.id);
+      // Its own port closes after every message it posted has been handled
+      // here; released now, registrations still queued there would come
+      // after the release (its ends of those channels never released, fetches
+      // of them answered null). So the port's close releases it, with this
+      // as a backstop in case the close never comes.
+      const { slot, id } = request;
+      if (partyPorts.has(slot)) setTimeout(() => partyGone(slot, id), EXITED_BACKSTOP_MS);
+      else partyGone(slot, id);
       return;
+    }
   }
 }
+
+/** How long after its creator's "exited" a party is released if its port has not closed by then (ms). */
+const EXITED_BACKSTOP_MS = 2000;
 
 /** Why `request` is not a request this supervisor understands (user code can post anything on its port), or "". */
 function malformed(request: unknown): string {
