@@ -14,12 +14,13 @@ import { releaseParty, seqAfter, tryLockedAfterDeath, wakeWaiters } from "../src
 import { type ClaimRecord, PartyState, takeClaims, setSlotState, slotId, slotState, SUPERVISOR_SLOT, WORKER_DATA_KEY } from "../src/control.js";
 import { ChannelMemory, H } from "../src/ring.js";
 import { DeadlockDetector, detectionMillis, setVerdictFlag } from "../src/deadlock.js";
-import { answerFetch, type SupervisorMessage, type SupervisorRequest } from "../src/supervisor-link.js";
+import { answerFetch, answerSnapshot, type SupervisorMessage, type SupervisorRequest } from "../src/supervisor-link.js";
 import { anyoneBlocked, clearWaitOf, wakeParty } from "../src/waiting.js";
 import { carriedEnds, releaseTransitEnd } from "../src/transfer.js";
 import { channelFromBuffer } from "../src/registry.js";
 import { lockStateOf, releasePrimitivesOfDeadParty } from "../src/sync.js";
 import { CorruptDataError } from "../src/errors.js";
+import { collectSnapshot } from "../src/inspect/collect.js";
 
 const channels = new Map<number, ChannelMemory>();
 /** Each live party's port, for verdicts. */
@@ -66,7 +67,15 @@ function handle(request: SupervisorRequest, port: MessagePort): void {
     case "exited":
       partyGone(request.slot, request.id);
       return;
+    case "snapshot":
+      answerSnapshot(port, request.slot, request.seq, snapshotForInspect());
+      return;
   }
+}
+
+/** inspect() (src/inspect/): every party and channel, read without taking any lock; never throws. */
+function snapshotForInspect(): unknown {
+  return collectSnapshot(channels.values(), (id) => lockStateOf(objects.get(id), id)?.owner);
 }
 
 function serveAwaiting(key: string, buffer: SharedArrayBuffer): void {
