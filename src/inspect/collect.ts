@@ -75,9 +75,15 @@ class Tracker {
 }
 const tracker = new Tracker();
 
-/** Milliseconds since a start published as Date.now() mod 2^31. */
+/**
+ * Milliseconds since a start published as Date.now() mod 2^31 (0 for a
+ * start a moment after `now`: the wait began while the snapshot was taken).
+ */
 function msSince(published: number, now: number): number {
-  return (((now % 2 ** 31) - published) % 2 ** 31 + 2 ** 31) % 2 ** 31;
+  let elapsed = (now % 2 ** 31) - published;
+  if (elapsed < -(2 ** 30)) elapsed += 2 ** 31; // the clock wrapped mod 2^31 in between
+  else if (elapsed > 2 ** 30) elapsed -= 2 ** 31;
+  return Math.max(0, elapsed);
 }
 
 /** Reads one channel; never throws (a failed check gives a `corrupt` entry). */
