@@ -38,20 +38,20 @@ export const PAGE_HTML = `<!doctype html>
     <svg id="graph" role="img" aria-label="wait-for graph" viewBox="0 0 520 420" width="520" height="420"></svg>
   </section>
   <section class="panel">
-    <h2>Channels <span id="channel-count" class="count"></span></h2>
-    <table id="channels">
-      <thead><tr><th>id</th><th>name</th><th>capacity</th><th>fill</th><th>senders → receivers</th><th>waiting</th><th>sent / received</th><th>dropped</th><th>state</th></tr></thead>
-      <tbody></tbody>
-    </table>
-  </section>
-  <section class="panel">
     <h2>Interpreters <span id="interpreter-count" class="count"></span></h2>
     <table id="interpreters">
       <thead><tr><th>id</th><th>name</th><th>state</th><th>waits</th></tr></thead>
       <tbody></tbody>
     </table>
   </section>
-  <section class="panel">
+  <section class="panel wide">
+    <h2>Channels <span id="channel-count" class="count"></span></h2>
+    <table id="channels">
+      <thead><tr><th>id</th><th>name</th><th>capacity</th><th>fill</th><th>senders → receivers</th><th>waiting</th><th>sent / received</th><th>dropped</th><th>state</th></tr></thead>
+      <tbody></tbody>
+    </table>
+  </section>
+  <section class="panel wide">
     <h2>Pipelines</h2>
     <div id="pipelines"><p class="empty">no pipeline running in the inspected thread</p></div>
   </section>
@@ -74,9 +74,9 @@ header h1 { font-size: 16px; margin: 0; font-weight: 600; }
 .alert.deadlock { border-color: var(--dead); background: #fff0f0; }
 .alert.possible { border-color: var(--maybe); background: #fff7eb; }
 .alert b { margin-right: 6px; }
-main { display: grid; grid-template-columns: minmax(520px, 560px) 1fr; gap: 14px; padding: 14px 18px; align-items: start; }
+main { display: grid; grid-template-columns: 560px 1fr; gap: 14px; padding: 14px 18px; align-items: start; }
+.wide { grid-column: 1 / -1; }
 .panel { background: var(--panel); border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px; overflow-x: auto; }
-.graph-panel { grid-row: span 3; }
 h2 { font-size: 14px; margin: 0 0 8px; } .count { color: var(--muted); font-weight: 400; }
 .hint { color: var(--muted); font-size: 12px; margin: 0 0 6px; }
 table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }

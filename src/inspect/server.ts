@@ -184,7 +184,11 @@ export async function serveInspector(options: InspectorOptions = {}): Promise<In
       resolve();
     });
   });
-  if (options.unref) server.unref();
+  if (options.unref) {
+    // Neither the listening socket nor a watching page keeps the program alive.
+    server.unref();
+    server.on("connection", (socket) => socket.unref());
+  }
   const address = server.address();
   const boundPort = typeof address === "object" && address ? address.port : port;
   const urlHost = host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
