@@ -6,37 +6,14 @@
  * least 4 times a second and draws pipeline stages; it makes no request
  * beyond the inspector. A screenshot goes to test/artifacts/inspector.png.
  */
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium, type BrowserContext } from "playwright-core";
 import { suite, assert } from "./_harness.js";
 import { configureDeadlockDetection, create, createChannel, inspect, type Interpreter, serveInspector } from "../src/index.js";
 import type { PipelineStats } from "../src/inspect/pipelines.js";
+import { ARTIFACTS, launchChromium } from "./fixtures/lab-chromium.js";
 
 const test = suite("inspect-page");
-const artifacts = fileURLToPath(new URL("./artifacts/", import.meta.url));
-export const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-
-/** Headless Chromium with a fresh profile and no background network (see shared/research/observe-servers.md §7). */
-export async function launchChromium(): Promise<{ context: BrowserContext; close(): Promise<void> }> {
-  if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM}: install Debian's chromium (apt-get install chromium; .ci/run does) or set CHROMIUM_PATH`);
-  const profile = mkdtempSync(join(tmpdir(), "interpreters-chromium-"));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-    viewport: { width: 1400, height: 900 },
-  });
-  return {
-    context,
-    close: async () => {
-      await context.close();
-      rmSync(profile, { recursive: true, force: true });
-    },
-  };
-}
 
 configureDeadlockDetection({ mode: "report", after: 60_000 });
 const HOSTILE = "<img src=x onerror=alert(1)>";
@@ -94,8 +71,8 @@ test("the page shows fill, a deadlock cycle, names as text, >= 4 updates a secon
     const rate = Number(await page.locator("#rate").getAttribute("data-rate"));
     assert.ok(rate >= 4, `${rate} updates/s`);
 
-    mkdirSync(artifacts, { recursive: true });
-    await page.screenshot({ path: join(artifacts, "inspector.png"), fullPage: true });
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, "inspector.png"), fullPage: true });
     assert.equal(dialogs, []);
     assert.equal(foreign, []);
     assert.equal(errors, []);

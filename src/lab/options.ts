@@ -101,9 +101,9 @@ function positiveInteger(option: string, text: string, min = 1): number {
   return value;
 }
 
-function positiveNumber(option: string, text: string, what: string): number {
+function positiveNumber(option: string, text: string, what: string, whole = text): number {
   const value = Number(text);
-  if (text.trim() === "" || !Number.isFinite(value) || value <= 0) throw new LabOptionError(`--${option}: ${JSON.stringify(text)}: ${what} must be a number > 0`);
+  if (text.trim() === "" || !Number.isFinite(value) || value <= 0) throw new LabOptionError(`--${option}: ${JSON.stringify(whole)}: ${what} must be a number > 0`);
   return value;
 }
 
@@ -131,18 +131,19 @@ export function parseOverflows(text: string): Overflow[] {
 export function parseArrival(text: string): Arrival {
   const burst = /^burst:(\d+)@(.+)$/.exec(text);
   if (burst) {
+    if (!(Number(burst[1]) >= 1)) throw new LabOptionError(`--arrival: ${JSON.stringify(text)}: the burst size N must be an integer >= 1`);
     const size = positiveInteger("arrival", burst[1]!);
-    return { kind: "burst", size, rate: positiveNumber("arrival", burst[2]!, "the rate (messages per second)") };
+    return { kind: "burst", size, rate: positiveNumber("arrival", burst[2]!, "the rate (messages per second)", text) };
   }
   const simple = /^(exp|const):(.+)$/.exec(text);
   if (!simple) throw new LabOptionError(`--arrival: ${JSON.stringify(text)}: use exp:RATE, const:RATE or burst:N@RATE (RATE in messages per second per producer)`);
-  return { kind: simple[1] as "exp" | "const", rate: positiveNumber("arrival", simple[2]!, "the rate (messages per second)") };
+  return { kind: simple[1] as "exp" | "const", rate: positiveNumber("arrival", simple[2]!, "the rate (messages per second)", text) };
 }
 
 export function parseService(text: string): Service {
   const match = /^(exp|const):(.+)$/.exec(text);
   if (!match) throw new LabOptionError(`--service: ${JSON.stringify(text)}: use exp:US or const:US (the mean time per message, in microseconds)`);
-  return { kind: match[1] as "exp" | "const", us: positiveNumber("service", match[2]!, "the time (microseconds)") };
+  return { kind: match[1] as "exp" | "const", us: positiveNumber("service", match[2]!, "the time (microseconds)", text) };
 }
 
 /** Parses `argv` (the words after `lab`). Throws LabOptionError; returns "help" for -h/--help. */
