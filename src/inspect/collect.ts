@@ -145,7 +145,7 @@ function readChannel(memory: ChannelMemory, idOfSlot: (slot: number) => number, 
     const used = (written - read) | 0;
     const dataSize = load(H.DATA_SIZE);
     const maxData = load(H.MAX_DATA_SIZE);
-    if (dataSize < 0 || dataSize > memory.buffer.byteLength - HEADER_BYTES) return corrupt(`ring size ${dataSize} larger than its buffer`);
+    if (dataSize <= 0 || dataSize > Math.max(maxData, memory.buffer.byteLength - HEADER_BYTES)) return corrupt(`ring size ${dataSize} out of range (budget ${maxData})`);
     if (used < 0 || used > dataSize) return corrupt(`${used} bytes in use in a ring of ${dataSize}`);
     if (maxData <= 0) return corrupt(`byte budget ${maxData} out of range`);
     snapshot.length = model.length = length;
@@ -297,8 +297,8 @@ function collect(channels: Iterable<ChannelMemory>, lockOwner: (id: number) => n
   const channelSnapshots: ChannelSnapshot[] = [];
   const models = new Map<number, ChannelModel>();
   for (const memory of channels) {
-    // A channel nobody holds an end of any more is gone for its users (the supervisor forgets it at its next sweep).
-    if (Atomics.load(memory.header, H.SEND_HANDLES) === 0 && Atomics.load(memory.header, H.RECV_HANDLES) === 0 && Atomics.load(memory.header, H.MAGIC) === CHANNEL_MAGIC) continue;
+    // A dead channel (nothing holds an end any more) is gone for its users (the supervisor forgets it soon).
+    if (Atomics.load(memory.header, H.MAGIC) === CHANNEL_MAGIC && memory.isDead()) continue;
     const { snapshot, model } = readChannel(memory, idOfSlot, parked);
     channelSnapshots.push(snapshot);
     models.set(model.id, model);
