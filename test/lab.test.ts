@@ -71,12 +71,12 @@ test("bad options are refused naming the option and what is allowed", () => {
 });
 
 test("pipeline: every message accounted for and in order; the contract's fields; Little's law closes", async () => {
-  const result = await runLab(options(["--capacities", "0,4,inf", "--messages", "1500", "--arrival", "exp:2500"]), quiet);
+  const result = await runLab(options(["--capacities", "0,4,inf", "--messages", "800", "--arrival", "exp:2500"]), quiet);
   assert.equal(result.rows.map((r) => r.capacity), [0, 4, Infinity]);
   for (const row of result.rows) {
     const where = `capacity ${row.capacity} (SEED=${seed})`;
     assert.equal([row.lost, row.outOfOrder], [0, 0], where);
-    assert.equal(row.messages, 1500, where);
+    assert.equal(row.messages, 800, where);
     assert.ok(row.throughput > 0 && row.seconds > 0, where);
     assert.ok(row.predictedThroughput! > 0 && row.simulatedThroughput! > 0, where);
     assert.ok(row.latencyUs.p50 > 0 && row.latencyUs.p50 <= row.latencyUs.p99 && row.latencyUs.p99 <= row.latencyUs.p999, where);
@@ -98,9 +98,9 @@ test("pipeline: every message accounted for and in order; the contract's fields;
 }, { timeout: 120_000 });
 
 test("fan-in: four producers into one consumer, per-producer order kept", async () => {
-  const result = await runLab(options(["--scenario", "fan-in", "--capacities", "1", "--messages", "1200"]), quiet);
+  const result = await runLab(options(["--scenario", "fan-in", "--capacities", "1", "--messages", "600"]), quiet);
   const [row] = result.rows;
-  assert.equal([row!.lost, row!.outOfOrder, row!.messages], [0, 0, 1200]);
+  assert.equal([row!.lost, row!.outOfOrder, row!.messages], [0, 0, 600]);
   assert.equal(row!.prediction?.model, "tandem");
 }, { timeout: 120_000 });
 
@@ -124,7 +124,7 @@ test("recv-loop: deadlocks are caught with their cycle through both inboxes; Inf
 test("the command: --json alone on a pipe; --out writes report.html, results.json, results.csv; errors exit 2", async () => {
   const out = mkdtempSync(join(tmpdir(), "interpreters-lab-"));
   try {
-    const { code, stdout, stderr } = await run(["lab", "--capacities", "1,inf", "--messages", "400", "--json", "--out", out, "--seed", String(seed)]);
+    const { code, stdout, stderr } = await run(["lab", "--capacities", "1,inf", "--messages", "300", "--json", "--out", out, "--seed", String(seed)]);
     assert.equal(code, 0, stderr);
     const parsed = JSON.parse(stdout) as { scenario: string; options: unknown; rows: Array<{ capacity: unknown }> };
     assert.equal(parsed.scenario, "pipeline");
