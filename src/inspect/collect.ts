@@ -30,6 +30,7 @@ import {
   HEADER_BYTES,
   MAX_PARTIES,
   MAX_PUBLISHED_CASES,
+  P_ASYNC_SINCE,
   P_ASYNC_WAITS,
   P_PARK,
   P_WAIT_CHANNEL,
@@ -338,13 +339,16 @@ function collect(channels: Iterable<ChannelMemory>, lockOwner: (id: number) => n
     }
     // Registrations not explained by the blocking wait belong to pending async operations.
     const hasAsync = Atomics.load(control, slotWord(slot, P_ASYNC_WAITS)) > 0;
+    // The thread's pending async operations began no later than this: an async wait is at most this old.
+    const asyncAge = hasAsync ? msSince(Atomics.load(control, slotWord(slot, P_ASYNC_SINCE)), now) : 0;
     for (const entry of parked.get(slot) ?? []) {
       let count = entry.count;
       if (sync?.cases.some((c) => c.channel === entry.channel && c.op === entry.side)) count--;
       if (count <= 0 || !hasAsync) continue;
       const key = `${slot}:${id}:${entry.side}:${entry.channel}`;
       asyncSeenNow.add(key);
-      const first = tracker.asyncSeen.get(key) ?? now;
+      // First seen (by an earlier snapshot) at most as long ago as the thread's async waits began.
+      const first = Math.max(tracker.asyncSeen.get(key) ?? now - asyncAge, now - asyncAge);
       tracker.asyncSeen.set(key, first);
       waits.push({ op: entry.side, cases: [{ op: entry.side, channel: entry.channel }], async: true, timeout: false, sinceMs: now - first, stable: true });
     }
