@@ -23,7 +23,8 @@
  * | 24     | 4               | recv-loop: messages handled                           | peers                 |
  * | 28     | 4               | a word to sleep on (never written: Atomics.wait times out) | nobody           |
  * | 64     | 8 × 2 × 64      | per producer: ms blocked in send, start of its last send (absolute ms) | that producer |
- * | 2048   | 8 × records     | receive times (absolute ms), by arrival order          | consumers             |
+ * | 1088   | 8 × 128         | per party (producers, then consumers from 64): ms off the CPU while it had work (see waitUntil) | that party |
+ * | 4096   | 8 × records     | receive times (absolute ms), by arrival order          | consumers             |
  * | ...    | 8 × records     | latencies (ms), same order                             | consumers             |
  */
 import { ChannelClosedError, ChannelFullError, DeadlockError, type RecvChannel, type SendChannel } from "../index.js";
@@ -39,7 +40,10 @@ export const W_CHAINS = 5;
 export const W_HANDLED = 6;
 const W_SLEEP = 7;
 const PRODUCER_F64 = 64 / 8;
-const RECORDS_BYTES = 2048;
+const OFF_CPU_F64 = 1088 / 8;
+/** Index of consumer i's off-CPU time among the parties. */
+export const CONSUMER_PARTY = 64;
+const RECORDS_BYTES = 4096;
 /** Bytes of a message's header: send time (f64), producer index, sequence number. */
 export const MESSAGE_HEADER_BYTES = 16;
 
@@ -68,6 +72,13 @@ export class RunViews {
   lastSendStart(producer: number): number {
     return this.f64[PRODUCER_F64 + 2 * producer + 1]!;
   }
+  /** Ms party `party` (a producer index, or CONSUMER_PARTY + a consumer index) was off the CPU while it had work. */
+  offCpuMs(party: number): number {
+    return this.f64[OFF_CPU_F64 + party]!;
+  }
+  addOffCpu(party: number, ms: number): void {
+    if (ms > 0) this.f64[OFF_CPU_F64 + party] = this.f64[OFF_CPU_F64 + party]! + ms;
+  }
 }
 
 /** Absolute milliseconds, comparable across threads (each has its own performance.timeOrigin). */
@@ -75,16 +86,34 @@ export function absoluteNow(): number {
   return performance.timeOrigin + performance.now();
 }
 
+/** A pause between two reads of the clock longer than this (ms) means the thread was not running. */
+const OFF_CPU_GAP_MS = 0.02;
+
 /**
  * Waits until performance.now() reaches `deadline`: sleeps (Atomics.wait
  * with a timeout on a word nobody writes) while more than 2 ms remain, so
  * a long gap does not burn a core, then spins for microsecond accuracy.
+ *
+ * Returns how long (ms) the thread was off the CPU when it should have been
+ * spinning: gaps between two reads of the clock longer than 20 µs (the
+ * machine's other threads had the core), plus any time it woke from the
+ * sleep after the deadline. Theory assumes none; on a loaded machine this
+ * is what moves the measurement away from it.
  */
-function waitUntil(words: Int32Array, deadline: number): void {
+function waitUntil(words: Int32Array, deadline: number): number {
+  let off = 0;
+  let last = performance.now();
   for (;;) {
-    const left = deadline - performance.now();
-    if (left <= 0) return;
-    if (left > 2) Atomics.wait(words, W_SLEEP, 0, left - 1.5);
+    const now = performance.now();
+    if (now - last > OFF_CPU_GAP_MS) off += now - last;
+    last = now;
+    const left = deadline - now;
+    if (left <= 0) return off;
+    if (left > 2) {
+      Atomics.wait(words, W_SLEEP, 0, left - 1.5);
+      last = performance.now();
+      if (last > deadline) off += last - deadline;
+    }
   }
 }
 
@@ -113,7 +142,7 @@ export function producer(tx: SendChannel<Uint8Array>, config: ProducerConfig, sh
     for (let seq = 0; seq < config.quota && Atomics.load(words, W_STOP) === 0; seq++) {
       // "wait": the next message is made after the send completed (the tandem line); otherwise on a fixed schedule.
       due = (fixedSchedule ? due : performance.now()) + gap();
-      waitUntil(words, due);
+      views.addOffCpu(config.index, waitUntil(words, due));
       const start = absoluteNow();
       header.setFloat64(0, start, true);
       header.setInt32(12, seq, true);
@@ -138,6 +167,7 @@ export function producer(tx: SendChannel<Uint8Array>, config: ProducerConfig, sh
 }
 
 export interface ConsumerConfig {
+  index: number;
   seed: number;
   service: Service;
   producers: number;
@@ -178,7 +208,7 @@ export function consumer(rx: RecvChannel<Uint8Array>, config: ConsumerConfig, sh
       latencies[index] = at - sentAt;
     }
     received++;
-    waitUntil(words, performance.now() + service());
+    views.addOffCpu(CONSUMER_PARTY + config.index, waitUntil(words, performance.now() + service()));
   }
   return { received, outOfOrder };
 }

@@ -152,7 +152,7 @@ function rowsTable(result: LabResult): string {
   const recvLoop = result.scenario === "recv-loop";
   const head = recvLoop
     ? ["capacity", "deadlocked runs", "detected after", "requests/s", "peak buffered", "ring KiB", "RSS MiB", "cycle"]
-    : ["capacity", "overflow", "msgs/s", "theory", "measured / theory", "simulated", "p50 µs", "p99 µs", "p99.9 µs", "mean buffered", "peak", "ring KiB", "RSS MiB", "blocked", "dropped", "Little's law error"];
+    : ["capacity", "overflow", "msgs/s", "theory", "measured / theory", "simulated", "p50 µs", "p99 µs", "p99.9 µs", "mean buffered", "peak", "ring KiB", "RSS MiB", "blocked", "dropped", "Little's law error", "off-CPU"];
   const cell = (text: string, cls = ""): string => `<td${cls ? ` class="${cls}"` : ""}>${escapeHtml(text)}</td>`;
   const fmt = (n: number | undefined, digits = 0): string => (n === undefined || !Number.isFinite(n) ? "—" : n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }));
   const body = result.rows.map((r) => {
@@ -186,6 +186,7 @@ function rowsTable(result: LabResult): string {
       cell(`${(r.senderBlockedFraction * 100).toFixed(0)}%`),
       cell(String(r.dropped + r.refused)),
       cell(`${(r.littleLawError * 100).toFixed(1)}%`, r.littleLawError <= 0.05 ? "good" : "bad"),
+      cell(`${(r.offCpuFraction * 100).toFixed(0)}%`),
     ].join("")}</tr>`;
   });
   return `<table><thead><tr>${head.map((h, i) => `<th${i < (recvLoop ? 1 : 2) || (recvLoop && i === head.length - 1) ? ' class="left"' : ""}>${escapeHtml(h)}</th>`).join("")}</tr></thead><tbody>${body.join("")}</tbody></table>`;
@@ -196,6 +197,7 @@ const NOTES = [
   "Latency runs from the start of send to the return of recv, so it includes time a sender spent blocked.",
   "Theory: with overflow \"wait\" and exponential times, the tandem line with a finite buffer (a birth–death chain: for one producer and one consumer at equal rates, μ(c+2)/(c+3)); with losses and Poisson arrivals, M/M/C/K with K = capacity + consumers; with constant times, the slower side's rate at every capacity. Simulated: a seeded discrete-event simulation of the same system.",
   "Little's law: the sampled mean number of messages in the channel (sends begun, not yet received) against throughput × mean time from send to receive.",
+  "Off-CPU: the fraction of the run the producers and consumers were descheduled while they had work (gaps in their clock reads while spinning): theory assumes 0, and on a shared machine this is what moves the measurement away from it.",
 ];
 
 /** The whole report as one HTML string. */

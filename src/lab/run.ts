@@ -28,6 +28,7 @@ import { formatArrival, formatService } from "./distributions.js";
 import type { LabOptions, Overflow } from "./options.js";
 import {
   absoluteNow,
+  CONSUMER_PARTY,
   type ConsumerReport,
   MESSAGE_HEADER_BYTES,
   type PeerReport,
@@ -82,6 +83,12 @@ export interface Row {
   deadlocks?: number;
   runs?: number;
   littleLawError: number;
+  /**
+   * Beyond the contract: the fraction of the run the producers and consumers
+   * were off the CPU while they had work to do (other threads had the cores;
+   * theory assumes 0). What moves a measurement away from theory on a busy machine.
+   */
+  offCpuFraction: number;
   /** Beyond the contract: the two sides of Little's law. */
   little: { meanInChannel: number; meanTimeMs: number };
   /** Beyond the contract: queue length over the run, [ms since start, messages buffered]. */
@@ -203,7 +210,7 @@ async function runLine(options: LabOptions, capacity: number, overflow: Overflow
     });
     const t0 = absoluteNow();
     const consumerRuns = interpreters.slice(0, consumers).map((interp, i) =>
-      interp.call<ConsumerReport>(PARTY_MODULE, "consumer", rx.clone(), { seed: partySeed(options.seed, run, 2, i), service: options.service, producers }, shared),
+      interp.call<ConsumerReport>(PARTY_MODULE, "consumer", rx.clone(), { index: i, seed: partySeed(options.seed, run, 2, i), service: options.service, producers }, shared),
     );
     rx.close();
     const producerRuns = interpreters.slice(consumers).map((interp, i) =>
@@ -302,11 +309,20 @@ function summarizeLine(
     dropped,
     refused,
     littleLawError: littleLawError(meanInChannel, throughput, meanTimeMs),
+    offCpuFraction: offCpu(views, options, (tEnd - t0)),
     little: { meanInChannel, meanTimeMs },
     queue: downsample(samples, t0, (s) => s.length),
     lost: started - done - dropped,
     outOfOrder: options.consumers === 1 ? reports.reduce((n, r) => n + r.outOfOrder, 0) : 0,
   };
+}
+
+/** The parties' off-CPU time as a fraction of the run (see party.ts, waitUntil). */
+function offCpu(views: RunViews, options: LabOptions, runMs: number): number {
+  let total = 0;
+  for (let p = 0; p < options.producers; p++) total += views.offCpuMs(p);
+  for (let c = 0; c < options.consumers; c++) total += views.offCpuMs(CONSUMER_PARTY + c);
+  return runMs > 0 ? total / (runMs * (options.producers + options.consumers)) : 0;
 }
 
 /** One seeded run of recv-loop at one capacity. */
@@ -423,6 +439,7 @@ async function runRecvLoop(options: LabOptions, capacity: number, progress: Prog
     deadlocks: deadlocked.length,
     runs: outcomes.length,
     littleLawError: 0,
+    offCpuFraction: 0,
     little: { meanInChannel: 0, meanTimeMs: 0 },
     queue: outcomes[0]!.queue,
     lost: outcomes.filter((o) => !o.finished && !o.deadlock).length,

@@ -33,7 +33,7 @@ function render(headers: string[], rows: string[][], alignLeft: Set<number>): st
 
 /** The table for pipeline, fan-in and bursty. */
 function lineTable(rows: Row[]): string {
-  const headers = ["capacity", "overflow", "msgs/s", "theory", "meas/theory", "simulated", "p50 µs", "p99 µs", "p99.9 µs", "mean buf", "peak buf", "ring KiB", "RSS MiB", "blocked", "dropped", "Little err"];
+  const headers = ["capacity", "overflow", "msgs/s", "theory", "meas/theory", "simulated", "p50 µs", "p99 µs", "p99.9 µs", "mean buf", "peak buf", "ring KiB", "RSS MiB", "blocked", "dropped", "Little err", "off-CPU"];
   const cells = rows.map((r) => [
     capacityLabel(r.capacity),
     r.overflow,
@@ -51,6 +51,7 @@ function lineTable(rows: Row[]): string {
     percent(r.senderBlockedFraction, 0),
     String(r.dropped + r.refused),
     percent(r.littleLawError),
+    percent(r.offCpuFraction, 0),
   ]);
   return render(headers, cells, new Set([0, 1]));
 }
@@ -91,6 +92,8 @@ export function formatReport(result: LabResult): string {
     if (models.length > 0) lines.push(`theory: ${models.join(", ")} (src/lab/theory.ts); simulated: a seeded simulation of the same system (src/lab/simulate.ts)`);
     else lines.push("theory: no closed form for these times; simulated: a seeded simulation of the same system (src/lab/simulate.ts)");
     const worstLittle = Math.max(...result.rows.map((r) => r.littleLawError));
+    const offCpu = Math.max(...result.rows.map((r) => r.offCpuFraction));
+    if (offCpu > 0.02) lines.push(`off-CPU: the producer and consumer were descheduled up to ${percent(offCpu, 0)} of the run while they had work (other load on ${result.machine.cpus} CPUs); theory assumes they always run`);
     lines.push(`Little's law (mean in channel vs throughput × mean time from send to receive): worst error ${percent(worstLittle)}${worstLittle > 0.05 ? " (a queue still growing at the end of a run is not in steady state; the law holds only on average over a steady window)" : ""}`);
   }
   const problems = result.rows.filter((r) => r.lost !== 0 || r.outOfOrder !== 0);
@@ -119,14 +122,14 @@ export function resultsToCsv(result: LabResult): string {
   const header = [
     "scenario", "capacity", "overflow", "messages", "seconds", "throughput", "predictedThroughput", "ratio", "simulatedThroughput",
     "latencyUsP50", "latencyUsP99", "latencyUsP999", "meanBuffered", "peakBuffered", "peakRingBytes", "peakRssBytes",
-    "senderBlockedFraction", "dropped", "refused", "littleLawError", "deadlocks", "runs", "deadlockCycle",
+    "senderBlockedFraction", "dropped", "refused", "littleLawError", "offCpuFraction", "deadlocks", "runs", "deadlockCycle",
   ];
   const lines = result.rows.map((r) =>
     [
       result.scenario, r.capacity === Infinity ? "Infinity" : r.capacity, r.overflow, r.messages, r.seconds.toFixed(3), r.throughput.toFixed(1),
       r.predictedThroughput?.toFixed(1), r.ratio?.toFixed(4), r.simulatedThroughput?.toFixed(1),
       r.latencyUs.p50.toFixed(1), r.latencyUs.p99.toFixed(1), r.latencyUs.p999.toFixed(1), r.meanBuffered.toFixed(3), r.peakBuffered, r.peakRingBytes, r.peakRssBytes,
-      r.senderBlockedFraction.toFixed(4), r.dropped, r.refused, r.littleLawError.toFixed(4), r.deadlocks, r.runs, r.deadlock ? describeCycle(r.deadlock.cycle) : "",
+      r.senderBlockedFraction.toFixed(4), r.dropped, r.refused, r.littleLawError.toFixed(4), r.offCpuFraction.toFixed(4), r.deadlocks, r.runs, r.deadlock ? describeCycle(r.deadlock.cycle) : "",
     ].map(csvCell).join(","),
   );
   return [header.join(","), ...lines].join("\n") + "\n";
