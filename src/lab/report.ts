@@ -151,7 +151,7 @@ th { color: #68717d; font-weight: 500; } td.left, th.left { text-align: left; }
 function rowsTable(result: LabResult): string {
   const recvLoop = result.scenario === "recv-loop";
   const head = recvLoop
-    ? ["capacity", "deadlocked runs", "detected after", "requests/s", "peak buffered", "ring KiB", "RSS MiB", "cycle"]
+    ? ["capacity", "deadlocked runs", "handled before", "detected after", "requests/s", "peak buffered", "ring KiB", "RSS MiB", "cycle"]
     : ["capacity", "overflow", "msgs/s", "theory", "measured / theory", "simulated", "p50 µs", "p99 µs", "p99.9 µs", "mean buffered", "peak", "ring KiB", "RSS MiB", "blocked", "dropped", "Little's law error", "off-CPU"];
   const cell = (text: string, cls = ""): string => `<td${cls ? ` class="${cls}"` : ""}>${escapeHtml(text)}</td>`;
   const fmt = (n: number | undefined, digits = 0): string => (n === undefined || !Number.isFinite(n) ? "—" : n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }));
@@ -160,6 +160,7 @@ function rowsTable(result: LabResult): string {
       return `<tr>${[
         cell(capacityLabel(r.capacity), "left"),
         cell(`${r.deadlocks ?? 0} of ${r.runs ?? 0}`, (r.deadlocks ?? 0) > 0 ? "bad" : "good"),
+        cell(r.handledBeforeDeadlock === undefined ? "—" : fmt(r.handledBeforeDeadlock)),
         cell(r.deadlock?.detectedAfterMs === undefined ? "—" : `${Math.round(r.deadlock.detectedAfterMs)} ms`),
         cell(r.throughput > 0 ? fmt(r.throughput) : "—"),
         cell(String(r.peakBuffered)),

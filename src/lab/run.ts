@@ -81,6 +81,8 @@ export interface Row {
   deadlock?: { cycle: unknown[]; message?: string; detectedAfterMs?: number };
   /** recv-loop: runs that deadlocked, of `runs`. */
   deadlocks?: number;
+  /** recv-loop: messages the two peers handled before a run deadlocked (median over deadlocked runs). */
+  handledBeforeDeadlock?: number;
   runs?: number;
   littleLawError: number;
   /**
@@ -328,6 +330,7 @@ function offCpu(views: RunViews, options: LabOptions, runMs: number): number {
 /** One seeded run of recv-loop at one capacity. */
 async function runRecvLoopOnce(options: LabOptions, capacity: number, run: number): Promise<{
   completed: number;
+  handled: number;
   seconds: number;
   deadlock?: PeerReport["deadlock"];
   peakRingBytes: number;
@@ -393,6 +396,7 @@ async function runRecvLoopOnce(options: LabOptions, capacity: number, run: numbe
     const samples = sampler.samples;
     return {
       completed: Atomics.load(views.words, W_CHAINS),
+      handled: Atomics.load(views.words, W_HANDLED),
       seconds,
       deadlock,
       finished: outcome === "done",
@@ -421,6 +425,7 @@ async function runRecvLoop(options: LabOptions, capacity: number, progress: Prog
   const finished = outcomes.filter((o) => o.finished);
   const first = deadlocked[0]?.deadlock;
   const throughputs = finished.map((o) => o.completed / o.seconds).sort((x, y) => x - y);
+  const handledBefore = deadlocked.map((o) => o.handled).sort((x, y) => x - y);
   return {
     capacity,
     overflow: "wait",
@@ -438,6 +443,7 @@ async function runRecvLoop(options: LabOptions, capacity: number, progress: Prog
     ...(first ? { deadlock: { cycle: first.cycle, message: first.message, detectedAfterMs: first.blockedMs } } : {}),
     deadlocks: deadlocked.length,
     runs: outcomes.length,
+    ...(handledBefore.length ? { handledBeforeDeadlock: handledBefore[handledBefore.length >> 1] } : {}),
     littleLawError: 0,
     offCpuFraction: 0,
     little: { meanInChannel: 0, meanTimeMs: 0 },
@@ -488,5 +494,3 @@ export async function runLab(options: LabOptions, progress: Progress): Promise<L
   };
 }
 
-/** W_HANDLED is read by tests and the CLI through this (messages handled by recv-loop peers). */
-export const RECV_LOOP_HANDLED_WORD = W_HANDLED;

@@ -58,10 +58,11 @@ function lineTable(rows: Row[]): string {
 
 /** The table for recv-loop. */
 function recvLoopTable(rows: Row[]): string {
-  const headers = ["capacity", "deadlocked", "detected after", "requests/s", "peak buffered", "ring KiB", "RSS MiB", "cycle (first deadlocked run)"];
+  const headers = ["capacity", "deadlocked", "handled before", "detected after", "requests/s", "peak buffered", "ring KiB", "RSS MiB", "cycle (first deadlocked run)"];
   const cells = rows.map((r) => [
     capacityLabel(r.capacity),
     `${r.deadlocks ?? 0} of ${r.runs ?? 0} runs`,
+    r.handledBeforeDeadlock === undefined ? "—" : int(r.handledBeforeDeadlock),
     r.deadlock?.detectedAfterMs === undefined ? "—" : `${Math.round(r.deadlock.detectedAfterMs)} ms`,
     r.throughput > 0 ? int(r.throughput) : "—",
     String(r.peakBuffered),
@@ -69,7 +70,7 @@ function recvLoopTable(rows: Row[]): string {
     fixed(r.peakRssBytes / 1048576, 0),
     r.deadlock ? describeCycle(r.deadlock.cycle) : "none",
   ]);
-  return render(headers, cells, new Set([0, 1, 7]));
+  return render(headers, cells, new Set([0, 1, 8]));
 }
 
 /** What the run was, the table, and what it means: printed on a terminal or a pipe. */
@@ -82,7 +83,7 @@ export function formatReport(result: LabResult): string {
     lines.push("");
     lines.push(recvLoopTable(result.rows));
     lines.push("");
-    lines.push("Deadlocks are caught by the detector (DeadlockError in every party of the cycle); Infinity never blocks a send, so it never deadlocks: its cost is the memory of the backlog (peak buffered, ring, RSS).");
+    lines.push("Deadlocks are caught by the detector (DeadlockError in every party of the cycle); \"handled before\" is the median number of messages the two handled before it (deadlocked runs). Infinity never blocks a send, so it never deadlocks: its cost is the memory of the backlog (peak buffered, ring, RSS).");
   } else {
     lines.push(`${result.scenario}: ${o.producers} producer(s) → channel → ${o.consumers} consumer(s); arrival ${o.arrival}/s per producer, service ${o.service} µs; ${extent}, ${o.size}-byte messages, seed ${o.seed}`);
     lines.push("");
@@ -122,14 +123,14 @@ export function resultsToCsv(result: LabResult): string {
   const header = [
     "scenario", "capacity", "overflow", "messages", "seconds", "throughput", "predictedThroughput", "ratio", "simulatedThroughput",
     "latencyUsP50", "latencyUsP99", "latencyUsP999", "meanBuffered", "peakBuffered", "peakRingBytes", "peakRssBytes",
-    "senderBlockedFraction", "dropped", "refused", "littleLawError", "offCpuFraction", "deadlocks", "runs", "deadlockCycle",
+    "senderBlockedFraction", "dropped", "refused", "littleLawError", "offCpuFraction", "deadlocks", "runs", "handledBeforeDeadlock", "deadlockCycle",
   ];
   const lines = result.rows.map((r) =>
     [
       result.scenario, r.capacity === Infinity ? "Infinity" : r.capacity, r.overflow, r.messages, r.seconds.toFixed(3), r.throughput.toFixed(1),
       r.predictedThroughput?.toFixed(1), r.ratio?.toFixed(4), r.simulatedThroughput?.toFixed(1),
       r.latencyUs.p50.toFixed(1), r.latencyUs.p99.toFixed(1), r.latencyUs.p999.toFixed(1), r.meanBuffered.toFixed(3), r.peakBuffered, r.peakRingBytes, r.peakRssBytes,
-      r.senderBlockedFraction.toFixed(4), r.dropped, r.refused, r.littleLawError.toFixed(4), r.offCpuFraction.toFixed(4), r.deadlocks, r.runs, r.deadlock ? describeCycle(r.deadlock.cycle) : "",
+      r.senderBlockedFraction.toFixed(4), r.dropped, r.refused, r.littleLawError.toFixed(4), r.offCpuFraction.toFixed(4), r.deadlocks, r.runs, r.handledBeforeDeadlock, r.deadlock ? describeCycle(r.deadlock.cycle) : "",
     ].map(csvCell).join(","),
   );
   return [header.join(","), ...lines].join("\n") + "\n";
