@@ -182,7 +182,7 @@ export const PAGE_JS = String.raw`(function () {
       svg.appendChild(s("text", { x: 20, y: 30, "class": "edge-label" }, "no interpreters"));
       return;
     }
-    var cx = 260, cy = 210, r = nodes.length === 1 ? 0 : Math.min(160, 50 + nodes.length * 18);
+    var cx = 260, cy = 215, r = nodes.length === 1 ? 0 : Math.min(165, 60 + nodes.length * 26);
     var pos = {};
     nodes.forEach(function (n, k) {
       var a = -Math.PI / 2 + (2 * Math.PI * k) / nodes.length;
