@@ -58,7 +58,7 @@ export const SCENARIO_DEFAULTS: Record<Scenario, { describe: string; options: Pa
   },
   "recv-loop": {
     describe: "two interpreters in receive loops that sometimes send to each other (the PEP 554 thread): which capacities deadlock",
-    options: { producers: 1, consumers: 2, arrival: { kind: "exp", rate: 8000 }, service: { kind: "exp", us: 100 }, messages: 2000, capacities: [0, 1, 16, Infinity] },
+    options: { producers: 1, consumers: 2, arrival: { kind: "exp", rate: 2000 }, service: { kind: "exp", us: 100 }, messages: 2000, capacities: [0, 1, 16, Infinity] },
   },
 };
 

@@ -278,7 +278,9 @@ function summarizeLine(
   const meanTimeMs = inWindow.length > 0 ? latencySum / inWindow.length : 0;
   const windowSamples = samples.filter((s) => s.at >= windowStart && s.at <= windowEnd);
   const mean = (f: (s: Sample) => number): number => (windowSamples.length > 0 ? windowSamples.reduce((sum, s) => sum + f(s), 0) / windowSamples.length : 0);
-  const meanInChannel = mean((s) => s.started - s.done);
+  // In the channel: sends begun and not yet received. A dropping policy discards messages the sampler cannot
+  // count (stats().dropped takes the locks), and its sends never wait: there, what is buffered is what is in it.
+  const meanInChannel = overflow === "drop-newest" || overflow === "drop-oldest" ? mean((s) => s.length) : mean((s) => s.started - s.done);
   const first = windowSamples[0];
   const last = windowSamples[windowSamples.length - 1];
   const blockedInWindow = first && last && last.at > first.at ? (last.blockedMs - first.blockedMs) / ((last.at - first.at) * options.producers) : 0;
