@@ -30,7 +30,7 @@ export {
   slotWord,
   SUPERVISOR_SLOT,
 } from "./control.js";
-export { CLOSED_NO_RECEIVERS, CLOSED_NO_SENDERS, ChannelMemory, H, HEADER_BYTES, TRANSIT } from "./ring.js";
+export { CLOSED_NO_RECEIVERS, CLOSED_NO_SENDERS, ChannelMemory, H, HEADER_BYTES, OVERFLOW_NAMES, TRANSIT } from "./ring.js";
 export { WAIT_HAS_TIMEOUT, WAIT_SYNC, WaitOp } from "./waiting.js";
 export { deadlockMode, detectionMillis } from "./deadlock.js";
 export { answerSnapshot, ensureSupervisor, snapshotFromSupervisor } from "./supervisor-link.js";

@@ -74,6 +74,15 @@ test("fill levels, holders of each end and waiters, named by interpreter id", as
   tx.close();
 });
 
+test("overflow policy and dropped messages as the channel has them", async () => {
+  const [rx, tx] = createChannel<number>({ capacity: 2, overflow: "drop-newest", name: "lossy" });
+  for (let i = 0; i < 5; i++) tx.trySend(i);
+  const c = inspect().channels.find((c) => c.name === "lossy")!;
+  assert.equal([c.overflow, c.length, c.dropped, c.sent], ["drop-newest", 2, 3, 5]);
+  rx.close();
+  tx.close();
+});
+
 test("a deadlock cycle appears with its parties, channels and how long it has stood", async () => {
   const [aRx, aTx] = createChannel<number>({ capacity: 0, name: "to-A" });
   const [bRx, bTx] = createChannel<number>({ capacity: 1, name: "to-B" });

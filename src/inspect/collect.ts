@@ -30,6 +30,7 @@ import {
   HEADER_BYTES,
   MAX_PARTIES,
   MAX_PUBLISHED_CASES,
+  OVERFLOW_NAMES,
   P_ASYNC_SINCE,
   P_ASYNC_WAITS,
   P_PARK,
@@ -155,6 +156,10 @@ function readChannel(memory: ChannelMemory, idOfSlot: (slot: number) => number, 
     snapshot.maxBufferBytes = maxData;
     snapshot.sent = memory.sent;
     snapshot.received = memory.received;
+    snapshot.dropped = memory.dropped;
+    const overflow = load(H.OVERFLOW);
+    if (overflow < 0 || overflow >= OVERFLOW_NAMES.length) return corrupt(`overflow policy ${overflow} out of range`);
+    snapshot.overflow = OVERFLOW_NAMES[overflow]!;
     const closed = load(H.CLOSED);
     model.closedNoSenders = (closed & CLOSED_NO_SENDERS) !== 0;
     model.closedNoReceivers = (closed & CLOSED_NO_RECEIVERS) !== 0;

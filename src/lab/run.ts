@@ -116,12 +116,12 @@ export interface Progress {
 }
 
 /** The lab's channel memory, read without its locks (see the file comment). */
-function sampleChannel(memory: ChannelMemory): { length: number; ringBytes: number } {
+function sampleChannel(memory: ChannelMemory): { length: number; ringBytes: number; dropped: number } {
   const header = memory.header;
   const removed = Atomics.load(header, H.REMOVED);
   const withdrawn = Atomics.load(header, H.WITHDRAWN);
   const admitted = Atomics.load(header, H.SEQ_TAIL);
-  return { length: Math.max(0, (admitted - removed - withdrawn) | 0), ringBytes: HEADER_BYTES + Atomics.load(header, H.DATA_SIZE) };
+  return { length: Math.max(0, (admitted - removed - withdrawn) | 0), ringBytes: HEADER_BYTES + Atomics.load(header, H.DATA_SIZE), dropped: memory.dropped };
 }
 
 /** Whether this build's channels take an overflow policy (Channels part 2, issue 13). */
@@ -147,6 +147,8 @@ interface Sample {
   at: number;
   started: number;
   done: number;
+  /** Discarded by the overflow policy so far. */
+  dropped: number;
   length: number;
   ringBytes: number;
   blockedMs: number;
@@ -162,14 +164,18 @@ function startSampler(views: RunViews, memories: ChannelMemory[], producers: num
     if (++tick % 20 === 0) rss = process.memoryUsage.rss();
     let length = 0;
     let ringBytes = 0;
+    let dropped = 0;
     for (const memory of memories) {
       const c = sampleChannel(memory);
       length += c.length;
       ringBytes += c.ringBytes;
+      dropped += c.dropped;
     }
     let blockedMs = 0;
     for (let p = 0; p < producers; p++) blockedMs += views.blockedMs(p);
-    const sample = { at: absoluteNow(), started: Atomics.load(views.words, W_STARTED), done: Atomics.load(views.words, W_DONE), length, ringBytes, blockedMs, rss };
+    // Done before started: a message counted done was counted started before (never fewer in the channel than none).
+    const done = Atomics.load(views.words, W_DONE);
+    const sample = { at: absoluteNow(), started: Atomics.load(views.words, W_STARTED), done, dropped, length, ringBytes, blockedMs, rss };
     samples.push(sample);
     onTick(sample);
   }, 1);
@@ -278,9 +284,8 @@ function summarizeLine(
   const meanTimeMs = inWindow.length > 0 ? latencySum / inWindow.length : 0;
   const windowSamples = samples.filter((s) => s.at >= windowStart && s.at <= windowEnd);
   const mean = (f: (s: Sample) => number): number => (windowSamples.length > 0 ? windowSamples.reduce((sum, s) => sum + f(s), 0) / windowSamples.length : 0);
-  // In the channel: sends begun and not yet received. A dropping policy discards messages the sampler cannot
-  // count (stats().dropped takes the locks), and its sends never wait: there, what is buffered is what is in it.
-  const meanInChannel = overflow === "drop-newest" || overflow === "drop-oldest" ? mean((s) => s.length) : mean((s) => s.started - s.done);
+  // In the channel: sends begun, neither received nor discarded by the overflow policy.
+  const meanInChannel = mean((s) => s.started - s.done - s.dropped);
   const first = windowSamples[0];
   const last = windowSamples[windowSamples.length - 1];
   const blockedInWindow = first && last && last.at > first.at ? (last.blockedMs - first.blockedMs) / ((last.at - first.at) * options.producers) : 0;
