@@ -98,7 +98,13 @@ export function formatReport(result: LabResult): string {
     lines.push(`Little's law (mean in channel vs throughput × mean time from send to receive): worst error ${percent(worstLittle)}${worstLittle > 0.05 ? " (a queue still growing at the end of a run is not in steady state; the law holds only on average over a steady window)" : ""}`);
   }
   const problems = result.rows.filter((r) => r.lost !== 0 || r.outOfOrder !== 0);
-  for (const r of problems) lines.push(`CHECK FAILED at capacity ${capacityLabel(r.capacity)}, ${r.overflow}: ${r.lost} messages unaccounted for, ${r.outOfOrder} out of order`);
+  for (const r of problems) {
+    lines.push(
+      result.scenario === "recv-loop"
+        ? `CHECK FAILED at capacity ${capacityLabel(r.capacity)}: ${r.lost} runs neither finished nor deadlocked within their time limit`
+        : `CHECK FAILED at capacity ${capacityLabel(r.capacity)}, ${r.overflow}: ${r.lost} messages unaccounted for, ${r.outOfOrder} out of order`,
+    );
+  }
   for (const note of [...new Set(result.skipped)]) lines.push(`not run: ${note}`);
   lines.push(`machine: ${result.machine.cpus} CPUs, Node ${result.machine.node}, load average ${result.machine.load.map((l) => l.toFixed(1)).join(" ")}`);
   return lines.join("\n");
