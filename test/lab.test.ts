@@ -71,12 +71,12 @@ test("bad options are refused naming the option and what is allowed", () => {
 });
 
 test("pipeline: every message accounted for and in order; the contract's fields; Little's law closes", async () => {
-  const result = await runLab(options(["--capacities", "0,4,inf", "--messages", "800", "--arrival", "exp:2500"]), quiet);
+  const result = await runLab(options(["--capacities", "0,4,inf", "--messages", "500", "--arrival", "exp:2500"]), quiet);
   assert.equal(result.rows.map((r) => r.capacity), [0, 4, Infinity]);
   for (const row of result.rows) {
     const where = `capacity ${row.capacity} (SEED=${seed})`;
     assert.equal([row.lost, row.outOfOrder], [0, 0], where);
-    assert.equal(row.messages, 800, where);
+    assert.equal(row.messages, 500, where);
     assert.ok(row.throughput > 0 && row.seconds > 0, where);
     assert.ok(row.predictedThroughput! > 0 && row.simulatedThroughput! > 0, where);
     assert.ok(row.latencyUs.p50 > 0 && row.latencyUs.p50 <= row.latencyUs.p99 && row.latencyUs.p99 <= row.latencyUs.p999, where);
@@ -102,21 +102,21 @@ test("pipeline: every message accounted for and in order; the contract's fields;
 }, { timeout: 120_000 });
 
 test("overflow policies: drop-newest and error lose messages, counted; M/M/C/K beside them; drop-oldest skips capacity 0", async () => {
-  const result = await runLab(options(["--capacities", "0,2", "--overflow", "drop-newest,drop-oldest,error", "--messages", "600", "--arrival", "exp:8000"]), quiet);
+  const result = await runLab(options(["--capacities", "0,2", "--overflow", "drop-newest,drop-oldest,error", "--messages", "300", "--arrival", "exp:8000"]), quiet);
   assert.equal(result.rows.map((r) => `${r.capacity} ${r.overflow}`), ["0 drop-newest", "2 drop-newest", "2 drop-oldest", "0 error", "2 error"]);
   assert.match(result.skipped.join(" "), /drop-oldest/);
   for (const row of result.rows) {
     const where = `capacity ${row.capacity}, ${row.overflow} (SEED=${seed})`;
     assert.equal([row.lost, row.outOfOrder], [0, 0], where);
-    assert.equal(row.messages + row.dropped + row.refused, 600, where);
+    assert.equal(row.messages + row.dropped + row.refused, 300, where);
     assert.equal(row.prediction?.model, "M/M/C/K", where);
   }
 }, { timeout: 120_000 });
 
 test("fan-in: four producers into one consumer, per-producer order kept", async () => {
-  const result = await runLab(options(["--scenario", "fan-in", "--capacities", "1", "--messages", "600"]), quiet);
+  const result = await runLab(options(["--scenario", "fan-in", "--capacities", "1", "--messages", "400"]), quiet);
   const [row] = result.rows;
-  assert.equal([row!.lost, row!.outOfOrder, row!.messages], [0, 0, 600]);
+  assert.equal([row!.lost, row!.outOfOrder, row!.messages], [0, 0, 400]);
   assert.equal(row!.prediction?.model, "tandem");
 }, { timeout: 120_000 });
 

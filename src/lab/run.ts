@@ -298,7 +298,7 @@ function summarizeLine(
     arrival: options.arrival,
     service: options.service,
     warmup: 2000,
-    messages: Math.max(50_000, inWindow.length),
+    messages: Math.max(30_000, inWindow.length),
     seed: partySeed(options.seed, run, 3, 0),
   });
   return {
