@@ -143,6 +143,7 @@ table { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size
 th, td { padding: 4px 8px; border-bottom: 1px solid #e2e6eb; text-align: right; white-space: nowrap; }
 th { color: #68717d; font-weight: 500; } td.left, th.left { text-align: left; }
 .good { color: #2b8a3e; } .bad { color: #c92a2a; }
+.table-wrap { overflow-x: auto; }
 .charts { display: flex; flex-wrap: wrap; gap: 18px; }
 .charts figure { margin: 0; border: 1px solid #e2e6eb; border-radius: 8px; padding: 8px; }
 .notes li { margin: 4px 0; }
@@ -217,7 +218,7 @@ export async function renderReport(result: LabResult): Promise<string> {
 <h1>${escapeHtml(title)}</h1>
 <p class="meta">${escapeHtml(`run at ${result.startedAt} · ${result.machine.cpus} CPUs · Node ${result.machine.node} · load average ${result.machine.load.map((l) => l.toFixed(1)).join(" ")}`)}</p>
 <h2>Results</h2>
-${rowsTable(result)}
+<div class="table-wrap">${rowsTable(result)}</div>
 <h2>Plots</h2>
 <div class="charts">${svgs.map((svg) => `<figure>${svg}</figure>`).join("\n")}</div>
 <h2>As printed</h2>
