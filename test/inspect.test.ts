@@ -158,8 +158,8 @@ test("a corrupt channel shows as such; the rest of the snapshot is whole", async
   goodTx.trySend(1);
   const [badRx] = createChannel<number>({ capacity: 4, name: "bad" });
   const [countRx] = createChannel<number>({ capacity: 4, name: "bad-count" });
-  // The supervisor must have taken the registrations first (a snapshot request queues behind them):
-  // a channel corrupt before the supervisor has seen it kills the supervisor (a core bug, reported).
+  // The supervisor takes the registrations first (a snapshot request queues behind them): this test is
+  // about a channel that goes corrupt while known, not one the supervisor refuses to register.
   inspect();
   const bad = memoryOf(badRx).header;
   const count = memoryOf(countRx).header;
