@@ -43,3 +43,16 @@ export type { DeadlockParty, RemoteErrorInfo, StageItem } from "./errors.js";
 export function isShareable(value: unknown): boolean {
   return isCloneable(value, isAttachable);
 }
+export { offload } from "./offload/offload.js";
+export type {
+  ConnectionInfo,
+  Offload,
+  OffloadInterpreterStats,
+  OffloadOptions,
+  OffloadStats,
+  ProtocolConnection,
+  ProtocolContext,
+  ProtocolModule,
+  Reply,
+  ReplyBytes,
+} from "./offload/types.js";
