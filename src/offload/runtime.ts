@@ -102,6 +102,8 @@ export async function serve(
   }
   await protocol.start?.({ index: settings.index, interpreters: settings.interpreters });
   const server = new Runtime(protocol, outTx, settings.outputWindow);
+  // For tests and diagnostics inside the interpreter: how many connections it holds.
+  (globalThis as Record<symbol, unknown>)[Symbol.for("interpreters.offload.runtime")] = { connections: () => server.connections };
   try {
     server.ready();
     await server.run(inRx);
@@ -127,6 +129,10 @@ class Runtime {
     this.#protocol = protocol;
     this.#outTx = outTx;
     this.#outputWindow = outputWindow;
+  }
+
+  get connections(): number {
+    return this.#conns.size;
   }
 
   /** Tells the main thread that this interpreter serves. */
