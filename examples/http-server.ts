@@ -1,13 +1,15 @@
 /**
  * An HTTP/1.1 server on offload(): `node dist/examples/http-server.js
- * --port P --interpreters N [--workers W] [--host H] [--overload pause|reject]
- * [--capacity C]`. Prints the URL it listens on, then serves until SIGINT or
+ * --port P --interpreters N [--workers W] [--work-nice K] [--host H]
+ * [--overload pause|reject] [--capacity C]`. Prints the URL it listens on, then serves until SIGINT or
  * SIGTERM (then closes gracefully).
  *
  * The main thread only moves bytes between sockets and interpreters. N
  * protocol interpreters parse and route (protocols/http.ts); W work
  * interpreters (default: max(1, cores - 1); 0: none) run `/work` (protocols/
- * http-work.ts), so that a flood of heavy requests never delays a cheap one.
+ * http-work.ts), so that a flood of heavy requests never delays a cheap one;
+ * their threads run at nice K (default 10: Linux, per thread) so that the
+ * threads moving bytes and parsing get a core first when they wake.
  */
 import net from "node:net";
 import { availableParallelism } from "node:os";
@@ -26,6 +28,7 @@ const { values } = parseArgs({
     host: { type: "string", default: "127.0.0.1" },
     interpreters: { type: "string" },
     workers: { type: "string" },
+    "work-nice": { type: "string", default: "10" },
     overload: { type: "string", default: "pause" },
     capacity: { type: "string" },
   },
@@ -34,6 +37,7 @@ const cores = availableParallelism();
 const interpreters = Number(values.interpreters ?? Math.max(1, cores - 1));
 const workers = Number(values.workers ?? Math.max(1, cores - 1));
 const overload = values.overload as "pause" | "reject";
+const workNice = Number(values["work-nice"]);
 if (!Number.isInteger(interpreters) || interpreters < 1) throw new RangeError(`--interpreters must be a positive integer, got ${values.interpreters}`);
 if (!Number.isInteger(workers) || workers < 0) throw new RangeError(`--workers must be a non-negative integer, got ${values.workers}`);
 
@@ -46,7 +50,7 @@ if (workers > 0) {
   const results: Array<[RecvChannel<Result>, SendChannel<Result>]> = Array.from({ length: interpreters }, (_, i) => createChannel<Result>({ name: `http-results-${i}` }));
   for (let w = 0; w < workers; w++) {
     const interpreter = await create({ name: `http-work-${w}` });
-    const done = interpreter.call(WORK, "serveWork", jobsRx.clone(), results.map(([, tx]) => tx.clone()));
+    const done = interpreter.call(WORK, "serveWork", jobsRx.clone(), results.map(([, tx]) => tx.clone()), workNice);
     stage.push({ interpreter, done });
   }
   jobsRx.close();

@@ -12,6 +12,8 @@
  *   a sender: the answer goes back to the interpreter that owns the
  *   connection, which keeps its responses in order.
  */
+import { readlinkSync } from "node:fs";
+import { setPriority } from "node:os";
 import { ChannelClosedError, type RecvChannel, type SendChannel } from "interpreters";
 import { burn } from "./work.js";
 
@@ -75,10 +77,32 @@ export class WorkClient {
 }
 
 /**
+ * Lowers this thread's scheduling priority (Linux: setpriority on the
+ * thread's own id, which affects this thread only). The work stage is
+ * batch work: with a higher nice value, the threads that move bytes and
+ * parse (the main thread, the protocol interpreters) get a core as soon as
+ * they wake, even while every core is busy with /work. Returns whether it
+ * could (not on other systems).
+ */
+export function niceThisThread(nice: number): boolean {
+  if (nice === 0) return true;
+  try {
+    const tid = Number(readlinkSync("/proc/thread-self").split("/").pop());
+    if (!Number.isInteger(tid)) return false;
+    setPriority(tid, nice);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * A work interpreter's loop (called through `Interpreter.call`): takes jobs
  * until every sender is gone, answers each on its asker's results channel.
+ * `nice` (0-19) lowers this thread's priority first (niceThisThread).
  */
-export function serveWork(jobs: RecvChannel<Job>, results: SendChannel<Result>[]): number {
+export function serveWork(jobs: RecvChannel<Job>, results: SendChannel<Result>[], nice = 0): number {
+  niceThisThread(nice);
   let done = 0;
   for (const job of jobs) {
     const digest = burn(job.us);

@@ -12,7 +12,8 @@
  *
  * Keep-alive and pipelining as the parser says (responses in request
  * order), `Expect: 100-continue` answered, 400/413/431 for what the parser
- * refuses (then the connection is closed), 404/405, 505 for anything but
+ * refuses (then the connection is closed), 400 for an HTTP/1.1 request
+ * without exactly one Host (RFC 9112), 404/405, 505 for anything but
  * HTTP/1.0 and 1.1, 501 for transfer codings other than chunked. Every
  * response has Date, Content-Type and Content-Length.
  */
@@ -126,6 +127,8 @@ function respond(request: HttpRequest): { answer: Answer; close: boolean } {
   if (request.protocol !== "HTTP" || request.major !== 1) return { answer: errorResponse(505), close: true };
   if (request.method === "CONNECT") return { answer: errorResponse(405), close: true };
   if (request.chunked && !onlyChunked(request)) return { answer: errorResponse(501), close: true };
+  // RFC 9112 3.2: an HTTP/1.1 request must have exactly one Host.
+  if (request.minor === 1 && hostCount(request) !== 1) return { answer: errorResponse(400), close: true };
   // After an Upgrade request nothing more is HTTP: answer it (ignoring the
   // upgrade, as RFC 9110 allows) and close.
   const keepAlive = request.keepAlive && !request.upgrade;
@@ -158,6 +161,12 @@ function respond(request: HttpRequest): { answer: Answer; close: boolean } {
     default:
       return { answer: response(404, encoder.encode("Not Found\n"), options), close };
   }
+}
+
+function hostCount(request: HttpRequest): number {
+  let n = 0;
+  for (const [name] of request.headers) if (name.length === 4 && name.toLowerCase() === "host") n++;
+  return n;
 }
 
 function onlyChunked(request: HttpRequest): boolean {
