@@ -218,6 +218,10 @@ export class RespParser {
     if (depth > MAX_DEPTH) throw new RespError("Protocol error: arrays nested too deep");
     const buf = this.#buf;
     const type = buf[at]!;
+    // Known at once, as redis-parser does: no need to wait for the line.
+    if (type !== 0x2b && type !== 0x2d && type !== 0x3a && type !== 0x24 && type !== 0x2a) {
+      throw new RespError(`Protocol error: invalid type byte '${String.fromCharCode(type)}'`);
+    }
     const lineEnd = this.#lineEnd(at + 1, "a line");
     if (lineEnd < 0) return NEED_MORE;
     const next = lineEnd + 2;
