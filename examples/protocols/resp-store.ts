@@ -4,7 +4,9 @@
  * into a ReplyWriter. Keys are binary-safe (held as latin1 strings, one
  * character per byte); values are bytes.
  */
-import { latin1 } from "./resp-parser.js";
+import { latin1, type RespCommand } from "./resp-parser.js";
+
+const OK = Buffer.from("+OK\r\n", "latin1");
 
 /** Appends RESP replies to a growable buffer. */
 export class ReplyWriter {
@@ -38,6 +40,7 @@ export class ReplyWriter {
   }
 
   simple(text: string): void {
+    if (text === "OK") return this.raw(OK);
     this.ascii(`+${text}\r\n`);
   }
 
@@ -55,14 +58,38 @@ export class ReplyWriter {
     this.ascii(`:${n}\r\n`);
   }
 
+  /** `<prefix><n>\r\n` for a non-negative integer n, without making a string. */
+  #header(prefix: number, n: number): void {
+    this.ensure(14);
+    const buf = this.buf;
+    let at = this.length;
+    buf[at++] = prefix;
+    if (n === 0) buf[at++] = 0x30;
+    else {
+      let digits = 0;
+      for (let m = n; m > 0; m = Math.floor(m / 10)) digits++;
+      for (let k = digits - 1, m = n; k >= 0; k--, m = Math.floor(m / 10)) buf[at + k] = 0x30 + (m % 10);
+      at += digits;
+    }
+    buf[at++] = 0x0d;
+    buf[at++] = 0x0a;
+    this.length = at;
+  }
+
   bulk(bytes: Uint8Array | null | undefined): void {
     if (bytes === null || bytes === undefined) {
       this.ascii("$-1\r\n");
       return;
     }
-    this.ascii(`$${bytes.length}\r\n`);
-    this.raw(bytes);
-    this.ascii("\r\n");
+    const n = bytes.length;
+    this.#header(0x24, n);
+    this.ensure(n + 2);
+    const buf = this.buf;
+    if (n < 64) for (let i = 0; i < n; i++) buf[this.length + i] = bytes[i]!;
+    else buf.set(bytes, this.length);
+    buf[this.length + n] = 0x0d;
+    buf[this.length + n + 1] = 0x0a;
+    this.length += n + 2;
   }
 
   bulkText(text: string): void {
@@ -70,7 +97,7 @@ export class ReplyWriter {
   }
 
   arrayHeader(n: number): void {
-    this.ascii(`*${n}\r\n`);
+    this.#header(0x2a, n);
   }
 
   view(): Uint8Array {
@@ -196,46 +223,47 @@ export class Keyspace {
    * writes its reply. `name` is the command in lowercase; arity has been
    * checked by the caller.
    */
-  execute(name: string, args: Uint8Array[], out: ReplyWriter): void {
+  execute(name: string, command: RespCommand, out: ReplyWriter): void {
+    const argc = command.count;
     switch (name) {
       case "get":
-        out.bulk(this.get(latin1(args[1]!)));
+        out.bulk(this.get(command.text(1)));
         return;
       case "set":
-        this.#setCommand(args, out);
+        this.#setCommand(command, out);
         return;
       case "del": {
         let n = 0;
-        for (let i = 1; i < args.length; i++) if (this.delete(latin1(args[i]!))) n++;
+        for (let i = 1; i < argc; i++) if (this.delete(command.text(i))) n++;
         out.integer(n);
         return;
       }
       case "exists": {
         let n = 0;
-        for (let i = 1; i < args.length; i++) if (this.exists(latin1(args[i]!))) n++;
+        for (let i = 1; i < argc; i++) if (this.exists(command.text(i))) n++;
         out.integer(n);
         return;
       }
       case "incr":
-        this.#incrBy(args[1]!, 1n, out);
+        this.#incrBy(command.text(1), 1n, out);
         return;
       case "decr":
-        this.#incrBy(args[1]!, -1n, out);
+        this.#incrBy(command.text(1), -1n, out);
         return;
       case "incrby":
       case "decrby": {
-        const by = parseInteger(args[2]!);
+        const by = parseInteger(command.arg(2));
         if (by === undefined) return out.error(NOT_INTEGER);
         if (name === "decrby" && by === MIN_INT64) return out.error("ERR decrement would overflow");
-        this.#incrBy(args[1]!, name === "decrby" ? -by : by, out);
+        this.#incrBy(command.text(1), name === "decrby" ? -by : by, out);
         return;
       }
       case "mget":
-        out.arrayHeader(args.length - 1);
-        for (let i = 1; i < args.length; i++) out.bulk(this.get(latin1(args[i]!)));
+        out.arrayHeader(argc - 1);
+        for (let i = 1; i < argc; i++) out.bulk(this.get(command.text(i)));
         return;
       case "mset":
-        for (let i = 1; i + 1 < args.length; i += 2) this.set(latin1(args[i]!), args[i + 1]!.slice(), 0);
+        for (let i = 1; i + 1 < argc; i += 2) this.set(command.text(i), command.copy(i + 1), 0);
         out.simple("OK");
         return;
       case "dbsize":
@@ -251,8 +279,7 @@ export class Keyspace {
     }
   }
 
-  #incrBy(keyBytes: Uint8Array, by: bigint, out: ReplyWriter): void {
-    const key = latin1(keyBytes);
+  #incrBy(key: string, by: bigint, out: ReplyWriter): void {
     const entry = this.#live(key);
     let current = 0n;
     if (entry) {
@@ -267,16 +294,17 @@ export class Keyspace {
   }
 
   /** SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL], as Redis 7.0 parses it. */
-  #setCommand(args: Uint8Array[], out: ReplyWriter): void {
+  #setCommand(command: RespCommand, out: ReplyWriter): void {
     let nx = false;
     let xx = false;
     let get = false;
     let keepTtl = false;
     let unit: "" | "ex" | "px" | "exat" | "pxat" = "";
     let amount: Uint8Array | undefined;
-    for (let i = 3; i < args.length; i++) {
-      const option = latin1(args[i]!).toLowerCase();
-      const hasNext = i + 1 < args.length;
+    const argc = command.count;
+    for (let i = 3; i < argc; i++) {
+      const option = command.text(i).toLowerCase();
+      const hasNext = i + 1 < argc;
       if (option === "nx" && !xx) nx = true;
       else if (option === "xx" && !nx) xx = true;
       else if (option === "get") get = true;
@@ -284,7 +312,7 @@ export class Keyspace {
       // As Redis: the same expiry option may repeat (the last wins), two different ones may not.
       else if ((option === "ex" || option === "px" || option === "exat" || option === "pxat") && (unit === "" || unit === option) && !keepTtl && hasNext) {
         unit = option;
-        amount = args[++i];
+        amount = command.arg(++i);
       } else return out.error("ERR syntax error");
     }
     let expiresAt = keepTtl ? -1 : 0;
@@ -298,14 +326,14 @@ export class Keyspace {
       if (at > MAX_INT64) return out.error("ERR invalid expire time in 'set' command");
       expiresAt = Number(at);
     }
-    const key = latin1(args[1]!);
+    const key = command.text(1);
     const old = this.#live(key);
     if ((nx && old !== undefined) || (xx && old === undefined)) {
       if (get) out.bulk(old?.value);
       else out.bulk(null);
       return;
     }
-    this.set(key, args[2]!.slice(), expiresAt);
+    this.set(key, command.copy(2), expiresAt);
     if (get) out.bulk(old?.value);
     else out.simple("OK");
   }

@@ -66,9 +66,13 @@ export function start(context: ProtocolContext): void {
 
 /** FNV-1a of the key's bytes: which shard owns it. */
 export function shardOf(key: Uint8Array, count: number): number {
+  return shardOfRange(key, 0, key.length, count);
+}
+
+function shardOfRange(buf: Uint8Array, from: number, to: number, count: number): number {
   let h = 0x811c9dc5;
-  for (let i = 0; i < key.length; i++) {
-    h ^= key[i]!;
+  for (let i = from; i < to; i++) {
+    h ^= buf[i]!;
     h = Math.imul(h, 0x01000193);
   }
   return (h >>> 0) % count;
@@ -136,7 +140,7 @@ function handleShardMessage(message: Uint8Array, out: ReplyWriter): void {
   for (let k = 0; k < count; k++) {
     const command = parser.readCommand();
     if (command === NEED_MORE || command === null) throw new Error("resp: a malformed shard request");
-    keyspace.execute(latin1(command.args[0]!).toLowerCase(), command.args, out);
+    keyspace.execute(command.text(0).toLowerCase(), command, out);
     putU32(out.buf, RESPONSE_HEADER + 4 * k, out.length - previous);
     previous = out.length;
   }
@@ -353,31 +357,32 @@ function dispatch(
   defer: (deferred: Deferred) => void,
   client: Client,
 ): boolean {
-  const args = command.args;
-  const given = latin1(args[0]!);
+  const given = command.text(0);
   const spec = BY_NAME.get(given) ?? BY_NAME.get(given.toLowerCase());
   if (!spec) {
-    out.error(unknownCommand(given, args));
+    out.error(unknownCommand(given, command.args));
     return false;
   }
-  const argc = args.length;
+  const argc = command.count;
   if ((spec.arity > 0 && argc !== spec.arity) || (spec.arity < 0 && argc < -spec.arity)) {
     out.error(`ERR wrong number of arguments for '${spec.name}' command`);
     return false;
   }
   const name = spec.name;
+  if (spec.kind === "key") {
+    // The hot path (GET, SET, INCR...): no argument views, only the key's string.
+    const shard = shards === 1 ? 0 : shardOfRange(command.buf, command.starts[1]!, command.ends[1]!, shards);
+    if (shard === me) keyspace.execute(name, command, out);
+    else {
+      const index = batchFor(shard).add(command.bytes);
+      defer({ refs: [[shard, index]], combine: (parts, w) => w.raw(parts[0] ?? UNAVAILABLE) });
+    }
+    return false;
+  }
+  const args = command.args;
   switch (spec.kind) {
     case "keyless":
       return keyless(name, args, out, client);
-    case "key": {
-      const shard = shards === 1 ? 0 : shardOf(args[1]!, shards);
-      if (shard === me) keyspace.execute(name, args, out);
-      else {
-        const index = batchFor(shard).add(command.inline ? args : command.bytes);
-        defer({ refs: [[shard, index]], combine: (parts, w) => w.raw(parts[0] ?? UNAVAILABLE) });
-      }
-      return false;
-    }
     case "keys": {
       // DEL / EXISTS: per shard, a count; the reply is their sum.
       const perShard = groupKeys(args, 1, 1);
@@ -450,7 +455,7 @@ function dispatch(
         }
       }
       if (shards === 1) {
-        keyspace.execute(name, args, out);
+        keyspace.execute(name, command, out);
         return false;
       }
       const refs: Array<[number, number]> = [];
