@@ -9,6 +9,8 @@ import net from "node:net";
 export interface Launched {
   url: string;
   port: number;
+  /** The server's process id. */
+  pid?: number;
   stop(): Promise<void>;
 }
 
@@ -42,7 +44,7 @@ export function launch(command: string, args: string[]): Promise<Launched> {
       const match = /^((?:http|redis):\/\/[^:/\s]+:(\d+)\/?)/m.exec(output);
       if (!match) return;
       clearTimeout(timer);
-      resolve({ url: match[1]!, port: Number(match[2]), stop: stopper(child) });
+      resolve({ url: match[1]!, port: Number(match[2]), pid: child.pid, stop: stopper(child) });
     };
     child.stdout!.on("data", (d) => {
       output += d;
@@ -99,5 +101,5 @@ export async function startRedisServer(): Promise<Launched> {
     if (waited > 20_000 || child.exitCode !== null) throw new Error(`redis-server did not start: ${output}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
-  return { url: `redis://127.0.0.1:${port}`, port, stop };
+  return { url: `redis://127.0.0.1:${port}`, port, pid: child.pid, stop };
 }
