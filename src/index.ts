@@ -57,3 +57,10 @@ export type {
   Reply,
   ReplyBytes,
 } from "./offload/types.js";
+
+// Seeing a running system (src/inspect/); INTERPRETERS_INSPECT=host:port starts the page in any program.
+export { inspect } from "./inspect/inspect.js";
+export { serveInspector } from "./inspect/server.js";
+export type { Inspector, InspectorOptions } from "./inspect/server.js";
+export type { ChannelSnapshot, DeadlockSnapshot, InterpreterSnapshot, Snapshot, WaitForEdge, WaitSnapshot } from "./inspect/types.js";
+import "./inspect/auto.js";
