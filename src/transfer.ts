@@ -37,7 +37,7 @@ import type { OutgoingMessage, Received } from "./channel-ops.js";
 import { locked, releaseHandles, wakeWaiters } from "./channel-ops.js";
 import { channelById, channelFromBuffer, depositObject, objectById } from "./registry.js";
 import { type ChannelMemory, R_ATTACH, R_RAW_BUFFER, R_RAW_BYTES, type Side, TRANSIT } from "./ring.js";
-import { type Attacher, decode, Encoder, type Resolver } from "./serialization.js";
+import { type Attacher, bytesLength, bytesOffset, bytesRange, copyOfBytes, decode, Encoder, type Resolver, topLevelRawBytes } from "./serialization.js";
 
 const EMPTY_BYTES = new Uint8Array(0);
 const KIND_SEND_END = 1;
@@ -222,12 +222,21 @@ export class ChannelMessage implements OutgoingMessage {
   private owned = false;
   constructor(
     private head: Uint8Array,
+    /**
+     * The encoder's scratch, or the sender's own array (a raw message). Only
+     * read through built-ins that look nothing up on it (TypedArray set,
+     * serialization.ts bytesRange/copyOfBytes): an own `length`, `subarray`
+     * or `constructor` on the sender's array must not run user code inside
+     * the ring's critical section.
+     */
     private body: Uint8Array,
     private bodyLength: number,
     readonly flags: number,
     readonly ends: End[],
     /** `body` as 32-bit words when it is the encoder's scratch (starts at offset 0, runs past bodyLength), else null. */
     private bodyWords: Int32Array | null = null,
+    /** `body` is exactly the message's bytes (bodyLength is its whole length): a raw message, or a copy. */
+    private bodyIsWhole = false,
   ) {}
 
   get length(): number {
@@ -252,8 +261,8 @@ export class ChannelMessage implements OutgoingMessage {
         // multiple of 8), which nobody reads.
         const first = bodyAt >>> 2;
         for (let i = 0; i < wordCount; i++) targetWords[first + i] = words[i]!;
-      } else if (bodyLength === body.length) target.set(body, bodyAt);
-      else target.set(body.subarray(0, bodyLength), bodyAt);
+      } else if (this.bodyIsWhole) target.set(body, bodyAt);
+      else target.set(bytesRange(body, 0, bodyLength), bodyAt);
       return;
     }
     if (from < headLength) {
@@ -263,7 +272,7 @@ export class ChannelMessage implements OutgoingMessage {
       from += n;
       count -= n;
     }
-    if (count > 0) target.set(body.subarray(from - headLength, from - headLength + count), at);
+    if (count > 0) target.set(bytesRange(body, from - headLength, from - headLength + count), at);
   }
 
   /** Copies borrowed bytes (encoder scratch, the caller's array) before the send waits. */
@@ -271,8 +280,9 @@ export class ChannelMessage implements OutgoingMessage {
     if (this.owned) return;
     this.owned = true;
     if (this.head.length > 0) this.head = this.head.slice();
-    this.body = this.body.slice(0, this.bodyLength);
+    this.body = copyOfBytes(this.body, 0, this.bodyLength);
     this.bodyWords = null;
+    this.bodyIsWhole = true;
   }
 
   /** The message was accepted: its ends now belong to whoever receives it. */
@@ -306,12 +316,13 @@ export class ChannelMessage implements OutgoingMessage {
  * for values that cannot cross; moves the ends it carries to TRANSIT.
  */
 export function encodeForChannel(value: unknown): ChannelMessage {
-  if (value instanceof Uint8Array && !(value.buffer instanceof SharedArrayBuffer)) {
-    const aligned = (value.byteOffset & 7) === 0 || value.length < REALIGN_MIN_BYTES;
-    return new ChannelMessage(EMPTY, aligned ? value : value.slice(), value.length, R_RAW_BYTES, NO_ENDS);
-  }
-  if (value instanceof ArrayBuffer) {
-    return new ChannelMessage(EMPTY, new Uint8Array(value), value.byteLength, R_RAW_BUFFER, NO_ENDS);
+  // Brand checks, never instanceof: that would run a Proxy's getPrototypeOf trap.
+  const raw = typeof value === "object" && value !== null ? topLevelRawBytes(value) : undefined;
+  if (raw !== undefined) {
+    const length = bytesLength(raw);
+    const aligned = (bytesOffset(raw) & 7) === 0 || length < REALIGN_MIN_BYTES;
+    const flags = raw === value ? R_RAW_BYTES : R_RAW_BUFFER;
+    return new ChannelMessage(EMPTY, aligned ? raw : copyOfBytes(raw, 0, length), length, flags, NO_ENDS, null, true);
   }
   const collector = spareCollector ?? new Collector();
   spareCollector = undefined;
