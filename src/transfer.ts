@@ -36,7 +36,8 @@ import { End } from "./handle.js";
 import type { OutgoingMessage, Received } from "./channel-ops.js";
 import { locked, releaseHandles, wakeWaiters } from "./channel-ops.js";
 import { channelById, channelFromBuffer, depositObject, objectById } from "./registry.js";
-import { type ChannelMemory, R_ATTACH, R_RAW_BUFFER, R_RAW_BYTES, type Side, TRANSIT } from "./ring.js";
+import { CHECKSUM_BYTES, type ChannelMemory, MESSAGE_FLAGS, R_ATTACH, R_CHECKSUM, R_RAW_BUFFER, R_RAW_BYTES, type Side, TRANSIT } from "./ring.js";
+import { crc32, crc32Word } from "./crc32.js";
 import { type Attacher, bytesLength, bytesOffset, bytesRange, copyOfBytes, decode, Encoder, type Resolver, topLevelRawBytes } from "./serialization.js";
 
 const EMPTY_BYTES = new Uint8Array(0);
@@ -231,7 +232,8 @@ export class ChannelMessage implements OutgoingMessage {
      */
     private body: Uint8Array,
     private bodyLength: number,
-    readonly flags: number,
+    /** Record flags (R_ATTACH, R_RAW_*; R_CHECKSUM once addChecksum ran). */
+    public flags: number,
     readonly ends: End[],
     /** `body` as 32-bit words when it is the encoder's scratch (starts at offset 0, runs past bodyLength), else null. */
     private bodyWords: Int32Array | null = null,
@@ -239,15 +241,41 @@ export class ChannelMessage implements OutgoingMessage {
     private bodyIsWhole = false,
   ) {}
 
+  /** The CRC-32 that follows the message's bytes (addChecksum), and how many bytes it takes (0 or 4). */
+  private checksum = 0;
+  private checksumBytes = 0;
+
+  /** Payload bytes in the ring: the message's bytes, and its CRC-32 if it has one. */
   get length(): number {
-    return this.head.length + this.bodyLength;
+    return this.head.length + this.bodyLength + this.checksumBytes;
+  }
+
+  /**
+   * For a channel created with `checksum: true`: appends the CRC-32 of the
+   * message's bytes and flags (see the record format in ring.ts), computed
+   * here over the sender's own bytes, before anything is written to shared
+   * memory. Call once, after the size checks (maxMessageBytes counts the
+   * message without it).
+   */
+  addChecksum(): void {
+    if (this.checksumBytes !== 0) return;
+    this.flags |= R_CHECKSUM;
+    let crc = this.head.length > 0 ? crc32(this.head, 0, this.head.length) : 0;
+    crc = crc32(this.body, 0, this.bodyLength, crc);
+    this.checksum = crc32Word(this.flags & MESSAGE_FLAGS, crc);
+    this.checksumBytes = CHECKSUM_BYTES;
+  }
+
+  /** Writes bytes [skip, skip + count) of the CRC-32 (little-endian) at `at`. */
+  private writeChecksum(target: Uint8Array, at: number, skip: number, count: number): void {
+    for (let i = 0; i < count; i++) target[at + i] = (this.checksum >>> (8 * (skip + i))) & 0xff;
   }
 
   copyTo(target: Uint8Array, targetWords: Int32Array, at: number, from: number, count: number): void {
     const headLength = this.head.length;
     const body = this.body;
     const bodyLength = this.bodyLength;
-    if (from === 0 && count === headLength + bodyLength) {
+    if (from === 0 && count === headLength + bodyLength + this.checksumBytes) {
       // The whole message (the common case): no subarray views to allocate.
       if (headLength > 0) target.set(this.head, at);
       const bodyAt = at + headLength;
@@ -259,20 +287,30 @@ export class ChannelMessage implements OutgoingMessage {
         // carry up to 3 bytes past the body: they come from the scratch's own
         // tail and land in the record's padding (a record is padded to a
         // multiple of 8), which nobody reads.
+        // (With a checksum they land where it goes, and it is written next.)
         const first = bodyAt >>> 2;
         for (let i = 0; i < wordCount; i++) targetWords[first + i] = words[i]!;
       } else if (this.bodyIsWhole) target.set(body, bodyAt);
       else target.set(bytesRange(body, 0, bodyLength), bodyAt);
+      if (this.checksumBytes !== 0) this.writeChecksum(target, bodyAt + bodyLength, 0, this.checksumBytes);
       return;
     }
+    // A piece of a streamed message: the parts of head, body and checksum it covers.
+    const end = from + count;
+    const bodyEnd = headLength + bodyLength;
     if (from < headLength) {
-      const n = Math.min(count, headLength - from);
+      const n = Math.min(end, headLength) - from;
       target.set(this.head.subarray(from, from + n), at);
       at += n;
       from += n;
-      count -= n;
     }
-    if (count > 0) target.set(bytesRange(body, from - headLength, from - headLength + count), at);
+    if (from < end && from < bodyEnd) {
+      const to = Math.min(end, bodyEnd);
+      target.set(bytesRange(body, from - headLength, to - headLength), at);
+      at += to - from;
+      from = to;
+    }
+    if (from < end) this.writeChecksum(target, at, from - bodyEnd, end - from);
   }
 
   /** Copies borrowed bytes (encoder scratch, the caller's array) before the send waits. */
