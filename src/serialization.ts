@@ -348,6 +348,14 @@ export class Encoder {
    * it is written, and that view must still fit the copy.
    */
   private resizableLengths: Map<object, number> | null = null;
+  /** encodeInPlace's `rawTopBuffer`: a top-level ArrayBuffer is handed back in rawTop instead of being copied. */
+  private rawTopWanted = false;
+  /**
+   * After encodeInPlace(value, attacher, true) whose value is a top-level
+   * ArrayBuffer: a view of all its bytes (nothing was written to the
+   * scratch, and the length returned is 0); else undefined.
+   */
+  rawTop: Uint8Array | undefined = undefined;
   private readonly pathOf = (): string => this.currentPath();
 
   /** Creates an encoder whose scratch buffer starts at `initialBytes` and doubles as needed. */
@@ -390,10 +398,12 @@ export class Encoder {
    * them on at once and would only allocate a view to do so. Must not be
    * called from inside an encode (a getter, the attacher): throws then.
    */
-  encodeInPlace(value: unknown, attacher?: Attacher): number {
+  encodeInPlace(value: unknown, attacher?: Attacher, rawTopBuffer = false): number {
     if (this.busy) throw new Error("internal error: encodeInPlace re-entered; use encode()");
     this.busy = true;
     this.attacher = attacher;
+    this.rawTopWanted = rawTopBuffer;
+    this.rawTop = undefined;
     this.pos = 0;
     try {
       this.shrinkScratch();
@@ -497,7 +507,12 @@ export class Encoder {
     } else if (getPrototypeOf(v) === ArrayBufferPrototype && isArrayBuffer(v)) {
       const n = arrayBufferByteLength.call(v);
       if (n === 0 && isDetached(v)) throw this.detachedNotShareable();
-      return this.writeRaw(Tag.TopArrayBuffer, n === 0 ? new Uint8Array(0) : new Uint8Array(v, 0, n));
+      const bytes = n === 0 ? new Uint8Array(0) : new Uint8Array(v, 0, n);
+      if (this.rawTopWanted) {
+        this.rawTop = bytes;
+        return;
+      }
+      return this.writeRaw(Tag.TopArrayBuffer, bytes);
     }
     this.writeNotProxy(v);
   }
@@ -1965,30 +1980,38 @@ function decodeUtf16(bytes: Uint8Array, p: number, units: number): string {
 const rawProbe = new Encoder(16);
 
 /**
- * The bytes a top-level value travels as when it skips the codec (see
- * TopBytes and TopArrayBuffer): a non-shared Uint8Array (a Buffer too) is
- * its own bytes (returned as it is), an ArrayBuffer all of its bytes (a
- * new fixed-length view of them); undefined for anything else. Brand checks
- * only, so no user code runs: a Proxy is not raw (the encoder then refuses
- * it without running a trap), a Uint8Array's own `length` or `constructor`
- * properties are never read.
+ * The bytes of a top-level non-shared Uint8Array (a Buffer too), which
+ * travels as its bytes alone (transfer.ts: no codec, no copy but into the
+ * ring): the value itself; undefined for anything else. Brand checks only,
+ * so no user code runs (a Proxy is no view; the encoder refuses it without
+ * running a trap), and the array's own `length` or `constructor` properties
+ * are never read. A top-level ArrayBuffer is found by the encoder instead
+ * (Encoder.rawTop), after the checks it makes anyway: asking here would
+ * cost every other message a brand check.
  *
- * @throws NotShareableError (path "value") for a detached ArrayBuffer or a
- *   Uint8Array over one, as encode() does.
+ * @throws NotShareableError (path "value") for a Uint8Array over a detached
+ *   buffer, or out of bounds of a resizable one, as encode() does.
  */
 export function topLevelRawBytes(value: object): Uint8Array | undefined {
-  if (isView(value)) {
-    if (typedArrayName.call(value) !== "Uint8Array") return undefined;
-    const buffer = typedArrayBuffer.call(value);
-    if (isSharedArrayBuffer(buffer)) return undefined;
-    // Empty, detached or out of bounds: let the encoder decide (it refuses the last two).
-    if (typedArrayLength.call(value) === 0) rawProbe.encode(value);
-    return value as Uint8Array;
+  if (!isView(value) || typedArrayName.call(value) !== "Uint8Array" || isSharedBuffer(typedArrayBuffer.call(value))) return undefined;
+  // Empty, detached or out of bounds: let the encoder decide (it refuses the last two).
+  if (typedArrayLength.call(value) === 0) rawProbe.encode(value);
+  return value as Uint8Array;
+}
+
+/**
+ * A view's buffer is shared: the ArrayBuffer byteLength getter refuses a
+ * SharedArrayBuffer (cheaper than util.types.isSharedArrayBuffer, a call
+ * into C++, on the path of every raw message; the throw is for the rare
+ * shared one).
+ */
+function isSharedBuffer(buffer: ArrayBufferLike): boolean {
+  try {
+    arrayBufferByteLength.call(buffer);
+    return false;
+  } catch {
+    return true;
   }
-  if (!isArrayBuffer(value)) return undefined;
-  const n = arrayBufferByteLength.call(value);
-  if (n === 0) rawProbe.encode(value); // refuses a detached buffer
-  return new Uint8ArrayConstructor(value as ArrayBuffer, 0, n);
 }
 
 /** Bytes [from, to) of a Uint8Array, as a new view (no method or property of the array is looked up: no user code). */

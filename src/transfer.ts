@@ -168,21 +168,24 @@ let spareCollector: Collector | undefined = new Collector();
  * `encoded.bytes`, valid until the next encode. A getter that re-enters
  * (sends from inside an encode) gets a fresh encoder and a copy.
  */
-function encodeValue(value: unknown, collector: Collector): number {
+function encodeValue(value: unknown, collector: Collector, rawTopBuffer = false): number {
+  encoded.rawTop = undefined;
   if (encoderBusy) {
     encoded.bytes = new Encoder().encode(value, collector).slice();
     return encoded.bytes.length;
   }
   encoderBusy = true;
   try {
-    const length = sharedEncoder.encodeInPlace(value, collector);
+    const length = sharedEncoder.encodeInPlace(value, collector, rawTopBuffer);
     encoded.bytes = sharedEncoder.scratch;
+    encoded.rawTop = sharedEncoder.rawTop;
     return length;
   } finally {
     encoderBusy = false;
   }
 }
-const encoded: { bytes: Uint8Array } = { bytes: EMPTY_BYTES };
+/** What encodeValue made: the bytes, or (with rawTopBuffer) a top-level ArrayBuffer's own bytes, not copied. */
+const encoded: { bytes: Uint8Array; rawTop: Uint8Array | undefined } = { bytes: EMPTY_BYTES, rawTop: undefined };
 
 const EMPTY = EMPTY_BYTES;
 /** The ends of a message that carries none (shared: never written to). */
@@ -356,16 +359,12 @@ export class ChannelMessage implements OutgoingMessage {
 export function encodeForChannel(value: unknown): ChannelMessage {
   // Brand checks, never instanceof: that would run a Proxy's getPrototypeOf trap.
   const raw = typeof value === "object" && value !== null ? topLevelRawBytes(value) : undefined;
-  if (raw !== undefined) {
-    const length = bytesLength(raw);
-    const aligned = (bytesOffset(raw) & 7) === 0 || length < REALIGN_MIN_BYTES;
-    const flags = raw === value ? R_RAW_BYTES : R_RAW_BUFFER;
-    return new ChannelMessage(EMPTY, aligned ? raw : copyOfBytes(raw, 0, length), length, flags, NO_ENDS, null, true);
-  }
+  if (raw !== undefined) return rawMessage(raw, R_RAW_BYTES);
   const collector = spareCollector ?? new Collector();
   spareCollector = undefined;
   try {
-    const length = encodeValue(value, collector);
+    const length = encodeValue(value, collector, true);
+    if (encoded.rawTop !== undefined) return rawMessage(encoded.rawTop, R_RAW_BUFFER);
     const words = encoded.bytes === sharedEncoder.scratch ? wordsOfScratch() : null;
     if (collector.entries.length === 0) return new ChannelMessage(EMPTY, encoded.bytes, length, 0, NO_ENDS, words);
     return withAttachments(collector, encoded.bytes, length, words);
@@ -373,6 +372,13 @@ export function encodeForChannel(value: unknown): ChannelMessage {
     collector.reset();
     spareCollector = collector;
   }
+}
+
+/** A message of raw bytes (a top-level Uint8Array, or an ArrayBuffer's bytes): sent as they are, realigned if that pays. */
+function rawMessage(raw: Uint8Array, flags: number): ChannelMessage {
+  const length = bytesLength(raw);
+  const aligned = (bytesOffset(raw) & 7) === 0 || length < REALIGN_MIN_BYTES;
+  return new ChannelMessage(EMPTY, aligned ? raw : copyOfBytes(raw, 0, length), length, flags, NO_ENDS, null, true);
 }
 
 /** The message for codec bytes [0, length) of `bytes` that carry attachments: the table goes in front. */
