@@ -1,7 +1,10 @@
 /**
  * The README's snippets run as written: each ```ts block is run in its own
  * Node process against this checkout (with "interpreters" pointing at the
- * source), and must exit 0 printing what its comments say.
+ * source), and must exit 0 printing what its comments say. A block whose
+ * first line is `// file: NAME` is a module the snippets use: it is written
+ * as NAME beside them (in a folder whose package.json says ESM, as a user's
+ * project would), not run.
  */
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
@@ -13,27 +16,32 @@ import { suite, assert, withTimeout } from "./_harness.js";
 const test = suite("readme");
 const root = fileURLToPath(new URL("..", import.meta.url));
 const readme = readFileSync(join(root, "README.md"), "utf8");
-const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]!);
+/**
+ * Each block, and what it must print: the texts of the HTML comment
+ * `<!-- prints: a | b | c -->` right after it (invisible on a rendered
+ * page), found in its output in that order. A block without one must
+ * still exit 0.
+ */
+const COMPANION = /^\/\/ file: (\S+)\n/;
+const allBlocks = [...readme.matchAll(/```ts\n([\s\S]*?)```\n(?:<!-- prints: (.*?) -->\n)?/g)].map((m) => ({
+  code: m[1]!,
+  prints: m[2] ? m[2].split(" | ") : [],
+}));
+const blocks = allBlocks.filter((block) => !COMPANION.test(block.code));
 const entry = pathToFileURL(join(root, "src/index.ts")).href;
 const dir = mkdtempSync(join(tmpdir(), "interpreters-readme-"));
+writeFileSync(join(dir, "package.json"), JSON.stringify({ type: "module" }));
+for (const { code } of allBlocks) {
+  const name = COMPANION.exec(code)?.[1];
+  if (name) writeFileSync(join(dir, name), code.replaceAll('from "interpreters"', `from ${JSON.stringify(entry)}`));
+}
 
-/** What each snippet must print (in order), by snippet index. */
-const expected: Record<number, string[]> = {
-  0: ["false", "hello", "world", "true"],
-  1: ["1", "4", "9"],
-  2: ["true RangeError"],
-  3: ["was moved into a message on channel", "pong"],
-  4: ["true false", "value.handlers[2]"],
-  5: ["{ index: 1, value: 'from fast' }", "0 offer"],
-  6: ["20000"],
-  7: ["bad input 1"],
-};
-
-test("the README has the snippets this test expects", () => {
-  assert.is(blocks.length, Object.keys(expected).length);
+test("the README has snippets, and most say what they print", () => {
+  assert.ok(blocks.length >= 8, `${blocks.length} snippets`);
+  assert.ok(blocks.filter((b) => b.prints.length > 0).length >= blocks.length / 2, "snippets with a prints comment");
 });
 
-blocks.forEach((block, index) => {
+blocks.forEach(({ code: block, prints }, index) => {
   test(`README snippet ${index + 1} runs as written`, async () => {
     const file = join(dir, `snippet-${index}.mts`);
     writeFileSync(file, block.replaceAll('from "interpreters"', `from ${JSON.stringify(entry)}`));
@@ -50,7 +58,7 @@ blocks.forEach((block, index) => {
     );
     assert.is(code, 0, output);
     let from = 0;
-    for (const text of expected[index] ?? []) {
+    for (const text of prints) {
       const at = output.indexOf(text, from);
       assert.ok(at >= 0, `snippet ${index + 1} should print ${JSON.stringify(text)} (in order); printed:\n${output}`);
       from = at + text.length;
