@@ -860,6 +860,12 @@ export class SendChannel<T = unknown> {
     return new SendChannel<T>(constructing, End.acquire(this.#end.memory, "send"));
   }
 
+  /**
+   * A snapshot of the channel (see ChannelStats), taken under both channel
+   * locks. Audits the channel's shared header first (every word whose bad
+   * value can be told from a good one, about 1,100 reads: ~2 µs) and throws
+   * CorruptDataError naming the first bad word instead of reporting it.
+   */
   stats(): ChannelStats {
     return statsOf(this.#end.memory);
   }
@@ -1074,6 +1080,7 @@ export class RecvChannel<T = unknown> {
     return new RecvChannel<T>(constructing, End.acquire(this.#end.memory, "recv"));
   }
 
+  /** A snapshot of the channel: see SendChannel.stats (throws CorruptDataError for a corrupt header). */
   stats(): ChannelStats {
     return statsOf(this.#end.memory);
   }

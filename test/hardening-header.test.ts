@@ -196,7 +196,7 @@ test("statistics that cannot be: negative, fractional or not a number", async ()
     ["dropped", (m) => (m.counters[F64_DROPPED] = NaN), /dropped NaN/],
     ["waiting senders", (m) => Atomics.store(m.header, H.WAITING_SENDERS, -3), /waiting senders -3/],
     ["waiting receivers", (m) => Atomics.store(m.header, H.WAITING_RECEIVERS, 4), /waiting receivers 4/],
-    ["a party's parked receives", (m) => Atomics.store(m.header, WAITS_RECV_WORD + 9, 2), /waiting receivers/],
+    ["a party's parked receives", (m) => Atomics.store(m.header, WAITS_RECV_WORD + 9, 2), /waiting receivers|waiter bitmap/],
     ["the receive waiter bitmap", (m) => Atomics.store(m.header, RECV_WAITERS_WORD, 1 << 4), /waiter bitmap/],
     ["senders short of bytes", (m) => Atomics.store(m.header, H.SENDERS_SHORT_OF_BYTES, 9), /short of bytes 9/],
     ["the seq of the newest message taken", (m) => Atomics.store(m.header, H.SEQ_HEAD, 1000), /seq head 1000/],
