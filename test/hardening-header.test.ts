@@ -8,7 +8,7 @@
  * before. test/corruption.test.ts has the ring indices, record headers and
  * lock words; this file the rest of the header.
  */
-import { suite, assert } from "./_harness.js";
+import { suite, assert, rng, seedFromEnv } from "./_harness.js";
 import { createChannel, CorruptDataError, select, type RecvChannel, type SendChannel } from "../src/index.js";
 import { ChannelMemory, H } from "../src/ring.js";
 import { endOf } from "../src/transfer.js";
@@ -218,6 +218,97 @@ test("a rendezvous sender whose message was 'taken' past the last seq ever given
   tx.setCapacity(0); // wakes the waiting sender, which re-checks
   await assert.rejects(() => sending, CorruptDataError, /seq head 50/);
 });
+
+/**
+ * The header words a receive or a send reads, or stats() reports, that a
+ * corruption cannot turn into a different but valid-looking ring: a seeded
+ * fuzz writes a random, boundary or off-by-one value into one of them and
+ * runs the same operations as on a good channel. Every error must be
+ * CorruptDataError (or TimeoutError, where a plausible value, such as a
+ * smaller capacity, makes a send wait), and whatever arrives must be what
+ * was sent, in order, once. (Not fuzzed here: the ring's indices, whose
+ * plausible values describe another ring and which corruption.test.ts
+ * covers out of range; the lock words and journals, also there; TOKEN and
+ * the tables, above.)
+ */
+const FUZZED_WORDS: Array<[string, number]> = [
+  ["MAGIC", H.MAGIC], ["ID", H.ID], ["CAPACITY", H.CAPACITY], ["SEND_HANDLES", H.SEND_HANDLES], ["RECV_HANDLES", H.RECV_HANDLES],
+  ["CLOSED", H.CLOSED], ["MAX_DATA_SIZE", H.MAX_DATA_SIZE], ["MAX_MESSAGE_BYTES", H.MAX_MESSAGE_BYTES], ["WITHDRAWN", H.WITHDRAWN],
+  ["STREAM_SENDER", H.STREAM_SENDER], ["STREAM_RECEIVER", H.STREAM_RECEIVER], ["STREAM_SEQ", H.STREAM_SEQ],
+  ["WAITING_SENDERS", H.WAITING_SENDERS], ["WAITING_RECEIVERS", H.WAITING_RECEIVERS], ["NAME_LEN", H.NAME_LEN], ["SEQ_TAIL", H.SEQ_TAIL],
+  ["SENT (low word)", 20], ["SENT (high word)", 21], ["SENDERS_SHORT_OF_BYTES", H.SENDERS_SHORT_OF_BYTES], ["OVERFLOW", H.OVERFLOW],
+  ["DROPPED (high word)", 25], ["SEQ_HEAD", H.SEQ_HEAD], ["REMOVED", H.REMOVED], ["RECEIVED (high word)", 37], ["OPTIONS", H.OPTIONS],
+];
+
+test("seeded fuzz: one header word overwritten, then the channel used as before: CorruptDataError or the right messages, never a misleading error", async () => {
+  const seed = seedFromEnv();
+  const random = rng(seed);
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
+  const rounds = 600;
+  const outcomes = { corrupt: 0, unaffected: 0, timedOut: 0 };
+  for (let round = 0; round < rounds; round++) {
+    const capacity = pick([1, 4, Infinity]);
+    const [rx, tx] = createChannel<string>({ capacity, bufferBytes: 1024, name: "fuzzed" });
+    keptAlive.push(rx, tx);
+    const memory = memoryOf(rx);
+    const sent = ["a", "b"];
+    tx.sendSync("a", { timeout: 2000 });
+    if (capacity !== 1) tx.sendSync("b", { timeout: 2000 });
+    else sent.pop();
+    const [name, word] = pick(FUZZED_WORDS);
+    const old = Atomics.load(memory.header, word);
+    const value = pick([
+      () => (random() * 2 ** 32) | 0,
+      () => pick([-2, -1, 0, 1, 2, 3, 5, 0x7fffffff, -0x80000000]),
+      () => (old + pick([-1, 1])) | 0,
+    ])();
+    Atomics.store(memory.header, word, value);
+    const what = `${name} ${old} -> ${value}, capacity ${capacity} (seed ${seed}, round ${round})`;
+    const received: string[] = [];
+    let corrupt = false;
+    let timedOut = false;
+    const attempt = (op: () => void): void => {
+      try {
+        op();
+      } catch (err) {
+        if (err instanceof CorruptDataError) corrupt = true;
+        else if ((err as Error).name === "TimeoutError") timedOut = true;
+        else throw new Error(`${what}: ${(err as Error).name}: ${(err as Error).message}`);
+      }
+    };
+    attempt(() => {
+      if (tx.trySend("x")) sent.push("x");
+    });
+    for (let i = 0; i < 2; i++) {
+      attempt(() => {
+        const got = rx.tryRecv();
+        if (got.ok) received.push(got.value);
+        else if (got.closed) throw new Error(`${what}: tryRecv reports the channel closed`);
+      });
+    }
+    attempt(() => {
+      tx.sendSync("y", { timeout: 100 });
+      sent.push("y");
+    });
+    attempt(() => received.push(rx.recvSync({ timeout: 100 })));
+    attempt(() => {
+      const stats = rx.stats();
+      if (!(stats.length >= 0 && stats.sent >= 0 && stats.senders >= 1 && stats.receivers >= 1)) throw new Error(`${what}: stats() ${JSON.stringify(stats)}`);
+    });
+    // What arrived was sent, in order, once.
+    let next = 0;
+    for (const value of received) {
+      while (next < sent.length && sent[next] !== value) next++;
+      assert.ok(next < sent.length, `${what}: received ${JSON.stringify(received)} of ${JSON.stringify(sent)}`);
+      next++;
+    }
+    if (corrupt) outcomes.corrupt++;
+    else if (timedOut) outcomes.timedOut++;
+    else outcomes.unaffected++;
+  }
+  console.log(`[hardening-header] seed=${seed} ${rounds} overwritten words: ${outcomes.corrupt} detected (CorruptDataError), ${outcomes.timedOut} made a send or receive wait its timeout, ${outcomes.unaffected} changed nothing these operations read`);
+  assert.ok(outcomes.corrupt > rounds / 3, `most overwritten words are detected: ${JSON.stringify(outcomes)} (seed ${seed})`);
+}, { timeout: 120_000 });
 
 test("a channel still works after all these probes on other channels (nothing global was damaged)", async () => {
   const [rx, tx] = createChannel<string>({ capacity: 2 });
