@@ -912,6 +912,11 @@ export class RecvChannel<T = unknown> {
    * TimeoutError after `timeout` ms (a message there at the deadline is
    * still taken), or the signal's reason when aborted (nothing is taken).
    * A receive that has begun taking a streamed message finishes it.
+   * Rejects with CorruptDataError when the channel's shared memory is
+   * corrupt, and, on a channel created with `checksum: true`, when the
+   * message it takes fails its checksum (that message is dropped, the
+   * channel goes on; channel ends listed inside it are not claimed, since
+   * its attachment table cannot be trusted, so their channels stay open).
    */
   recv(options?: WaitOptions): Promise<T> {
     let op: RecvOp;
