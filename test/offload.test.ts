@@ -333,7 +333,9 @@ test("reject: while the interpreter is full, new data gets overloaded() at once,
     const early = await Client.connect(served.port);
     assert.is(await early.ask("first\n", /\n$/), "first\n");
     const others = await Promise.all(Array.from({ length: 4 }, () => Client.connect(served.port)));
-    blocker.socket.write("!sleep 3000"); // the interpreter is busy for 3 s: one read in flight
+    // The interpreter is busy for 10 s (one read in flight): what follows must happen meanwhile,
+    // which took over 3 s at load 27.
+    blocker.socket.write("!sleep 10000");
     await eventually(() => served.offload.stats().interpreters[0]!.chunksInFlight === 1, "the blocking read in flight");
     early.socket.write("second\n"); // the second read: now the interpreter is full
     await eventually(() => served.offload.stats().interpreters[0]!.full, "interpreter full");
