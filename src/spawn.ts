@@ -90,6 +90,16 @@ export function spawnWorker(
 let acceptedExecArgv: string[] | undefined;
 
 /**
+ * The exec flags for a worker started by someone else (the pool's threads,
+ * which tinypool starts): those spawnWorker learned Node accepts, else
+ * `workerExecArgv()`. In the main thread the supervisor's start has
+ * learned them by the time a pool exists.
+ */
+export function execArgvForWorkers(): string[] {
+  return acceptedExecArgv ?? workerExecArgv();
+}
+
+/**
  * The flags named by Node's ERR_WORKER_INVALID_EXEC_ARGV ("Initiated Worker
  * with invalid execArgv flags: --a, --b=1"), or undefined for any other
  * error. Node gives the list only in the message.

@@ -1,0 +1,87 @@
+/**
+ * What a pool's owner and its threads say to each other. Shared by both
+ * sides; imports types only, so that the pool worker's entry
+ * (workers/pool-worker.ts) can load it before the library itself (which a
+ * pool thread may load only once it knows its party slot).
+ *
+ * Three paths, each chosen for what it must guarantee:
+ *
+ * - Identity (owner -> thread, once, before the thread serves tasks): the
+ *   thread asks on the pool's BroadcastChannel, the owner answers through
+ *   tinypool's `TinypoolWorker.postMessage` with the thread's party slot,
+ *   its supervisor link (a MessagePort) and the send end of its results
+ *   channel. tinypool starts the threads and gives them no per-thread data,
+ *   so this is how a tinypool thread becomes an interpreter.
+ * - Tasks (owner -> thread): tinypool's own `run(payload)`. Arguments that
+ *   carry no channel end travel as channel-codec bytes in the payload;
+ *   arguments that carry ends travel in a channel of their own (the
+ *   payload names its buffer), so that every end is accounted for whatever
+ *   dies when.
+ * - Results (thread -> owner): the thread's results channel, one message
+ *   per task, sent before the thread answers tinypool; tinypool's answer
+ *   only says which thread to read. A result in a channel survives its
+ *   thread: the owner can read it after the thread died, and what nobody
+ *   reads is released with the channel.
+ */
+import type { ErrorRecord, PostedValue } from "../internals.js";
+
+/** The export of the pool worker's entry that tinypool calls for each task. */
+export const HANDLER_NAME = "runPoolTask";
+
+/** Marks an identity message on a pool thread's parentPort. */
+export const IDENTITY_KIND = "interpreters:pool-identity";
+
+/** tinypool's `workerData` for a pool: the same for every thread of it. */
+export interface PoolWorkerData {
+  /** The pool's name, for messages. */
+  pool: string;
+  /** Name of the BroadcastChannel on which a new thread asks for its identity. */
+  requests: string;
+  /** The pool's task table (task-table.ts). */
+  table: SharedArrayBuffer;
+}
+
+/** A new thread's request for its identity (on the pool's BroadcastChannel). */
+export interface IdentityRequest {
+  threadId: number;
+}
+
+/** The owner's answer (on the thread's parentPort). */
+export type Identity =
+  | {
+      kind: typeof IDENTITY_KIND;
+      /** Entries to add to the thread's workerData before the library loads (boot data and supervisor port). */
+      workerData: Record<string, unknown>;
+      /** The send end of the thread's results channel, moved to the thread's slot. */
+      results: PostedValue;
+    }
+  | { kind: typeof IDENTITY_KIND; error: ErrorRecord };
+
+/** Arguments with no channel end in them: channel-codec bytes [0, length). */
+export interface EncodedArgs {
+  bytes: Uint8Array;
+  length: number;
+  flags: number;
+}
+
+/** What tinypool carries to a thread for one task. */
+export interface TaskPayload {
+  /** The task's entry in the task table. */
+  index: number;
+  /** An absolute URL, or a bare specifier resolved by the thread. */
+  module: string;
+  exportName: string;
+  /** Exactly one of args and carrier. */
+  args?: EncodedArgs;
+  /** Buffer of the channel holding the arguments (one message), when they carry channel ends. */
+  carrier?: SharedArrayBuffer;
+}
+
+/** One message on a thread's results channel. */
+export type TaskResult = { index: number; ok: true; value: unknown } | { index: number; ok: false; error: ErrorRecord };
+
+/** A thread's answer to tinypool: the slot whose results channel holds the result, SKIPPED, or why it is not an interpreter. */
+export type TaskOutcome = number | { bootError: ErrorRecord };
+
+/** The task was cancelled before this thread could start it: nothing was run, nothing sent. */
+export const SKIPPED = -1;

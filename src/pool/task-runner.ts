@@ -1,0 +1,110 @@
+/**
+ * A pool thread's side of a task, once the thread is an interpreter
+ * (workers/pool-worker.ts made it one and loads this module then): claim
+ * the task in the task table, take its arguments, import the module and
+ * call the export, send the result (or the error) on the thread's results
+ * channel, mark the task finished. Every task is claimed before anything
+ * else happens, so a task the owner cancelled, or that another delivery
+ * already started, is skipped untouched.
+ */
+// The whole library loads here, as in any interpreter: channel handles, Lock/Semaphore/Event.
+import { InterpretersError, type RecvChannel, type SendChannel } from "../index.js";
+import {
+  addRunning,
+  channelFromBuffer,
+  decodeFromChannel,
+  decodeFromPost,
+  End,
+  errorToRecord,
+  handleFor,
+  mySlot,
+  PartyState,
+  setSlotState,
+} from "../internals.js";
+import { type EncodedArgs, type Identity, type PoolWorkerData, SKIPPED, type TaskOutcome, type TaskPayload, type TaskResult } from "./protocol.js";
+import { TaskTableView } from "./task-table.js";
+
+/**
+ * Starts serving as an interpreter of the pool: takes the results channel,
+ * marks this thread's party slot LIVE. Returns the task handler.
+ */
+export function startServing(identity: Extract<Identity, { results: unknown }>, data: PoolWorkerData): (payload: TaskPayload) => Promise<TaskOutcome> {
+  const results = decodeFromPost(identity.results) as SendChannel<TaskResult>;
+  const table = new TaskTableView(data.table);
+  setSlotState(mySlot, PartyState.LIVE);
+  return async (payload) => {
+    const { index } = payload;
+    if (!table.start(index, mySlot)) return SKIPPED;
+    let result: TaskResult;
+    addRunning(1);
+    try {
+      const args = payload.carrier ? takeCarriedArgs(payload.carrier) : decodeArgs(payload.args!);
+      result = { index, ok: true, value: await callExport(payload.module, payload.exportName, args) };
+    } catch (err) {
+      result = { index, ok: false, error: errorToRecord(err) };
+    } finally {
+      addRunning(-1);
+    }
+    sendResult(results, result);
+    table.finish(index, mySlot);
+    return mySlot;
+  };
+}
+
+function decodeArgs(args: EncodedArgs): unknown[] {
+  return decodeFromChannel({ bytes: args.bytes, length: args.length, flags: args.flags }) as unknown[];
+}
+
+/**
+ * Takes the arguments from their channel: this thread becomes one of its
+ * receivers, takes the one message (claiming the ends in it: if this
+ * thread dies meanwhile, the supervisor releases exactly the ends not yet
+ * claimed), and lets go of the channel.
+ */
+function takeCarriedArgs(buffer: SharedArrayBuffer): unknown[] {
+  const carrier = handleFor(End.acquire(channelFromBuffer(buffer), "recv")) as RecvChannel<unknown[]>;
+  try {
+    const taken = carrier.tryRecv();
+    if (!taken.ok) throw new InterpretersError("the task's arguments are gone from their channel (internal error: the task was withdrawn after it started)");
+    return taken.value;
+  } finally {
+    carrier.close();
+  }
+}
+
+/**
+ * The modules tasks of this thread imported, by URL. `import()` of a module
+ * already loaded still goes through the loader's resolve (and its hooks,
+ * e.g. tsx's, in another thread): a task of a few microseconds should not
+ * pay that each time.
+ */
+const modules = new Map<string, Promise<Record<string, unknown>>>();
+
+async function callExport(module: string, exportName: string, args: unknown[]): Promise<unknown> {
+  let namespace = modules.get(module);
+  if (namespace === undefined) {
+    namespace = import(module) as Promise<Record<string, unknown>>;
+    modules.set(module, namespace);
+    namespace.catch(() => modules.delete(module)); // a module that failed to load is tried again next time
+  }
+  const target = (await namespace)[exportName];
+  if (typeof target !== "function") {
+    throw new TypeError(`export "${exportName}" of ${module} is ${target === undefined ? "missing" : `a ${typeof target}, not a function`}`);
+  }
+  return await (target as (...a: unknown[]) => unknown)(...args);
+}
+
+/**
+ * Sends `result`. A value that cannot cross (a function, a handle already
+ * closed, a message over the channel's limits) is refused by the channel
+ * with nothing moved; the task then fails with that error instead.
+ */
+function sendResult(results: SendChannel<TaskResult>, result: TaskResult): void {
+  try {
+    results.sendSync(result);
+  } catch (err) {
+    const error = errorToRecord(err);
+    error.message = `the task's result cannot be sent back: ${error.message}`;
+    results.sendSync({ index: result.index, ok: false, error });
+  }
+}
