@@ -15,6 +15,7 @@ import {
   decodeFromChannel,
   decodeFromPost,
   End,
+  endOf,
   errorToRecord,
   handleFor,
   mySlot,
@@ -36,9 +37,16 @@ export function startServing(identity: Extract<Identity, { results: unknown }>, 
     const { index } = payload;
     if (!table.start(index, mySlot)) return SKIPPED;
     let result: TaskResult;
+    let passedEnds: Array<{ close(): void }> = [];
     addRunning(1);
     try {
-      const args = payload.carrier ? takeCarriedArgs(payload.carrier) : decodeArgs(payload.args!);
+      let args: unknown[];
+      if (payload.carrier) {
+        args = takeCarriedArgs(payload.carrier);
+        passedEnds = endsIn(args);
+      } else {
+        args = decodeArgs(payload.args!);
+      }
       result = { index, ok: true, value: await callExport(payload.module, payload.exportName, args) };
     } catch (err) {
       result = { index, ok: false, error: errorToRecord(err) };
@@ -46,6 +54,10 @@ export function startServing(identity: Extract<Identity, { results: unknown }>, 
       addRunning(-1);
     }
     sendResult(results, result);
+    // The ends the task was given are the task's: released when it ends (those it moved on, into a
+    // message or its result, are not here any more: closing them is a no-op). Before answering
+    // tinypool, so that whoever gets the result sees them released.
+    for (const end of passedEnds) end.close();
     table.finish(index, mySlot);
     return mySlot;
   };
@@ -70,6 +82,29 @@ function takeCarriedArgs(buffer: SharedArrayBuffer): unknown[] {
   } finally {
     carrier.close();
   }
+}
+
+/**
+ * The channel handles inside freshly decoded arguments (before the task
+ * runs, so that no code of the task's runs here: the structure is the
+ * codec's own plain objects, arrays, Maps and Sets).
+ */
+function endsIn(value: unknown, found: Array<{ close(): void }> = [], seen = new Set<object>()): Array<{ close(): void }> {
+  if (value === null || typeof value !== "object" || seen.has(value)) return found;
+  seen.add(value);
+  if (endOf(value) !== undefined) {
+    found.push(value as { close(): void });
+  } else if (value instanceof Map) {
+    for (const [key, item] of value) {
+      endsIn(key, found, seen);
+      endsIn(item, found, seen);
+    }
+  } else if (value instanceof Set) {
+    for (const item of value) endsIn(item, found, seen);
+  } else if (Array.isArray(value) || Object.getPrototypeOf(value) === Object.prototype || Object.getPrototypeOf(value) === null) {
+    for (const item of Object.values(value)) endsIn(item, found, seen);
+  }
+  return found;
 }
 
 /**
