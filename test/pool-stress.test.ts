@@ -26,6 +26,8 @@ interface Planned {
   /** For "ends": the receive end of the channel whose send end the task got, and how many it sends. */
   rx?: RecvChannel<number>;
   count?: number;
+  /** Values of rx already taken by the test (the abort trigger takes the first). */
+  taken?: number;
 }
 
 function pick(random: () => number): Kind {
@@ -91,7 +93,16 @@ async function round(seed: number): Promise<void> {
           break;
       }
       const promise = pool.run({ module: tasks, export: exportName, args, signal: controller?.signal });
-      if (controller) setTimeout(() => controller.abort(reason), abortAfterMs);
+      if (controller && kind === "ends" && random() < 0.5) {
+        // Abort once the task has sent its first value: it is running then.
+        plan.taken = 1;
+        plan.rx!.recv({ timeout: 60_000 }).then(
+          () => controller.abort(reason),
+          () => {},
+        );
+      } else if (controller) {
+        setTimeout(() => controller.abort(reason), abortAfterMs);
+      }
       outcomes.push(
         promise.then(
           (value) => {
@@ -127,7 +138,7 @@ async function round(seed: number): Promise<void> {
     for (const plan of planned) {
       if (plan.kind !== "ends") continue;
       // The task's end is released whatever happened; what it sent is a prefix of 0..count-1, in order.
-      let next = 0;
+      let next = plan.taken ?? 0;
       for (;;) {
         let value: number;
         try {
