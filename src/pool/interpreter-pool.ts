@@ -68,7 +68,8 @@ import {
   nextObjectId,
 } from "../internals.js";
 import { PoolThread } from "./pool-thread.js";
-import { HANDLER_NAME, type Identity, IDENTITY_KIND, type IdentityRequest, type PoolWorkerData, SKIPPED, type TaskOutcome, type TaskPayload, type TaskResult } from "./protocol.js";
+import { copyOut, decodeEncoded } from "./encoded.js";
+import { type EncodedArgs, HANDLER_NAME, type Identity, IDENTITY_KIND, type IdentityRequest, isPlain, type PoolWorkerData, SKIPPED, type TaskOutcome, type TaskPayload, type TaskResult } from "./protocol.js";
 import { PoolTaskQueue } from "./task-queue.js";
 import { MAX_TASKS, slotOfState, TaskState, TaskTable } from "./task-table.js";
 
@@ -136,7 +137,7 @@ interface PendingTask {
   finished: boolean;
 }
 
-/** Where tinypool's queue options (the task payload's, see PoolTaskQueue) point to the pending task. */
+/** The payload's queue options (tinypool's symbol; see PoolTaskQueue): the pending task. Symbol keys are not posted. */
 const PENDING = Tinypool.queueOptionsSymbol;
 const DEFAULT_IDLE_TIMEOUT = 10_000;
 /** setTimeout's longest delay: tinypool's idle timer with a longer one would fire at once. */
@@ -263,7 +264,16 @@ export class InterpreterPool {
    * Ends passed in are the task's: released when it ends unless it moved
    * them on, and released too if it never ran (aborted while queued).
    */
-  async run<R = unknown>(task: PoolTask): Promise<R> {
+  run<R = unknown>(task: PoolTask): Promise<R> {
+    try {
+      return this.#run<R>(task);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** run(), throwing what it refuses. */
+  #run<R>(task: PoolTask): Promise<R> {
     if (task === null || typeof task !== "object") throw new TypeError(`run on pool "${this.name}": expected { module, export?, args?, signal? }, got ${task === null ? "null" : typeof task}`);
     const exportName = task.export ?? "default";
     const what = `call of ${typeof exportName === "string" ? exportName : "?"} on pool "${this.name}"`;
@@ -286,40 +296,42 @@ export class InterpreterPool {
     const index = this.#table.allocate();
     if (index < 0) throw new ChannelFullError(`${what}: ${MAX_TASKS} tasks are pending already; wait for some to finish`);
     const href = module instanceof URL ? module.href : moduleHref(module);
-    const label = `call of ${exportName} from ${href}`;
-    let payload: TaskPayload;
-    let carrier: RecvChannel<unknown> | undefined;
+    let resolve!: (value: unknown) => void;
+    let reject!: (reason: unknown) => void;
+    const promise = new Promise<R>((res, rej) => {
+      resolve = res as (value: unknown) => void;
+      reject = rej;
+    });
+    const pending = {
+      index,
+      label: `call of ${exportName} from ${href}`,
+      carrier: undefined as RecvChannel<unknown> | undefined,
+      resolve,
+      reject,
+      signal,
+      onAbort: undefined,
+      settled: false,
+      deliveries: 0,
+      queued: undefined,
+      aborted: false,
+      awaitingThread: false,
+      finished: false,
+    };
+    let encoded: { payload: TaskPayload; carrier?: RecvChannel<unknown> };
     try {
-      ({ payload, carrier } = this.#encode(index, href, exportName, args));
+      encoded = this.#encode(pending, href, exportName, args);
     } catch (err) {
       this.#table.release(index);
       throw err;
     }
-    return new Promise<R>((resolve, reject) => {
-      const pending: PendingTask = {
-        index,
-        label,
-        payload,
-        carrier,
-        resolve: resolve as (value: unknown) => void,
-        reject,
-        signal,
-        onAbort: undefined,
-        settled: false,
-        deliveries: 0,
-        queued: undefined,
-        aborted: false,
-        awaitingThread: false,
-        finished: false,
-      };
-      Object.defineProperty(payload, PENDING, { value: pending }); // not enumerable: not posted
-      this.#tasks.set(index, pending);
-      if (signal) {
-        pending.onAbort = () => this.#abort(pending);
-        signal.addEventListener("abort", pending.onAbort, { once: true });
-      }
-      this.#deliver(pending, false);
-    });
+    const accepted: PendingTask = Object.assign(pending, encoded);
+    this.#tasks.set(index, accepted);
+    if (signal) {
+      accepted.onAbort = () => this.#abort(accepted);
+      signal.addEventListener("abort", accepted.onAbort, { once: true });
+    }
+    this.#deliver(accepted, false);
+    return promise;
   }
 
   /** Counts, now. */
@@ -374,20 +386,19 @@ export class InterpreterPool {
   }
 
   /**
-   * The payload for task `index`. Arguments without channel ends become
-   * channel-codec bytes in it; arguments with ends go into a channel of
-   * their own (one message, capacity Infinity so that the send never
-   * waits), whose buffer the payload names: the thread takes them from
-   * there, and closing that channel when the task is done releases them if
-   * no thread ever did. Throws NotShareableError with nothing moved.
+   * The payload for task `index`. Arguments that are all primitives go as
+   * they are; others without channel ends as channel-codec bytes; arguments
+   * with ends go into a channel of their own (one message, capacity
+   * Infinity so that the send never waits), whose buffer the payload names:
+   * the thread takes them from there, and closing that channel when the
+   * task is done releases them if no thread ever did. Throws
+   * NotShareableError with nothing moved.
    */
-  #encode(index: number, module: string, exportName: string, args: unknown[]): { payload: TaskPayload; carrier?: RecvChannel<unknown> } {
+  #encode(pending: Omit<PendingTask, "payload">, module: string, exportName: string, args: unknown[]): { payload: TaskPayload; carrier?: RecvChannel<unknown> } {
+    const index = pending.index;
+    if (args.every(isPlain)) return { payload: { index, module, exportName, plain: args, [PENDING]: pending } as TaskPayload };
     const message = encodeForChannel(args);
-    if (message.ends.length === 0) {
-      const bytes = new Uint8Array((message.length + 7) & ~7); // whole words: copyTo may write the last one whole
-      message.copyTo(bytes, new Int32Array(bytes.buffer), 0, 0, message.length);
-      return { payload: { index, module, exportName, args: { bytes, length: message.length, flags: message.flags } } };
-    }
+    if (message.ends.length === 0) return { payload: { index, module, exportName, args: copyOut(message), [PENDING]: pending } as TaskPayload };
     message.undo(); // the ends come back here; the channel's send moves them again
     const [carrier, carrierTx] = createChannel<unknown>({ capacity: Infinity, bufferBytes: 4096, name: `pool "${this.name}" task ${index} arguments` });
     try {
@@ -398,7 +409,7 @@ export class InterpreterPool {
     } finally {
       carrierTx.close();
     }
-    return { payload: { index, module, exportName, carrier: endOf(carrier)!.memory.buffer }, carrier };
+    return { payload: { index, module, exportName, carrier: endOf(carrier)!.memory.buffer, [PENDING]: pending } as TaskPayload, carrier };
   }
 
   /** Hands `pending` to tinypool once more (`again`: it keeps its place at the head of the queue). */
@@ -431,22 +442,43 @@ export class InterpreterPool {
   /** A thread answered a delivery of `pending`. */
   #delivered(pending: PendingTask, outcome: TaskOutcome): void {
     this.#deliveryBack(pending);
-    if (typeof outcome === "object" && outcome !== null) {
+    if (outcome === SKIPPED) {
+      // Cancelled, or started by another delivery: nothing ran here.
+    } else if ("bootError" in outcome) {
       // The thread could not become an interpreter (no party slot free, a broken install): it ran nothing.
       if (this.#table.cancel(pending.index)) {
         this.#settle(pending, false, new ExecutionFailed(remoteOf(outcome.bootError), `${pending.label} on pool "${this.name}": no interpreter could be started for it`));
       }
-    } else if (outcome !== SKIPPED) {
-      const thread = this.#threads.get(outcome);
-      if (thread !== undefined && !pending.aborted && !pending.settled) this.#settleWithResult(pending, thread.takeResult(pending.index), thread);
-      else {
-        // Aborted (its thread is being ended; the result is left in the thread's channel, released with it).
+    } else {
+      const thread = this.#threads.get(outcome.slot);
+      if (pending.aborted || pending.settled) {
+        // Aborted: its thread is being ended (a result on the thread's channel is released with it).
         // Settled already cannot happen with a live thread; were it to, ending the thread keeps its channel in step.
-        if (pending.settled && thread !== undefined && !thread.isEnding()) thread.stop();
+        if (pending.settled && thread !== undefined && !thread.isEnding() && "inChannel" in outcome) thread.stop();
         this.#settleAfterThread(pending, thread);
+      } else if ("value" in outcome) {
+        this.#settle(pending, true, outcome.value);
+      } else if ("encoded" in outcome) {
+        this.#settleDecoded(pending, outcome.encoded);
+      } else if ("error" in outcome) {
+        this.#settle(pending, false, new ExecutionFailed(remoteOf(outcome.error), `${pending.label} on pool "${this.name}"${thread ? `, ${thread.describe()}` : ""}`));
+      } else if (thread === undefined) {
+        this.#settleAfterThread(pending, thread);
+      } else {
+        this.#settleWithResult(pending, thread.takeResult(pending.index), thread);
       }
     }
     this.#finishIfDone(pending);
+  }
+
+  #settleDecoded(pending: PendingTask, encoded: EncodedArgs): void {
+    let value: unknown;
+    try {
+      value = decodeEncoded(encoded);
+    } catch (err) {
+      return this.#settle(pending, false, err);
+    }
+    this.#settle(pending, true, value);
   }
 
   /** tinypool rejected a delivery of `pending`: cancelled by this pool, or its thread is gone. */
@@ -498,10 +530,8 @@ export class InterpreterPool {
   #settleWithResult(pending: PendingTask, result: TaskResult | undefined, thread: PoolThread): void {
     if (result === undefined) {
       this.#settle(pending, false, new InterpretersError(`${pending.label} on pool "${this.name}": internal error: ${thread.describe()} answered but sent no result`));
-    } else if (result.ok) {
-      this.#settle(pending, true, result.value);
     } else {
-      this.#settle(pending, false, new ExecutionFailed(remoteOf(result.error), `${pending.label} on pool "${this.name}", ${thread.describe()}`));
+      this.#settle(pending, true, result.value);
     }
   }
 

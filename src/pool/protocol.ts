@@ -13,15 +13,19 @@
  *   channel. tinypool starts the threads and gives them no per-thread data,
  *   so this is how a tinypool thread becomes an interpreter.
  * - Tasks (owner -> thread): tinypool's own `run(payload)`. Arguments that
- *   carry no channel end travel as channel-codec bytes in the payload;
- *   arguments that carry ends travel in a channel of their own (the
- *   payload names its buffer), so that every end is accounted for whatever
- *   dies when.
- * - Results (thread -> owner): the thread's results channel, one message
- *   per task, sent before the thread answers tinypool; tinypool's answer
+ *   are all primitives travel as they are; others without channel ends as
+ *   channel-codec bytes; arguments that carry ends travel in a channel of
+ *   their own (the payload names its buffer), so that every end is
+ *   accounted for whatever dies when.
+ * - Results (thread -> owner): in tinypool's answer (a primitive as it is,
+ *   anything else as channel-codec bytes, an error as a record), except a
+ *   result that carries channel ends: that one goes on the thread's
+ *   results channel, before the thread answers tinypool, and the answer
  *   only says which thread to read. A result in a channel survives its
  *   thread: the owner can read it after the thread died, and what nobody
- *   reads is released with the channel.
+ *   reads is released with the channel. (A result in an answer is lost
+ *   with a thread that dies before the answer is read: the task then fails
+ *   as its thread died, nothing held is lost.)
  */
 import type { ErrorRecord, PostedValue } from "../internals.js";
 
@@ -71,17 +75,42 @@ export interface TaskPayload {
   /** An absolute URL, or a bare specifier resolved by the thread. */
   module: string;
   exportName: string;
-  /** Exactly one of args and carrier. */
+  /** Exactly one of plain, args and carrier. Arguments that are all primitives, as they are. */
+  plain?: unknown[];
+  /** Arguments with no channel end in them, encoded. */
   args?: EncodedArgs;
   /** Buffer of the channel holding the arguments (one message), when they carry channel ends. */
   carrier?: SharedArrayBuffer;
 }
 
-/** One message on a thread's results channel. */
-export type TaskResult = { index: number; ok: true; value: unknown } | { index: number; ok: false; error: ErrorRecord };
+/** One message on a thread's results channel (a result that carries channel ends). */
+export interface TaskResult {
+  index: number;
+  value: unknown;
+}
 
-/** A thread's answer to tinypool: the slot whose results channel holds the result, SKIPPED, or why it is not an interpreter. */
-export type TaskOutcome = number | { bootError: ErrorRecord };
+/**
+ * A thread's answer to tinypool for one delivery: the task's result (from
+ * the interpreter in party slot `slot`), SKIPPED, or why the thread is not
+ * an interpreter.
+ */
+export type TaskOutcome =
+  | typeof SKIPPED
+  /** The result is a primitive. */
+  | { slot: number; value: unknown }
+  /** The result, encoded (no channel end in it). */
+  | { slot: number; encoded: EncodedArgs }
+  /** The result carries channel ends: it is on that slot's results channel. */
+  | { slot: number; inChannel: true }
+  /** The task threw (or its module failed, or its result could not cross). */
+  | { slot: number; error: ErrorRecord }
+  | { bootError: ErrorRecord };
 
 /** The task was cancelled before this thread could start it: nothing was run, nothing sent. */
 export const SKIPPED = -1;
+
+/** True for values that cross as they are in a structured clone, with the same meaning as through a channel. */
+export function isPlain(value: unknown): boolean {
+  const type = typeof value;
+  return value === null || (type !== "object" && type !== "function" && type !== "symbol");
+}

@@ -3,7 +3,7 @@
  * (workers/pool-worker.ts made it one and loads this module then): claim
  * the task in the task table, take its arguments, import the module and
  * call the export, send the result (or the error) on the thread's results
- * channel, mark the task finished. Every task is claimed before anything
+ * channel or in the answer, mark the task finished. Every task is claimed before anything
  * else happens, so a task the owner cancelled, or that another delivery
  * already started, is skipped untouched.
  */
@@ -12,8 +12,8 @@ import { InterpretersError, type RecvChannel, type SendChannel } from "../index.
 import {
   addRunning,
   channelFromBuffer,
-  decodeFromChannel,
   decodeFromPost,
+  encodeForChannel,
   End,
   endOf,
   errorToRecord,
@@ -22,7 +22,8 @@ import {
   PartyState,
   setSlotState,
 } from "../internals.js";
-import { type EncodedArgs, type Identity, type PoolWorkerData, SKIPPED, type TaskOutcome, type TaskPayload, type TaskResult } from "./protocol.js";
+import { copyOut, decodeEncoded } from "./encoded.js";
+import { type Identity, isPlain, type PoolWorkerData, SKIPPED, type TaskOutcome, type TaskPayload, type TaskResult } from "./protocol.js";
 import { TaskTableView } from "./task-table.js";
 
 /**
@@ -36,35 +37,54 @@ export function startServing(identity: Extract<Identity, { results: unknown }>, 
   return async (payload) => {
     const { index } = payload;
     if (!table.start(index, mySlot)) return SKIPPED;
-    let result: TaskResult;
+    let outcome: TaskOutcome;
     let passedEnds: Array<{ close(): void }> = [];
     addRunning(1);
     try {
       let args: unknown[];
-      if (payload.carrier) {
+      if (payload.plain) {
+        args = payload.plain;
+      } else if (payload.carrier) {
         args = takeCarriedArgs(payload.carrier);
         passedEnds = endsIn(args);
       } else {
-        args = decodeArgs(payload.args!);
+        args = decodeEncoded(payload.args!) as unknown[];
       }
-      result = { index, ok: true, value: await callExport(payload.module, payload.exportName, args) };
+      const value = await callExport(payload.module, payload.exportName, args);
+      try {
+        outcome = answer(value, index, results);
+      } catch (err) {
+        const error = errorToRecord(err);
+        error.message = `the task's result cannot be sent back: ${error.message}`;
+        outcome = { slot: mySlot, error };
+      }
     } catch (err) {
-      result = { index, ok: false, error: errorToRecord(err) };
+      outcome = { slot: mySlot, error: errorToRecord(err) };
     } finally {
       addRunning(-1);
     }
-    sendResult(results, result);
     // The ends the task was given are the task's: released when it ends (those it moved on, into a
     // message or its result, are not here any more: closing them is a no-op). Before answering
     // tinypool, so that whoever gets the result sees them released.
     for (const end of passedEnds) end.close();
     table.finish(index, mySlot);
-    return mySlot;
+    return outcome;
   };
 }
 
-function decodeArgs(args: EncodedArgs): unknown[] {
-  return decodeFromChannel({ bytes: args.bytes, length: args.length, flags: args.flags }) as unknown[];
+/**
+ * The answer for a task that returned `value`: a primitive as it is, a
+ * value without channel ends encoded, a value with ends sent on the
+ * results channel (they move with the message). Throws NotShareableError
+ * (or MessageTooLargeError) with nothing moved when it cannot cross.
+ */
+function answer(value: unknown, index: number, results: SendChannel<TaskResult>): TaskOutcome {
+  if (isPlain(value)) return { slot: mySlot, value };
+  const message = encodeForChannel(value);
+  if (message.ends.length === 0) return { slot: mySlot, encoded: copyOut(message) };
+  message.undo(); // the ends come back here; the channel's send moves them again
+  results.sendSync({ index, value });
+  return { slot: mySlot, inChannel: true };
 }
 
 /**
@@ -129,17 +149,3 @@ async function callExport(module: string, exportName: string, args: unknown[]): 
   return await (target as (...a: unknown[]) => unknown)(...args);
 }
 
-/**
- * Sends `result`. A value that cannot cross (a function, a handle already
- * closed, a message over the channel's limits) is refused by the channel
- * with nothing moved; the task then fails with that error instead.
- */
-function sendResult(results: SendChannel<TaskResult>, result: TaskResult): void {
-  try {
-    results.sendSync(result);
-  } catch (err) {
-    const error = errorToRecord(err);
-    error.message = `the task's result cannot be sent back: ${error.message}`;
-    results.sendSync({ index: result.index, ok: false, error });
-  }
-}
