@@ -27,6 +27,7 @@ const expected: Record<number, string[]> = {
   5: ["{ index: 1, value: 'from fast' }", "0 offer"],
   6: ["20000"],
   7: ["bad input 1"],
+  8: ["[ 1, 4, 9 ]", "5050 4"],
 };
 
 test("the README has the snippets this test expects", () => {
