@@ -206,6 +206,10 @@ function recoverLocksOfTheDead(memory: ChannelMemory, deadSlot: number): void {
  * and only the supervisor would notice).
  */
 export function tryLockedAfterDeath<T>(memory: ChannelMemory, deadSlot: number, body: () => T): { value: T } | undefined {
+  // Before any lock is touched: a rollback may write the data area, and the
+  // supervisor may not have its newest generation yet (it then throws, and
+  // the caller retries, with nothing changed).
+  memory.refreshData();
   recoverLocksOfTheDead(memory, deadSlot);
   if (!tryLock(memory.header, H.SEND_LOCK, mySlot, 1000)) return undefined;
   if (!tryLock(memory.header, H.RECV_LOCK, mySlot, 1000)) {
@@ -214,6 +218,7 @@ export function tryLockedAfterDeath<T>(memory: ChannelMemory, deadSlot: number, 
   }
   memory.beginJournal(Locks.BOTH);
   try {
+    memory.refreshData(); // grown since the check above? Throws before the body changes anything
     return { value: body() };
   } finally {
     leaveCritical(memory);

@@ -7,7 +7,7 @@
  * in channel-ops.ts; the capacity rules in flavors/; the memory layout in
  * ring.ts; how values are encoded and ends moved in transfer.ts.
  */
-import { mySlot, nextChannelId } from "./control.js";
+import { mySlot } from "./control.js";
 import { takeVerdict, verdictFlag } from "./deadlock.js";
 import { ChannelClosedError, CorruptDataError, MessageTooLargeError } from "./errors.js";
 import { ensureSupervisor } from "./supervisor-link.js";
@@ -15,7 +15,7 @@ import { effectiveSignal } from "./cancellation.js";
 import { flavorFor, type Flavor } from "./flavors/index.js";
 import { enterCritical, enterSide, Fast, leaveCritical, leaveSide, locked, RecvOp, SendOp, wakeWaiters, type Withdrawal } from "./channel-ops.js";
 import { End } from "./handle.js";
-import { registerNewChannel } from "./registry.js";
+import { allocateChannelId, registerNewChannel } from "./registry.js";
 import { CLOSED_NO_RECEIVERS, CLOSED_NO_SENDERS, ChannelMemory, createChannelMemory, H } from "./ring.js";
 import { bindHandle, type ChannelMessage, decodeFromChannel, encodeForChannel, installHandleFactory } from "./transfer.js";
 import {
@@ -32,7 +32,7 @@ import {
 } from "./waiting.js";
 
 /** Initial ring size when `bufferBytes` is not given. */
-export const DEFAULT_BUFFER_BYTES = 64 * 1024;
+export const DEFAULT_BUFFER_BYTES = 4 * 1024;
 /** The ring's budget when `maxBufferBytes` is not given (address space is reserved, memory is not). */
 export const DEFAULT_MAX_BUFFER_BYTES = 256 * 1024 * 1024;
 /** The largest ring budget a channel may have. */
@@ -82,20 +82,6 @@ export interface WaitOptions {
 }
 
 export type TryRecvResult<T> = { ok: true; value: T } | { ok: false; closed: boolean };
-
-/**
- * Closes a handle that was garbage-collected while open (PEP 554's release
- * on GC). Nobody can catch what a finalizer throws, so a channel whose
- * memory is corrupt is reported as a warning instead of ending the process.
- */
-const closeForgotten = new FinalizationRegistry<End>((end) => {
-  try {
-    end.close();
-  } catch (err) {
-    if (!(err instanceof CorruptDataError)) throw err;
-    process.emitWarning(`interpreters: a garbage-collected handle of ${end.memory.describe()} could not be closed: ${err.message}`);
-  }
-});
 
 /** Only this module may construct handles. */
 const constructing = Symbol("constructing");
@@ -480,7 +466,7 @@ export class SendChannel<T = unknown> {
     this.#end = end;
     this.#flavor = flavorFor(end.memory.capacity);
     bindHandle(this, end);
-    closeForgotten.register(this, end, this);
+    end.watch();
   }
 
   /** The channel's id (the same for every handle of the channel, in every interpreter). */
@@ -619,7 +605,7 @@ export class RecvChannel<T = unknown> {
     if (token !== constructing) throw new TypeError("use createChannel() to make channels");
     this.#end = end;
     bindHandle(this, end);
-    closeForgotten.register(this, end, this);
+    end.watch();
   }
 
   get id(): number {
@@ -778,7 +764,7 @@ export function createChannel<T = unknown>(options: ChannelOptions = {}): [RecvC
   const maxMessageBytes = checkByteOption("maxMessageBytes", options.maxMessageBytes, LIMIT_MESSAGE_BYTES, LIMIT_MESSAGE_BYTES);
   const name = options.name ?? "";
   if (typeof name !== "string") throw new TypeError(`createChannel: name must be a string, got ${typeof name}`);
-  const buffer = createChannelMemory({ id: nextChannelId(), capacity, bufferBytes, maxBufferBytes, maxMessageBytes, name });
+  const buffer = createChannelMemory({ id: allocateChannelId(), capacity, bufferBytes, maxBufferBytes, maxMessageBytes, name });
   const memory = new ChannelMemory(buffer);
   const recv = new RecvChannel<T>(constructing, End.acquire(memory, "recv"));
   const send = new SendChannel<T>(constructing, End.acquire(memory, "send"));

@@ -1,6 +1,16 @@
 /**
- * A channel's shared memory: one growable SharedArrayBuffer holding a header
- * and a ring of variable-size records. This file owns the layout.
+ * A channel's shared memory: a SharedArrayBuffer holding a header and, at
+ * first, the ring of variable-size records after it; when the ring grows,
+ * a new buffer of the data area alone replaces it (DATA_GEN). This file
+ * owns the layout.
+ *
+ * Why no growable buffer: V8 backs each growable SharedArrayBuffer with a
+ * reservation of its maximum size, two memory mappings of the process's
+ * 65,530 (Linux vm.max_map_count) that live until every thread's wrapper
+ * of it is garbage-collected, and V8 does not count them towards starting
+ * a collection. A server making a channel per request ran out of mappings
+ * (and aborted) after about 30,000. A fixed-size buffer is ordinary heap
+ * memory (calloc), and its bytes do bring on collections.
  *
  * Two locks guard it (mutex.ts): SEND_LOCK, held by a sender, and RECV_LOCK,
  * held by a receiver. A plain send or receive takes only its own side's lock
@@ -55,6 +65,12 @@
  * | 136    | 4     | SEQ_HEAD: seq of the newest message taken, plus one        | recv side                      |
  * | 140    | 4     | REMOVED: messages ever taken (or dropped after their taker died) | recv side                |
  * | 144    | 8     | RECEIVED (float64): messages taken                         | recv side                      |
+ * | 164    | 16    | TOKEN: 128 random bits naming this channel's incarnation  | creator                        |
+ * |        |       | (ids are reused once dead); checked where a message names  |                                |
+ * |        |       | the channel in another thread (data generations, fetches)  |                                |
+ * | 160    | 4     | DATA_GEN: which buffer holds the data area: 0 = this one,  | both (growth); outside every   |
+ * |        |       | after the header; g > 0 = the g-th replacement, a buffer   | journal snapshot: never rolled |
+ * |        |       | of its own (see grow); only ever increases                 | back                           |
  * | 188    | 4     | RECV_LOCK: like SEND_LOCK                                  | lockers (mutex.ts)             |
  * | 192    | 32    | SEND_WAITERS: bitmap, bit s = party s waits to send        | both (waiting senders)         |
  * | 224    | 32    | RECV_WAITERS: bitmap, bit s = party s waits to recv        | both (waiting receivers)       |
@@ -71,7 +87,7 @@
  * | 5456   | 24    | RECV_JOURNAL snapshot of words 32..37                     | the recv lock holder           |
  * | 5504   | 32    | PROBING_RECEIVERS: bitmap, bit s = party s spins, not      | party s itself (Atomics.or/and,|
  * |        |       | registered, waiting for a message here (channel.ts runSync)| no lock); supervisor if it died|
- * | 8192   | ...   | DATA area: the ring (DATA_SIZE bytes; grows in place)      | senders write, receivers read  |
+ * | 8192   | ...   | DATA area of generation 0: the ring (DATA_SIZE bytes)      | senders write, receivers read  |
  *
  * Record (at an 8-aligned offset of the data area; 16-byte header):
  *
@@ -129,6 +145,29 @@
 import { CorruptDataError } from "./errors.js";
 
 export const HEADER_BYTES = 8192;
+/** Doubling from 64 bytes to the 1 GiB limit takes 24 generations; more means a corrupt DATA_GEN. */
+const MAX_DATA_GENERATIONS = 64;
+
+/**
+ * How a thread finds a grown data area (installed by registry.ts in user
+ * threads, by the supervisor in its own): `publish` makes a new generation
+ * findable before DATA_GEN names it; `resolve` returns generation `gen` of
+ * `memory`'s data area, or throws (CorruptDataError when it cannot exist;
+ * in the supervisor, DataPending while its registration is on the way).
+ */
+export interface DataBuffers {
+  publish(memory: ChannelMemory, gen: number, buffer: SharedArrayBuffer): void;
+  resolve(memory: ChannelMemory, gen: number): SharedArrayBuffer;
+}
+let dataBuffers: DataBuffers = {
+  publish() {},
+  resolve(memory, gen) {
+    throw memory.corrupt(`data generation ${gen} is unknown in this thread`);
+  },
+};
+export function installDataBuffers(hooks: DataBuffers): void {
+  dataBuffers = hooks;
+}
 export const RECORD_HEADER_BYTES = 16;
 const MAGIC = 0x43484e32;
 
@@ -158,6 +197,8 @@ export const H = {
   READ: 33,
   SEQ_HEAD: 34,
   REMOVED: 35,
+  DATA_GEN: 40,
+  TOKEN: 41,
   RECV_LOCK: 47,
 } as const;
 
@@ -233,17 +274,23 @@ export class ChannelMemory {
   /** Roll back each lock's journal (bound once: passed to the lock on every acquisition). */
   readonly rollbackSendBound: () => void = () => void this.rollbackSend();
   readonly rollbackRecvBound: () => void = () => void this.rollbackRecv();
+  /** The buffer holding the header (and the data area of generation 0): what travels to other threads. */
   readonly buffer: SharedArrayBuffer;
   readonly header: Int32Array;
   readonly counters: Float64Array;
   /**
-   * Fixed-length views of the data area, remapped when it grows (see
-   * remapData). Not length-tracking views: on V8 11 an element access through
-   * a length-tracking view of a growable buffer costs ~35x a fixed one.
+   * Views of the data area of generation `dataGen`, switched when another
+   * thread grew it (see dataSize and switchData). Valid only under a lock:
+   * growth takes both.
    */
   data: Uint8Array;
   dataWords: Int32Array;
+  private dataGen = 0;
+  /** The newest data buffer this thread knows of (from its own growth, a fetch, or the supervisor's registrations). */
+  private newestData: { gen: number; buffer: SharedArrayBuffer } | undefined;
   readonly id: number;
+  /** The first word of TOKEN: tells this incarnation of the id from earlier ones. */
+  readonly nonce: number;
   readonly name: string;
   /** -1 for Infinity. */
   readonly capacity: number;
@@ -269,11 +316,13 @@ export class ChannelMemory {
     this.buffer = buffer;
     this.header = new Int32Array(buffer, 0, HEADER_BYTES / 4);
     this.counters = new Float64Array(buffer, 0, HEADER_BYTES / 8);
-    const dataBytes = buffer.byteLength - HEADER_BYTES;
+    // Generation 0 until a locked section finds DATA_GEN newer (dataSize).
+    const dataBytes = (buffer.byteLength - HEADER_BYTES) & ~7;
     this.data = new Uint8Array(buffer, HEADER_BYTES, dataBytes);
     this.dataWords = new Int32Array(buffer, HEADER_BYTES, dataBytes >>> 2);
     if (Atomics.load(this.header, H.MAGIC) !== MAGIC) throw new CorruptDataError("shared memory is not a channel (bad magic word)");
     this.id = Atomics.load(this.header, H.ID);
+    this.nonce = Atomics.load(this.header, H.TOKEN);
     this.capacity = Atomics.load(this.header, H.CAPACITY);
     if (this.capacity < -1) throw new CorruptDataError(`channel ${this.id}: capacity ${this.capacity} out of range`);
     const nameLength = Atomics.load(this.header, H.NAME_LEN);
@@ -337,6 +386,7 @@ export class ChannelMemory {
       return true;
     }
     if (valid !== JOURNAL_BOTH_LOCKS) return false;
+    this.refreshData(); // its undo entries for the data area are for the newest generation
     const count = Math.min(Math.max(Atomics.load(header, SEND_JOURNAL_UNDO_WORD), 0), JOURNAL_MAX_ENTRIES);
     for (let i = count - 1; i >= 0; i--) {
       const at = SEND_JOURNAL_ENTRIES_WORD + i * 3;
@@ -417,6 +467,18 @@ export class ChannelMemory {
       (Atomics.load(h, H.STREAM_RECEIVER) << 21) ^
       (Atomics.load(h, H.WAITING_RECEIVERS) << 13)
     );
+  }
+
+  /**
+   * True once both sides are closed (CLOSED has both bits): no handle of the
+   * channel is left in any thread, in a message or in flight (ends in transit
+   * count as handles), so nobody can ever refer to its id again. Sticky: the
+   * bits are only ever set, under both locks. Read without a lock; a torn
+   * read of a corrupt word may say true, and a corrupt channel is then
+   * forgotten by a cache, which only costs a fetch.
+   */
+  isDead(): boolean {
+    return (Atomics.load(this.header, H.CLOSED) & (CLOSED_NO_SENDERS | CLOSED_NO_RECEIVERS)) === (CLOSED_NO_SENDERS | CLOSED_NO_RECEIVERS);
   }
 
   /** `channel 5 "replies"` — how messages name this channel. */
@@ -560,16 +622,43 @@ export class ChannelMemory {
 
   // ---- ring ----
   /** Re-creates the data views over the whole buffer (after this or another thread grew it). */
-  private remapData(): void {
-    const dataBytes = this.buffer.byteLength - HEADER_BYTES;
-    this.data = new Uint8Array(this.buffer, HEADER_BYTES, dataBytes);
-    this.dataWords = new Int32Array(this.buffer, HEADER_BYTES, dataBytes >>> 2);
+  /** Makes `buffer` (generation `gen`) this thread's data area. */
+  private mapData(gen: number, buffer: SharedArrayBuffer): void {
+    const offset = gen === 0 ? HEADER_BYTES : 0;
+    const bytes = (buffer.byteLength - offset) & ~7;
+    this.data = new Uint8Array(buffer, offset, bytes);
+    this.dataWords = new Int32Array(buffer, offset, bytes >>> 2);
+    this.dataGen = gen;
+    this.offerData(gen, buffer);
   }
 
-  /** The data area's size, checked (remaps the views if another thread grew it). Under either lock. */
+  /** Remembers `buffer` as data generation `gen` of this channel, if newer than what this thread knows. */
+  offerData(gen: number, buffer: SharedArrayBuffer): void {
+    if (gen > 0 && (!this.newestData || gen > this.newestData.gen)) this.newestData = { gen, buffer };
+  }
+
+  /** The data buffer of generation `gen` if this thread already knows it. */
+  knownData(gen: number): SharedArrayBuffer | undefined {
+    return this.newestData?.gen === gen ? this.newestData.buffer : undefined;
+  }
+
+  /**
+   * Switches this thread's views to the data generation DATA_GEN names, if
+   * another thread grew the ring (under either lock, or before recovering a
+   * dead owner's lock: growth takes both, so it cannot change meanwhile).
+   * Throws CorruptDataError for a generation that cannot exist.
+   */
+  refreshData(): void {
+    const gen = Atomics.load(this.header, H.DATA_GEN);
+    if (gen === this.dataGen) return;
+    if (gen < this.dataGen || gen > MAX_DATA_GENERATIONS) throw this.corrupt(`data generation ${gen} (this thread has ${this.dataGen})`);
+    this.mapData(gen, this.knownData(gen) ?? dataBuffers.resolve(this, gen));
+  }
+
+  /** The data area's size, checked (switches to a grown data area first). Under either lock. */
   dataSize(): number {
+    if (this.header[H.DATA_GEN] !== this.dataGen) this.refreshData();
     const size = this.get(H.DATA_SIZE);
-    if (size > this.data.length) this.remapData();
     if (size < RECORD_HEADER_BYTES || size > this.data.length || (size & 7) !== 0) throw this.corrupt(`data size ${size}`);
     return size;
   }
@@ -815,12 +904,11 @@ export class ChannelMemory {
     const recordsEnd = wrapped ? this.endOfRecordsBeforeWrap(head, size) : 0;
     if (tail !== (head + used) % size) throw this.corrupt(`tail ${tail} is not head ${head} + used ${used}`);
     if (wrapped && recordsEnd + tail + bytes > wanted) return false;
-    // The buffer may already be longer than DATA_SIZE: a growth whose critical
-    // section was rolled back (its thread died) cannot shrink the buffer back.
-    // A SharedArrayBuffer never shrinks, so reuse what is there.
-    wanted = Math.min(max, Math.max(wanted, (this.buffer.byteLength - HEADER_BYTES) & ~7));
-    if (HEADER_BYTES + wanted > this.buffer.byteLength) this.buffer.grow(HEADER_BYTES + wanted);
-    this.remapData();
+    // The data area may already be longer than DATA_SIZE: a growth whose
+    // critical section was rolled back (its thread died) left a newer,
+    // larger generation in place; use what is there.
+    wanted = Math.min(max, Math.max(wanted, this.data.length));
+    if (wanted > this.data.length) this.replaceData(wanted, size);
     this.set(H.DATA_SIZE, wanted);
     if (used === 0) {
       this.set(H.HEAD, 0);
@@ -834,6 +922,25 @@ export class ChannelMemory {
       Atomics.store(this.header, H.WRITTEN, (this.get(H.READ) + (recordsEnd + tail - head)) | 0);
     }
     return true;
+  }
+
+  /**
+   * Under both locks: moves the data area to a new buffer of `bytes` bytes,
+   * copying the first `size` (the whole ring). The DATA_GEN store is the
+   * switch, after the copy and after the buffer is published (registered
+   * with the supervisor, where other threads fetch it): a thread that dies
+   * before it leaves the old generation untouched; one that dies after it
+   * leaves a full copy, and its section's rollback then restores DATA_SIZE,
+   * HEAD and TAIL over it (DATA_GEN is outside the journal's snapshot).
+   */
+  private replaceData(bytes: number, size: number): void {
+    const gen = this.dataGen + 1;
+    if (gen > MAX_DATA_GENERATIONS) throw this.corrupt(`data generation ${gen}`);
+    const buffer = new SharedArrayBuffer(bytes);
+    new Uint8Array(buffer, 0, size).set(this.data.subarray(0, size));
+    dataBuffers.publish(this, gen, buffer);
+    Atomics.store(this.header, H.DATA_GEN, gen);
+    this.mapData(gen, buffer);
   }
 
   /** Where the records that start at `head` end before the ring wraps (the padding's start). */
@@ -860,10 +967,11 @@ export function createChannelMemory(options: {
 }): SharedArrayBuffer {
   const initial = Math.max(align8(options.bufferBytes), 64);
   const max = Math.max(initial, align8(options.maxBufferBytes));
-  const buffer = new SharedArrayBuffer(HEADER_BYTES + initial, { maxByteLength: HEADER_BYTES + max });
+  const buffer = new SharedArrayBuffer(HEADER_BYTES + initial); // fixed size: see the file comment
   const header = new Int32Array(buffer, 0, HEADER_BYTES / 4);
   header[H.MAGIC] = MAGIC;
   header[H.ID] = options.id;
+  crypto.getRandomValues(header.subarray(H.TOKEN, H.TOKEN + 4));
   header[H.CAPACITY] = options.capacity === Infinity ? -1 : options.capacity;
   header[H.DATA_SIZE] = initial;
   header[H.MAX_DATA_SIZE] = max;
