@@ -12,6 +12,7 @@ import { suite, assert, withTimeout } from "./_harness.js";
 import {
   ChannelClosedError,
   ChannelFullError,
+  create,
   createChannel,
   ExecutionFailed,
   InterpreterClosedError,
@@ -243,6 +244,26 @@ test("env and resourceLimits reach the interpreters", async () => {
     assert.is(await pool.call<string>(tasks, "envOf", "POOL_GREETING"), "hello", "its replacement works");
   } finally {
     await pool.close();
+  }
+});
+
+test("a pool created inside an interpreter: its threads are interpreters too", async () => {
+  const outer = await create({ name: "pool owner" });
+  try {
+    const [rx, tx] = createChannel<string>({ capacity: 1 });
+    await outer.exec(
+      `
+      import { InterpreterPool } from "interpreters";
+      const pool = new InterpreterPool({ name: "nested", maxInterpreters: 1 });
+      const who = await pool.call(tasks, "whoAmI");
+      out.sendSync(who.name + " " + (await pool.call(tasks, "square", 9)));
+      await pool.close();
+    `,
+      { bind: { out: tx, tasks: tasks.href } },
+    );
+    assert.is(await rx.recv({ timeout: 10_000 }), "nested-1 81");
+  } finally {
+    await outer.close();
   }
 });
 
