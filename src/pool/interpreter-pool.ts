@@ -215,7 +215,17 @@ export class InterpreterPool {
       },
     });
     const workerData: PoolWorkerData = { pool: name, requests, table: this.#table.buffer };
-    this.#tinypool = new Tinypool({
+    try {
+      this.#tinypool = this.#startTinypool(idleTimeout, options, workerData);
+    } catch (err) {
+      this.#requests.close();
+      throw err;
+    }
+    this.#tinypool.on("error", (err: unknown) => this.#onIdleThreadError(err));
+  }
+
+  #startTinypool(idleTimeout: number, options: PoolOptions, workerData: PoolWorkerData): Tinypool {
+    return new Tinypool({
       filename: workerFilename(),
       name: HANDLER_NAME,
       minThreads: this.#min,
@@ -230,7 +240,6 @@ export class InterpreterPool {
       execArgv: execArgvForWorkers(),
       workerData,
     });
-    this.#tinypool.on("error", (err: unknown) => this.#onIdleThreadError(err));
   }
 
   /**
@@ -465,7 +474,7 @@ export class InterpreterPool {
       } else if (thread === undefined) {
         this.#settleAfterThread(pending, thread);
       } else {
-        this.#settleWithResult(pending, thread.takeResult(pending.index), thread);
+        this.#settleWithResult(pending, this.#takeResult(pending, thread), thread);
       }
     }
     this.#finishIfDone(pending);
@@ -521,10 +530,21 @@ export class InterpreterPool {
         return this.#settle(pending, false, new InterpreterClosedError(`${pending.label} on pool "${this.name}": the pool was terminated while the task ran`));
       }
       // Synchronously after `gone`: the results channel closes only after a macrotask (onThreadExit).
-      const result = thread?.takeResult(pending.index);
+      const result = thread === undefined ? undefined : this.#takeResult(pending, thread);
+      if (pending.settled) return; // taking it failed
       if (result !== undefined) return this.#settleWithResult(pending, result, thread!);
       this.#settle(pending, false, deathError(pending, thread, this.name));
-    })();
+    })().catch((err: unknown) => this.#settle(pending, false, err));
+  }
+
+  /** The result of `pending` off `thread`'s results channel; undefined (and `pending` rejected) if it cannot be read. */
+  #takeResult(pending: PendingTask, thread: PoolThread): TaskResult | undefined {
+    try {
+      return thread.takeResult(pending.index);
+    } catch (err) {
+      this.#settle(pending, false, err);
+      return undefined;
+    }
   }
 
   #settleWithResult(pending: PendingTask, result: TaskResult | undefined, thread: PoolThread): void {
@@ -634,7 +654,12 @@ export class InterpreterPool {
 
   #tellTinypoolOfExit(thread: PoolThread): void {
     if (!this.#tinypool.threads.includes(thread.worker)) return; // it knows (an 'error', or it ended the thread)
-    thread.worker.emit("error", new InterpreterClosedError(`pool "${this.name}": ${thread.describe()} exited (code ${thread.exitCode})`));
+    try {
+      thread.worker.emit("error", new InterpreterClosedError(`pool "${this.name}": ${thread.describe()} exited (code ${thread.exitCode})`));
+    } catch (err) {
+      // tinypool's handler failed: say so rather than end the process from an 'exit' listener.
+      process.emitWarning(`interpreters: pool "${this.name}": tinypool failed to handle the exit of ${thread.describe()}: ${String(err)}`);
+    }
   }
 
   /**
