@@ -40,7 +40,7 @@
  * |--------|-------|------------------------------------------------------------|--------------------------------|
  * | 0      | 4     | MAGIC 0x43484e32 ("CHN2")                                  | creator                        |
  * | 4      | 4     | channel id                                                 | creator                        |
- * | 8      | 4     | capacity: -1 = Infinity, 0 = rendezvous, n = bounded       | creator                        |
+ * | 8      | 4     | capacity: -1 = Infinity, 0 = rendezvous, n = bounded       | creator; both (setCapacity)    |
  * | 12     | 4     | SEND_HANDLES: open send handles, in transit included       | both (handle owners, supervisor)|
  * | 16     | 4     | RECV_HANDLES: open recv handles, in transit included       | both                           |
  * | 20     | 4     | CLOSED bits: 1 no sender left, 2 no receiver left (sticky) | both (last closer)             |
@@ -59,6 +59,8 @@
  * | 72     | 4     | SEQ_TAIL: seq the next message gets = messages ever admitted | send side                    |
  * | 80     | 8     | SENT (float64): messages accepted                          | send side                      |
  * | 88     | 4     | SENDERS_SHORT_OF_BYTES: 1 while a waiting sender of a bounded channel found a slot free but not the bytes; cleared when no sender waits | both |
+ * | 92     | 4     | OVERFLOW: what a send does with no room: 0 wait, 1 drop-newest, 2 drop-oldest, 3 error | creator |
+ * | 96     | 8     | DROPPED (float64): messages discarded by the overflow policy | send side                      |
  * | 124    | 4     | SEND_LOCK: 0 free, else (owner slot + 1) + contended bit   | lockers (mutex.ts)             |
  * | 128    | 4     | HEAD: byte offset of the oldest record (or padding)        | recv side                      |
  * | 132    | 4     | READ: bytes ever freed from the ring                       | recv side                      |
@@ -192,6 +194,7 @@ export const H = {
   WRITTEN: 17,
   SEQ_TAIL: 18,
   SENDERS_SHORT_OF_BYTES: 22,
+  OVERFLOW: 23,
   SEND_LOCK: 31,
   HEAD: 32,
   READ: 33,
@@ -203,6 +206,7 @@ export const H = {
 } as const;
 
 const F64_SENT = 80 / 8;
+const F64_DROPPED = 96 / 8;
 const F64_RECEIVED = 144 / 8;
 const SEND_WAITERS_WORD = 192 / 4;
 const RECV_WAITERS_WORD = 224 / 4;
@@ -219,9 +223,13 @@ const SEND_JOURNAL_UNDO_WORD = 4484 / 4;
 const SEND_SNAPSHOT_WORD = 4496 / 4;
 const SEND_JOURNAL_ENTRIES_WORD = 4624 / 4;
 const JOURNAL_MAX_ENTRIES = 64;
-/** The words a send-lock-only section may change: TAIL, WRITTEN, SEQ_TAIL, SENT (float64, words 20-21). */
+/**
+ * The words a send-lock-only section may change: TAIL, WRITTEN, SEQ_TAIL,
+ * SENT (float64, words 20-21) and DROPPED (words 24-25); words 22-23 are
+ * written only under both locks, so restoring them is a no-op.
+ */
 const SEND_SIDE_FIRST = 16;
-const SEND_SIDE_END = 22;
+const SEND_SIDE_END = 26;
 const RECV_JOURNAL_VALID_WORD = 5440 / 4;
 /** The recv journal snapshots words [HEAD, RECV_SIDE_END): HEAD, READ, SEQ_HEAD, REMOVED, RECEIVED. */
 const RECV_SNAPSHOT_WORD = 5456 / 4;
@@ -234,6 +242,11 @@ const AREA_HEADER = 1;
 const AREA_DATA = 2;
 /** Holder table index that counts ends carried inside messages or in flight. */
 export const TRANSIT = 256;
+
+/** Overflow policies as stored in OVERFLOW (see channel.ts for their meaning). */
+export const Overflow = { WAIT: 0, DROP_NEWEST: 1, DROP_OLDEST: 2, ERROR: 3 } as const;
+export const OVERFLOW_NAMES = ["wait", "drop-newest", "drop-oldest", "error"] as const;
+export type OverflowPolicy = (typeof OVERFLOW_NAMES)[number];
 
 export const CLOSED_NO_SENDERS = 1;
 export const CLOSED_NO_RECEIVERS = 2;
@@ -292,8 +305,8 @@ export class ChannelMemory {
   /** The first word of TOKEN: tells this incarnation of the id from earlier ones. */
   readonly nonce: number;
   readonly name: string;
-  /** -1 for Infinity. */
-  readonly capacity: number;
+  /** The overflow policy (Overflow.*), fixed at creation. */
+  readonly overflow: number;
   /**
    * This thread's last reads of the other side's counters (see the file
    * comment: each only moves forward while anyone can see it, so an old
@@ -323,8 +336,10 @@ export class ChannelMemory {
     if (Atomics.load(this.header, H.MAGIC) !== MAGIC) throw new CorruptDataError("shared memory is not a channel (bad magic word)");
     this.id = Atomics.load(this.header, H.ID);
     this.nonce = Atomics.load(this.header, H.TOKEN);
-    this.capacity = Atomics.load(this.header, H.CAPACITY);
-    if (this.capacity < -1) throw new CorruptDataError(`channel ${this.id}: capacity ${this.capacity} out of range`);
+    const capacity = Atomics.load(this.header, H.CAPACITY);
+    if (capacity < -1) throw new CorruptDataError(`channel ${this.id}: capacity ${capacity} out of range`);
+    this.overflow = Atomics.load(this.header, H.OVERFLOW);
+    if (this.overflow < 0 || this.overflow > Overflow.ERROR) throw new CorruptDataError(`channel ${this.id}: overflow policy ${this.overflow} out of range`);
     const nameLength = Atomics.load(this.header, H.NAME_LEN);
     if (nameLength < 0 || nameLength > NAME_BYTES) throw new CorruptDataError(`channel ${this.id}: name length ${nameLength} out of range`);
     this.name = new TextDecoder().decode(new Uint8Array(buffer, NAME_OFFSET, nameLength).slice());
@@ -465,7 +480,8 @@ export class ChannelMemory {
       (Atomics.load(h, H.WITHDRAWN) * 0xc2b2ae35) ^
       (Atomics.load(h, H.CLOSED) << 29) ^
       (Atomics.load(h, H.STREAM_RECEIVER) << 21) ^
-      (Atomics.load(h, H.WAITING_RECEIVERS) << 13)
+      (Atomics.load(h, H.WAITING_RECEIVERS) << 13) ^
+      (Atomics.load(h, H.CAPACITY) * 0x27d4eb2f) // setCapacity: a waiter re-checks under the new rule
     );
   }
 
@@ -491,6 +507,71 @@ export class ChannelMemory {
   }
 
   // ---- statistics (float64; SENT on the send side, RECEIVED on the recv side) ----
+  /**
+   * The capacity now: -1 for Infinity, 0 rendezvous, n bounded. It changes
+   * only under both locks (setCapacity), so it is exact under either lock;
+   * outside them a stale value is tolerated (stats, wake-ups, descriptions).
+   * A corrupt word below -1 reads as Infinity here; stats and the deadlock
+   * detector name it.
+   */
+  get capacity(): number {
+    const capacity = this.header[H.CAPACITY]!;
+    return capacity < -1 ? -1 : capacity;
+  }
+  get dropped(): number {
+    return this.counters[F64_DROPPED]!;
+  }
+  set dropped(value: number) {
+    this.counters[F64_DROPPED] = value;
+  }
+
+  /**
+   * Under both locks: discards the oldest message that no receiver has
+   * started to take (one being streamed out is skipped, as is one still
+   * being streamed in), for the drop-oldest policy. Its records become
+   * tombstones (so the buffered count falls at once and the order of what
+   * remains is kept), and tombstones at the head are freed (so its bytes
+   * are free if it was the oldest record). Returns the payload of the
+   * dropped message if it carried channel ends (the caller releases them
+   * after unlocking), true if it dropped one without, false if there was
+   * nothing it may drop.
+   */
+  dropOldest(): Uint8Array | boolean {
+    const streamedOut = this.get(H.STREAM_RECEIVER) !== 0 || this.get(H.STREAM_SENDER) !== 0 ? this.get(H.STREAM_SEQ) : undefined;
+    let victim = -1;
+    let victimSeq = 0;
+    this.forEachRecord((offset) => {
+      if (victim >= 0) return;
+      const flags = this.recordFlags(offset);
+      if (flags & R_TOMBSTONE || !(flags & R_FIRST)) return;
+      const seq = this.recordSeq(offset);
+      if (streamedOut !== undefined && seq === streamedOut) return;
+      victim = offset;
+      victimSeq = seq;
+    });
+    if (victim < 0) return false;
+    const flags = this.recordFlags(victim);
+    const carried = flags & R_ATTACH ? this.payload(victim).slice() : true;
+    this.forEachRecord((offset) => {
+      if (this.recordSeq(offset) === victimSeq && !(this.recordFlags(offset) & R_TOMBSTONE)) {
+        this.setRecordFlags(offset, this.recordFlags(offset) | R_TOMBSTONE);
+      }
+    });
+    this.add(H.WITHDRAWN, 1);
+    this.dropped += 1;
+    this.freeTombstonesAtHead();
+    return carried;
+  }
+
+  /** Under both locks: frees withdrawn records at the head of the ring (their bytes go back to senders). */
+  freeTombstonesAtHead(): void {
+    for (;;) {
+      const at = this.headRecord();
+      if (at < 0 || !(this.recordFlags(at) & R_TOMBSTONE)) return;
+      this.popRecord(at);
+    }
+  }
+
   get sent(): number {
     return this.counters[F64_SENT]!;
   }
@@ -964,6 +1045,7 @@ export function createChannelMemory(options: {
   maxBufferBytes: number;
   maxMessageBytes: number;
   name: string;
+  overflow: number;
 }): SharedArrayBuffer {
   const initial = Math.max(align8(options.bufferBytes), 64);
   const max = Math.max(initial, align8(options.maxBufferBytes));
@@ -973,6 +1055,7 @@ export function createChannelMemory(options: {
   header[H.ID] = options.id;
   crypto.getRandomValues(header.subarray(H.TOKEN, H.TOKEN + 4));
   header[H.CAPACITY] = options.capacity === Infinity ? -1 : options.capacity;
+  header[H.OVERFLOW] = options.overflow;
   header[H.DATA_SIZE] = initial;
   header[H.MAX_DATA_SIZE] = max;
   header[H.MAX_MESSAGE_BYTES] = options.maxMessageBytes;

@@ -280,6 +280,21 @@ export class ChannelMessage implements OutgoingMessage {
     for (const end of this.ends) end.commitMove(`into a message on ${carrier.describe()}`);
   }
 
+  /**
+   * The send completed but the overflow policy discarded the message
+   * (drop-newest): its ends are gone from this thread and closed, as those
+   * of a discarded buffered message are.
+   */
+  discard(carrier: ChannelMemory): void {
+    for (const end of this.ends) {
+      end.commitMove(`into a message on ${carrier.describe()} that its overflow policy discarded`);
+      const memory = end.memory;
+      const { wake, discarded } = locked(memory, () => releaseHandles(memory, end.side, TRANSIT, 1));
+      wakeWaiters(memory, wake);
+      releaseCarriedEnds(discarded);
+    }
+  }
+
   /** The message was refused or withdrawn: its ends come back to this thread. */
   undo(): void {
     for (const end of this.ends) end.undoMove();
