@@ -2,14 +2,16 @@
  * One system of `npm run bench:pool` (bench/pool.ts runs this file once per
  * system and repetition, each in a fresh process):
  *
- *   node dist/bench/pool-child.js --system pool|tinypool|tinypool-events|piscina
+ *   node dist/bench/pool-child.js --system pool|tinypool|tinypool-events|piscina [--payload number|object]
  *
  * pool: InterpreterPool, 2 interpreters. tinypool: Tinypool with its
  * defaults (threads idle in Atomics.wait). tinypool-events: Tinypool with
  * `useAtomics: false`, as InterpreterPool configures it (threads idle in
  * their event loop). piscina: Piscina with its defaults. All with 2
- * threads started up front, all running bench/lib/pool-task.ts's tiny task
- * (`task(x)`, a few integer operations), every result checked.
+ * threads started up front, all running the same tiny task, every result
+ * checked: `--payload number` (default) bench/lib/pool-task.ts's `task(x)`,
+ * a number in and out; `--payload object` bench/pool-object-task.ts, a
+ * small object in and out ({ id, name, values: [4] }).
  *
  * Phases: cold start (construct, first result); warm-up (64 in flight,
  * then sequential for ~1.5 s so that the JIT is done with the paths the
@@ -23,29 +25,31 @@ import Tinypool from "tinypool";
 import { InterpreterPool } from "../src/index.js";
 import { count, phase, runChild, sized, summarize } from "./lib/common.js";
 import { task } from "./lib/interp-side.js";
+import { checkItem, type Item, makeItem } from "./pool-object-task.js";
 
-const POOL_TASK = new URL("./lib/pool-task.js", import.meta.url);
+const NUMBER_TASK = new URL("./lib/pool-task.js", import.meta.url);
+const OBJECT_TASK = new URL("./pool-object-task.js", import.meta.url);
 const IN_FLIGHT = 64;
 
 interface System {
-  submit(x: number): Promise<number>;
+  submit(input: unknown): Promise<unknown>;
   close(): Promise<void>;
 }
 
-function makeSystem(name: string): System {
+function makeSystem(name: string, module: URL): System {
   switch (name) {
     case "pool": {
       const pool = new InterpreterPool({ name: "bench", minInterpreters: 2, maxInterpreters: 2 });
-      return { submit: (x) => pool.call<number>(POOL_TASK, "default", x), close: () => pool.close() };
+      return { submit: (input) => pool.call(module, "default", input), close: () => pool.close() };
     }
     case "tinypool":
     case "tinypool-events": {
-      const pool = new Tinypool({ filename: fileURLToPath(POOL_TASK), minThreads: 2, maxThreads: 2, useAtomics: name === "tinypool" });
-      return { submit: (x) => pool.run(x) as Promise<number>, close: () => pool.destroy() };
+      const pool = new Tinypool({ filename: fileURLToPath(module), minThreads: 2, maxThreads: 2, useAtomics: name === "tinypool" });
+      return { submit: (input) => pool.run(input), close: () => pool.destroy() };
     }
     case "piscina": {
-      const pool = new Piscina({ filename: fileURLToPath(POOL_TASK), minThreads: 2, maxThreads: 2 });
-      return { submit: (x) => pool.run(x) as Promise<number>, close: () => pool.destroy() };
+      const pool = new Piscina({ filename: fileURLToPath(module), minThreads: 2, maxThreads: 2 });
+      return { submit: (input) => pool.run(input), close: () => pool.destroy() };
     }
     default:
       throw new Error(`unknown system ${name}`);
@@ -54,20 +58,22 @@ function makeSystem(name: string): System {
 
 runChild(async (args) => {
   const name = args.system ?? "pool";
+  const objects = args.payload === "object";
+  const inputOf = (x: number): unknown => (objects ? makeItem(x) : x);
+  const isRight = (x: number, out: unknown): boolean => (objects ? checkItem(x, out as Item) : out === task(x));
   let wrong = 0;
   let completed = 0;
   let x = 0;
 
   phase(`cold start ${name}`);
   const coldStart = performance.now();
-  const system = makeSystem(name);
-  if ((await system.submit(1)) !== task(1)) wrong++;
+  const system = makeSystem(name, objects ? OBJECT_TASK : NUMBER_TASK);
+  if (!isRight(1, await system.submit(inputOf(1)))) wrong++;
   const coldMs = performance.now() - coldStart;
 
   const one = async (): Promise<void> => {
     const input = x++;
-    const r = await system.submit(input);
-    if (r !== task(input)) wrong++;
+    if (!isRight(input, await system.submit(inputOf(input)))) wrong++;
     completed++;
   };
   const lanes = async (until: () => boolean): Promise<void> => {

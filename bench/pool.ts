@@ -2,7 +2,8 @@
  * `npm run bench:pool`: InterpreterPool against tinypool used directly and
  * piscina, side by side in one run: tiny tasks, 2 threads each, tasks/s
  * with 64 in flight, p50/p99 latency of one task at a time, and the time
- * to the first result of a new pool. Also tinypool configured as the pool
+ * to the first result of a new pool; with a number in and out, and with a
+ * small object in and out (the pool's codec path). Also tinypool configured as the pool
  * configures it (`useAtomics: false`), which separates what that choice
  * costs from what the pool's own layer costs.
  *
@@ -20,6 +21,10 @@ import { QUICK, RESULT_PREFIX, fmtRate, median, sig, type ChildResult } from "./
 
 const REPS = Number(process.env.BENCH_REPS ?? (QUICK ? 2 : 5));
 const CHILD_TIMEOUT_S = Number(process.env.BENCH_TIMEOUT ?? 60);
+const PAYLOADS = [
+  { id: "number", label: "a number in and out" },
+  { id: "object", label: "a small object in and out ({ id, name, values: [4] })" },
+];
 const SYSTEMS = [
   { id: "pool", label: "InterpreterPool (2 interpreters)" },
   { id: "tinypool", label: "tinypool, defaults (useAtomics)" },
@@ -27,11 +32,11 @@ const SYSTEMS = [
   { id: "piscina", label: "piscina, defaults" },
 ];
 
-function runChildProcess(system: string): Promise<ChildResult & { load: number }> {
+function runChildProcess(system: string, payload: string): Promise<ChildResult & { load: number }> {
   const script = fileURLToPath(new URL("./pool-child.js", import.meta.url));
   const load = loadavg()[0]!;
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [script, "--system", system], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [script, "--system", system, "--payload", payload], { stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
     child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
@@ -50,37 +55,48 @@ function runChildProcess(system: string): Promise<ChildResult & { load: number }
   });
 }
 
-const results = new Map<string, Array<ChildResult & { load: number }>>(SYSTEMS.map((s) => [s.id, []]));
+const key = (payload: string, system: string): string => `${payload}/${system}`;
+const results = new Map<string, Array<ChildResult & { load: number }>>();
 const started = Date.now();
 for (let rep = 0; rep < REPS; rep++) {
-  for (const system of SYSTEMS) {
-    const result = await runChildProcess(system.id);
-    results.get(system.id)!.push(result);
-    const m = result.metrics;
-    process.stderr.write(
-      result.ok
-        ? `rep ${rep + 1}/${REPS} ${system.id}: ${fmtRate(m.tasksPerSec!)} tasks/s, p50 ${sig(m.p50us!)} µs, p99 ${sig(m.p99us!)} µs, first result ${sig(m.coldMs!)} ms (load ${result.load.toFixed(1)})\n`
-        : `rep ${rep + 1}/${REPS} ${system.id}: FAILED ${result.error}\n`,
-    );
+  for (const payload of PAYLOADS) {
+    for (const system of SYSTEMS) {
+      const result = await runChildProcess(system.id, payload.id);
+      const list = results.get(key(payload.id, system.id)) ?? [];
+      list.push(result);
+      results.set(key(payload.id, system.id), list);
+      const m = result.metrics;
+      process.stderr.write(
+        result.ok
+          ? `rep ${rep + 1}/${REPS} ${payload.id} ${system.id}: ${fmtRate(m.tasksPerSec!)} tasks/s, p50 ${sig(m.p50us!)} µs, p99 ${sig(m.p99us!)} µs, first result ${sig(m.coldMs!)} ms (load ${result.load.toFixed(1)})\n`
+          : `rep ${rep + 1}/${REPS} ${payload.id} ${system.id}: FAILED ${result.error}\n`,
+      );
+    }
   }
 }
 
-const med = (id: string, metric: string): number => median(results.get(id)!.filter((r) => r.ok).map((r) => r.metrics[metric]!));
-const failures = [...results.entries()].flatMap(([id, rs]) => rs.filter((r) => !r.ok).map((r) => `${id}: ${r.error}`));
+const med = (k: string, metric: string): number => median((results.get(k) ?? []).filter((r) => r.ok).map((r) => r.metrics[metric]!));
+const failures = [...results.entries()].flatMap(([k, rs]) => rs.filter((r) => !r.ok).map((r) => `${k}: ${r.error}`));
 const loads = [...results.values()].flat().map((r) => r.load);
-const poolRate = med("pool", "tasksPerSec");
-const poolP50 = med("pool", "p50us");
 const ratio = (a: number, b: number): string => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${sig(a / b)}x` : "—");
 
 const lines: string[] = [];
 lines.push(`Tiny tasks on 2 threads; medians of ${REPS} repetitions (round-robin, a fresh process each); load average ${sig(Math.min(...loads))}-${sig(Math.max(...loads))}; ${new Date().toISOString()}, ${((Date.now() - started) / 1000).toFixed(0)} s.`);
-lines.push("");
-lines.push("| system | tasks/s (64 in flight) | pool ÷ this | p50 µs (1 in flight) | p99 µs | pool p50 ÷ this | first result, ms |");
-lines.push("|---|---|---|---|---|---|---|");
-for (const system of SYSTEMS) {
-  const rate = med(system.id, "tasksPerSec");
-  const p50 = med(system.id, "p50us");
-  lines.push(`| ${system.label} | ${fmtRate(rate)} | ${system.id === "pool" ? "1" : ratio(poolRate, rate)} | ${sig(p50)} | ${sig(med(system.id, "p99us"))} | ${system.id === "pool" ? "1" : ratio(poolP50, p50)} | ${sig(med(system.id, "coldMs"))} |`);
+for (const payload of PAYLOADS) {
+  const poolRate = med(key(payload.id, "pool"), "tasksPerSec");
+  const poolP50 = med(key(payload.id, "pool"), "p50us");
+  lines.push("");
+  lines.push(`${payload.label}:`);
+  lines.push("");
+  lines.push("| system | tasks/s (64 in flight) | pool ÷ this | p50 µs (1 in flight) | p99 µs | pool p50 ÷ this | first result, ms |");
+  lines.push("|---|---|---|---|---|---|---|");
+  for (const system of SYSTEMS) {
+    const k = key(payload.id, system.id);
+    const rate = med(k, "tasksPerSec");
+    const p50 = med(k, "p50us");
+    const self = system.id === "pool";
+    lines.push(`| ${system.label} | ${fmtRate(rate)} | ${self ? "1" : ratio(poolRate, rate)} | ${sig(p50)} | ${sig(med(k, "p99us"))} | ${self ? "1" : ratio(poolP50, p50)} | ${sig(med(k, "coldMs"))} |`);
+  }
 }
 if (failures.length > 0) {
   lines.push("");

@@ -112,6 +112,28 @@ test("maxQueue: refused at once with ChannelFullError naming the pool while all 
   }
 });
 
+test("arguments are taken as they were at the call, even when the task waits in the queue", async () => {
+  const pool = new InterpreterPool({ name: "snapshot", maxInterpreters: 1 });
+  try {
+    const [goRx, goTx] = createChannel<string>({ capacity: 1 });
+    const [startedRx, startedTx] = createChannel<string>({ capacity: 1 });
+    const blocked = pool.call(tasks, "block", goRx, startedTx);
+    await startedRx.recv({ timeout: 20_000 });
+    const numbers = [2, 3];
+    const object = { a: 1 };
+    const plain = pool.run<number>({ module: tasks, export: "default", args: numbers });
+    const encoded = pool.call<number>(tasks, "echo", object);
+    numbers[0] = 100;
+    object.a = 100;
+    goTx.sendSync("go");
+    await blocked;
+    assert.is(await plain, 5);
+    assert.equal(await encoded, { a: 1 });
+  } finally {
+    await pool.close();
+  }
+});
+
 test("channel ends passed as arguments move into tasks and are used there; ends in results move back", async () => {
   const [rx, tx] = createChannel<number>({ capacity: 4, name: "numbers" });
   const producing = shared.call<number>(tasks, "produce", tx, 1000);

@@ -405,7 +405,9 @@ export class InterpreterPool {
    */
   #encode(pending: Omit<PendingTask, "payload">, module: string, exportName: string, args: unknown[]): { payload: TaskPayload; carrier?: RecvChannel<unknown> } {
     const index = pending.index;
-    if (args.every(isPlain)) return { payload: { index, module, exportName, plain: args, [PENDING]: pending } as TaskPayload };
+    // A copy: the task gets the arguments as they were at the call, as a channel message would (tinypool
+    // posts the payload only when a thread is free).
+    if (args.every(isPlain)) return { payload: { index, module, exportName, plain: args.slice(), [PENDING]: pending } as TaskPayload };
     const message = encodeForChannel(args);
     if (message.ends.length === 0) return { payload: { index, module, exportName, args: copyOut(message), [PENDING]: pending } as TaskPayload };
     message.undo(); // the ends come back here; the channel's send moves them again
