@@ -5,7 +5,9 @@
  * and is not"): code in one can still write shared memory it was given, or
  * exit the process; these tests are about what it was NOT given.
  */
-import { suite, assert } from "./_harness.js";
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { suite, assert, withTimeout } from "./_harness.js";
 import { ChannelClosedError, create, createChannel } from "../src/index.js";
 import { refusedRequests } from "../src/control.js";
 
@@ -143,5 +145,41 @@ test("ends passed legitimately keep working everywhere (the capability travels w
   }
 });
 const [nextRx, nextTx] = createChannel<unknown>();
+
+test("a registration of memory that is not a channel does not stop the supervisor (it refuses it and goes on)", async () => {
+  // Made before any interpreter, so the supervisor sees the channel only when it starts: corrupt by then.
+  const script = `
+    import { create, createChannel } from "./src/index.ts";
+    import { endOf } from "./src/transfer.ts";
+    import { refusedRequests } from "./src/control.ts";
+    const [badRx] = createChannel({ name: "bad" });
+    Atomics.store(endOf(badRx).memory.header, 0, 12345); // the magic word
+    const a = await create({ name: "a" });
+    const [rx, tx] = createChannel();
+    await a.exec("tx.sendSync('alive')", { bind: { tx } });   // a fetch-free round trip
+    console.log(await rx.recv({ timeout: 10000 }));
+    const b = await create({ name: "b" });
+    const [r2, t2] = createChannel();
+    await b.exec("globalThis.keep = t2", { bind: { t2 } });
+    await b.terminate();                                          // death cleanup still runs
+    try { await r2.recv({ timeout: 10000 }); } catch (e) { console.log(e.name); }
+    console.log("refused", refusedRequests() >= 1);
+    await a.close();
+  `;
+  const root = fileURLToPath(new URL("..", import.meta.url));
+  const { code, output } = await withTimeout(
+    new Promise<{ code: number | null; output: string }>((resolve) => {
+      const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+      let output = "";
+      child.stdout.on("data", (d) => (output += d));
+      child.stderr.on("data", (d) => (output += d));
+      child.on("exit", (code) => resolve({ code, output }));
+    }),
+    60_000,
+    "child with a corrupt channel exits",
+  );
+  assert.is(code, 0, output);
+  assert.match(output, /alive\s+ChannelClosedError\s+refused true/);
+});
 
 test.run();

@@ -92,7 +92,18 @@ function listen(port: MessagePort, slot: number, id: number): void {
       if (isFetchLike(request)) answerFetch(port, slot, null); // whoever waits for an answer gets one
       return;
     }
-    handle(request as SupervisorRequest, port, slot);
+    try {
+      handle(request as SupervisorRequest, port, slot);
+    } catch (err) {
+      // The supervisor must outlive anything a party sends it: a registration
+      // of memory that is not a channel (CorruptDataError from ChannelMemory)
+      // is refused like any other bad request, and its sender's fetch answered.
+      if (!(err instanceof CorruptDataError)) throw err;
+      refuse(`a request naming corrupt memory (${err.message})`, slot);
+      if (isFetchLike(request)) answerFetch(port, slot, null);
+      else if (isRegistration(request)) registrationHandled(slot, ""); // counted, so fetches do not wait for it
+
+    }
   });
   port.on("close", () => partyGone(slot, id));
 }
@@ -211,6 +222,10 @@ function malformed(request: unknown): string {
 }
 function isToken(v: unknown): v is Token {
   return Array.isArray(v) && v.length === 4 && v.every((w) => typeof w === "number" && Number.isInteger(w));
+}
+function isRegistration(request: unknown): boolean {
+  const type = (request as { type?: unknown } | null)?.type;
+  return type === "channel" || type === "object" || type === "data";
 }
 function isFetchLike(request: unknown): boolean {
   const type = (request as { type?: unknown } | null)?.type;
