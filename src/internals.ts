@@ -7,16 +7,21 @@
  * supervisor link itself (attachParty, bootDataFor, waitForRelease), moves
  * task arguments and results with the channel codec so that the ends they
  * carry are accounted for exactly (encodeForChannel, decodeFromChannel,
- * End, channelFromBuffer, handleFor), and resolves modules and reports
- * errors as Interpreter.call does (moduleHref, errorToRecord).
+ * End, channelFromBuffer, handleFor), and resolves, loads and runs modules
+ * and reports their errors exactly as Interpreter.call does
+ * (resolveModule, importModule, callExport, errorRecordOf,
+ * executionFailedFrom; bootEntriesFor for the TypeScript loader).
  */
 export { addRunning, mySlot, MAX_PARTIES, nextInterpreterId, nextObjectId, PartyState, setSlotState, WORKER_DATA_KEY, bootDataFor } from "./control.js";
-export { attachParty, moduleHref, waitForRelease } from "./interpreter.js";
+export { attachParty, waitForRelease } from "./interpreter.js";
+export { resolveModule } from "./module-specifier.js";
+export type { ModuleBase } from "./module-specifier.js";
+export { callExport, endsIn, errorRecordOf, importModule } from "./module-loading.js";
 export { ensureSupervisor, postToSupervisor } from "./supervisor-link.js";
-export { execArgvForWorkers } from "./spawn.js";
+export { bootEntriesFor, execArgvForWorkers } from "./spawn.js";
 export { decodeFromChannel, decodeFromPost, encodeForChannel, encodeForPost, endOf, handleFor } from "./transfer.js";
 export type { PostedValue } from "./transfer.js";
 export { End } from "./handle.js";
 export { channelFromBuffer } from "./registry.js";
-export { errorToRecord } from "./errors.js";
+export { errorToRecord, executionFailedFrom } from "./errors.js";
 export type { ErrorRecord } from "./errors.js";

@@ -46,10 +46,15 @@ test("call and run: results, and every pool thread is an interpreter named after
   assert.equal(squares, Array.from({ length: 20 }, (_, i) => i * i));
 });
 
-test("module specifiers: a URL, its href and an absolute path name the same module", async () => {
+test("module specifiers resolve as for Interpreter.call: URL, href, absolute path, relative to the calling file, bare", async () => {
   assert.is(await shared.call<number>(tasks.href, "square", 3), 9);
   assert.is(await shared.call<number>(fileURLToPath(tasks), "square", 4), 16);
+  assert.is(await shared.call<number>("./fixtures/pool-tasks.ts", "square", 5), 25, "relative to this file, not to the current directory");
   assert.is(await shared.call<string>("node:path", "basename", "/a/b/c.txt"), "c.txt");
+  assert.is(await shared.call<boolean>("uvu/assert", "ok", true), undefined, "a bare specifier, resolved from this file");
+  const err = (await assert.rejects(shared.call("./fixtures/pool-no-such-module.ts", "x"), ExecutionFailed)) as ExecutionFailed;
+  assert.match(err.message, /cannot import "\.\/fixtures\/pool-no-such-module\.ts", resolved against file:\/\/.*\/test\/pool\.test\.ts \(the calling file\)/);
+  assert.match(err.message, /pool "shared"/);
 });
 
 test("a task that throws rejects with ExecutionFailed (remote name, message, stack) naming the pool; the pool goes on", async () => {
@@ -314,6 +319,12 @@ test("an idle pool does not keep the process alive (from source)", async () => {
   const { code, output } = await runNode(["--import", "tsx", "--input-type=module", "-e", idleScript("./src/index.ts", JSON.stringify(tasks.href))], "source child exits");
   assert.is(code, 0, output);
   assert.match(output, /square 144/);
+});
+
+test("under tsx with the built package, pool threads import .ts task modules (the TypeScript loader an interpreter gets)", async () => {
+  const { code, output } = await runNode(["--import", "tsx", "test/fixtures/pool-tsx-main.ts"], "node --import tsx pool-tsx-main.ts");
+  assert.is(code, 0, output);
+  assert.match(output, /typed: ts-pool-1: 49/);
 });
 
 test("the built package works: pool threads run dist/workers/pool-worker.js", async () => {

@@ -1,44 +1,20 @@
 /**
  * An interpreter's side of the control protocol (src/interpreter.ts is the
  * creator's side): runs exec/call/prepareMain/wrap requests and replies.
- *
- * `exec` source runs as an ES module from a data: URL. A module resolve
- * hook, registered on first use, makes `import ... from "interpreters"`
- * mean this very library (the same module instance as ours, so errors are
- * instances of the same classes), and resolves relative and bare specifiers
- * against the current directory, as code in a file there would.
+ * How code is loaded and run here, and how its failures are told, is
+ * src/module-loading.ts (shared with the pool's threads).
  */
-import { register } from "node:module";
 import { parentPort } from "node:worker_threads";
-import { pathToFileURL } from "node:url";
 import * as Comlink from "comlink/dist/esm/comlink.mjs";
 import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
 import { addRunning, describeSlot, mySlot, PartyState, setSlotState } from "../src/control.js";
-import { errorToRecord } from "../src/errors.js";
-import type { ControlReply, ControlRequest } from "../src/interpreter.js";
-import { libraryEntryUrl } from "../src/spawn.js";
+import type { ControlReply, ControlRequest, ReleaseBound } from "../src/interpreter.js";
+import type { ModuleBase } from "../src/module-specifier.js";
+import { closeAll, CWD_BASE, endsIn, errorRecordOf, importModule, runCall, runExec } from "../src/module-loading.js";
 import { decodeFromPost, encodeForPost } from "../src/transfer.js";
 import "../src/index.js";
 
 const port = parentPort!;
-
-const RESOLVE_HOOK = `
-export async function resolve(specifier, context, nextResolve) {
-  if (specifier === "interpreters") return { url: ${JSON.stringify(libraryEntryUrl)}, shortCircuit: true };
-  if (context.parentURL?.startsWith("data:") && !specifier.startsWith("data:") && !specifier.startsWith("node:")) {
-    return nextResolve(specifier, { ...context, parentURL: ${JSON.stringify(pathToFileURL(process.cwd() + "/").href)} });
-  }
-  return nextResolve(specifier, context);
-}`;
-
-let hookRegistered = false;
-function ensureResolveHook(): void {
-  if (hookRegistered) return;
-  hookRegistered = true;
-  register(`data:text/javascript,${encodeURIComponent(RESOLVE_HOOK)}`);
-}
-
-let execCount = 0;
 
 function reply(message: ControlReply, transfer: Array<import("node:worker_threads").TransferListItem> = []): void {
   port.postMessage(message, transfer);
@@ -51,22 +27,22 @@ function setGlobals(bindings: unknown): void {
   }
 }
 
-async function runExec(source: string): Promise<void> {
-  // The hook costs a loader thread (~50-100 ms) the first time: only code that imports needs it.
-  if (/\bimport\b/.test(source)) ensureResolveHook();
-  // A comment makes every source a distinct URL, so the same text can run twice.
-  const body = `${source}\n//# sourceURL=interpreters-exec-${++execCount}`;
-  await import(`data:text/javascript;charset=utf-8,${encodeURIComponent(body)}`);
-}
-
-async function runCall(module: string, exportName: string, args: unknown[]): Promise<unknown> {
-  if (!module.includes(":")) ensureResolveHook(); // a bare specifier, resolved from the current directory
-  const namespace = (await import(module)) as Record<string, unknown>;
-  const target = namespace[exportName];
-  if (typeof target !== "function") {
-    throw new TypeError(`call: export "${exportName}" of ${module} is ${target === undefined ? "missing" : `a ${typeof target}, not a function`}`);
+async function runExecRequest(bind: unknown, source: string, base: ModuleBase, release: ReleaseBound | undefined): Promise<void> {
+  const ends = release ? endsIn(bind) : [];
+  setGlobals(bind);
+  let failed = false;
+  try {
+    await runExec(source, base);
+  } catch (err) {
+    failed = true;
+    throw err;
+  } finally {
+    // Released before the reply, so that a creator who sees the exec settle sees the ends released.
+    if (release === "settled" || (release === "failed" && failed)) {
+      const closeError = closeAll(ends);
+      if (closeError !== undefined && !failed) throw closeError;
+    }
   }
-  return await (target as (...a: unknown[]) => unknown)(...args);
 }
 
 async function handle(request: ControlRequest): Promise<void> {
@@ -75,8 +51,7 @@ async function handle(request: ControlRequest): Promise<void> {
       case "exec":
         addRunning(1);
         try {
-          setGlobals(decodeFromPost(request.bind));
-          await runExec(request.source);
+          await runExecRequest(decodeFromPost(request.bind), request.source, request.base ?? CWD_BASE, request.release);
         } finally {
           addRunning(-1);
         }
@@ -86,7 +61,8 @@ async function handle(request: ControlRequest): Promise<void> {
         addRunning(1);
         let result: unknown;
         try {
-          result = await runCall(request.module, request.exportName, decodeFromPost(request.args) as unknown[]);
+          const label = request.label ?? request.module;
+          result = await runCall(request.module, request.base, label, request.exportName, decodeFromPost(request.args) as unknown[]);
         } finally {
           addRunning(-1);
         }
@@ -99,7 +75,13 @@ async function handle(request: ControlRequest): Promise<void> {
         reply({ type: "reply", req: request.req, ok: true });
         return;
       case "wrap": {
-        const namespace = await import(request.module);
+        let namespace: Record<string, unknown>;
+        try {
+          namespace = await importModule(request.module, request.base, request.label ?? request.module);
+        } catch (err) {
+          request.port.close(); // nothing will answer on it: the creator rejects every call with this error
+          throw err;
+        }
         Comlink.expose(namespace, nodeEndpoint(request.port));
         reply({ type: "reply", req: request.req, ok: true });
         return;
@@ -112,7 +94,7 @@ async function handle(request: ControlRequest): Promise<void> {
         return;
     }
   } catch (err) {
-    reply({ type: "reply", req: request.req, ok: false, error: errorToRecord(err) });
+    reply({ type: "reply", req: request.req, ok: false, error: errorRecordOf(err) });
   }
 }
 

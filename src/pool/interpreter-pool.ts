@@ -63,9 +63,10 @@ import {
   type ErrorRecord,
   errorToRecord,
   execArgvForWorkers,
+  executionFailedFrom,
   MAX_PARTIES,
-  moduleHref,
   nextObjectId,
+  resolveModule,
 } from "../internals.js";
 import { PoolThread } from "./pool-thread.js";
 import { copyOut, decodeEncoded } from "./encoded.js";
@@ -304,7 +305,8 @@ export class InterpreterPool {
     }
     const index = this.#table.allocate();
     if (index < 0) throw new ChannelFullError(`${what}: ${MAX_TASKS} tasks are pending already; wait for some to finish`);
-    const href = module instanceof URL ? module.href : moduleHref(module);
+    // As Interpreter.call: a relative or bare specifier resolves against the calling file.
+    const target = resolveModule(module, what);
     let resolve!: (value: unknown) => void;
     let reject!: (reason: unknown) => void;
     const promise = new Promise<R>((res, rej) => {
@@ -313,7 +315,7 @@ export class InterpreterPool {
     });
     const pending = {
       index,
-      label: `call of ${exportName} from ${href}`,
+      label: `call of ${exportName} from ${target.specifier}`,
       carrier: undefined as RecvChannel<unknown> | undefined,
       resolve,
       reject,
@@ -328,7 +330,7 @@ export class InterpreterPool {
     };
     let encoded: { payload: TaskPayload; carrier?: RecvChannel<unknown> };
     try {
-      encoded = this.#encode(pending, href, exportName, args);
+      encoded = this.#encode(pending, { module: target.module, base: target.base, label: target.label, exportName }, args);
     } catch (err) {
       this.#table.release(index);
       throw err;
@@ -403,13 +405,17 @@ export class InterpreterPool {
    * task is done releases them if no thread ever did. Throws
    * NotShareableError with nothing moved.
    */
-  #encode(pending: Omit<PendingTask, "payload">, module: string, exportName: string, args: unknown[]): { payload: TaskPayload; carrier?: RecvChannel<unknown> } {
+  #encode(
+    pending: Omit<PendingTask, "payload">,
+    target: Pick<TaskPayload, "module" | "base" | "label" | "exportName">,
+    args: unknown[],
+  ): { payload: TaskPayload; carrier?: RecvChannel<unknown> } {
     const index = pending.index;
     // A copy: the task gets the arguments as they were at the call, as a channel message would (tinypool
     // posts the payload only when a thread is free).
-    if (args.every(isPlain)) return { payload: { index, module, exportName, plain: args.slice(), [PENDING]: pending } as TaskPayload };
+    if (args.every(isPlain)) return { payload: { index, ...target, plain: args.slice(), [PENDING]: pending } as TaskPayload };
     const message = encodeForChannel(args);
-    if (message.ends.length === 0) return { payload: { index, module, exportName, args: copyOut(message), [PENDING]: pending } as TaskPayload };
+    if (message.ends.length === 0) return { payload: { index, ...target, args: copyOut(message), [PENDING]: pending } as TaskPayload };
     message.undo(); // the ends come back here; the channel's send moves them again
     const [carrier, carrierTx] = createChannel<unknown>({ capacity: Infinity, bufferBytes: 4096, name: `pool "${this.name}" task ${index} arguments` });
     try {
@@ -420,7 +426,7 @@ export class InterpreterPool {
     } finally {
       carrierTx.close();
     }
-    return { payload: { index, module, exportName, carrier: endOf(carrier)!.memory.buffer, [PENDING]: pending } as TaskPayload, carrier };
+    return { payload: { index, ...target, carrier: endOf(carrier)!.memory.buffer, [PENDING]: pending } as TaskPayload, carrier };
   }
 
   /** Hands `pending` to tinypool once more (`again`: it keeps its place at the head of the queue). */
@@ -458,7 +464,7 @@ export class InterpreterPool {
     } else if ("bootError" in outcome) {
       // The thread could not become an interpreter (no party slot free, a broken install): it ran nothing.
       if (this.#table.cancel(pending.index)) {
-        this.#settle(pending, false, new ExecutionFailed(remoteOf(outcome.bootError), `${pending.label} on pool "${this.name}": no interpreter could be started for it`));
+        this.#settle(pending, false, executionFailedFrom(outcome.bootError, `${pending.label} on pool "${this.name}": no interpreter could be started for it`));
       }
     } else {
       const thread = this.#threads.get(outcome.slot);
@@ -472,7 +478,7 @@ export class InterpreterPool {
       } else if ("encoded" in outcome) {
         this.#settleDecoded(pending, outcome.encoded);
       } else if ("error" in outcome) {
-        this.#settle(pending, false, new ExecutionFailed(remoteOf(outcome.error), `${pending.label} on pool "${this.name}"${thread ? `, ${thread.describe()}` : ""}`));
+        this.#settle(pending, false, executionFailedFrom(outcome.error, `${pending.label} on pool "${this.name}"${thread ? `, ${thread.describe()}` : ""}`));
       } else if (thread === undefined) {
         this.#settleAfterThread(pending, thread);
       } else {
@@ -620,7 +626,7 @@ export class InterpreterPool {
     if (worker === undefined || this.#identified.has(worker)) return; // ended meanwhile, or asked twice
     this.#identified.add(worker);
     try {
-      const thread = PoolThread.attach(worker, `${this.name}-${++this.#threadsStarted}`, (exited) => this.#onThreadExit(exited));
+      const thread = PoolThread.attach(worker, `${this.name}-${++this.#threadsStarted}`, WORKER_ENTRY, (exited) => this.#onThreadExit(exited));
       this.#threads.set(thread.slot, thread);
     } catch (err) {
       worker.postMessage({ kind: IDENTITY_KIND, error: poolError(err, `pool "${this.name}" cannot start an interpreter`) } satisfies Identity);
@@ -720,10 +726,6 @@ function isTinypoolCancel(err: unknown): boolean {
   return err instanceof Error && err.name === "CancelError";
 }
 
-function remoteOf(record: ErrorRecord): { name: string; message: string; stack: string } {
-  return { name: record.name, message: record.message, stack: record.stack };
-}
-
 function poolError(err: unknown, where: string): ErrorRecord {
   const record = errorToRecord(err);
   record.message = `${where}: ${record.message}`;
@@ -735,7 +737,11 @@ function deathError(pending: PendingTask, thread: PoolThread | undefined, pool: 
   const where = `${pending.label} on pool "${pool}"${thread ? `, ${thread.describe()}` : ""}`;
   const crash = thread?.crash;
   if (crash !== undefined) {
-    return new ExecutionFailed({ name: crash.name ?? "Error", message: crash.message ?? String(crash), stack: crash.stack ?? "" }, `${where}: the interpreter died; the pool replaces it`);
+    return new ExecutionFailed(
+      { name: crash.name ?? "Error", message: crash.message ?? String(crash), stack: crash.stack ?? "" },
+      `${where}: the interpreter died; the pool replaces it`,
+      { cause: crash },
+    );
   }
   return new InterpreterClosedError(`${where}: the interpreter exited (code ${thread?.exitCode ?? "unknown"}) while the task ran; the pool replaces it`);
 }
@@ -772,8 +778,10 @@ const fromSource = import.meta.url.endsWith(".ts");
  * Node 20, so a small module registers it first, then loads the entry and
  * hands its export on (as src/spawn.ts does for interpreters).
  */
+const WORKER_ENTRY = new URL(`../../workers/pool-worker.${fromSource ? "ts" : "js"}`, import.meta.url);
+
 function workerFilename(): string {
-  const entry = new URL(`../../workers/pool-worker.${fromSource ? "ts" : "js"}`, import.meta.url);
+  const entry = WORKER_ENTRY;
   if (!fromSource) return fileURLToPath(entry);
   const tsx = import.meta.resolve("tsx/esm/api");
   const bootstrap = [

@@ -13,7 +13,7 @@
  */
 import type { TinypoolWorker } from "tinypool";
 import { createChannel, type RecvChannel } from "../index.js";
-import { attachParty, bootDataFor, encodeForPost, nextInterpreterId, postToSupervisor, waitForRelease, WORKER_DATA_KEY } from "../internals.js";
+import { attachParty, bootDataFor, bootEntriesFor, encodeForPost, nextInterpreterId, postToSupervisor, waitForRelease, WORKER_DATA_KEY } from "../internals.js";
 import { type Identity, IDENTITY_KIND, type TaskResult } from "./protocol.js";
 
 export class PoolThread {
@@ -42,11 +42,13 @@ export class PoolThread {
   /**
    * Makes tinypool's thread `worker` interpreter `name`: claims its party
    * slot, attaches it to the supervisor, creates its results channel and
-   * posts it all to the thread (which waits for it, workers/pool-worker.ts).
+   * posts it all to the thread (which waits for it, workers/pool-worker.ts,
+   * the thread's `entry`), with the TypeScript loader an interpreter would
+   * get (src/spawn.ts).
    * `onExit` runs on its 'exit' event. Throws RangeError when no party slot
    * is free (then nothing was claimed).
    */
-  static attach(worker: TinypoolWorker, name: string, onExit: (thread: PoolThread) => void): PoolThread {
+  static attach(worker: TinypoolWorker, name: string, entry: URL, onExit: (thread: PoolThread) => void): PoolThread {
     const id = nextInterpreterId();
     const { slot, toSupervisor } = attachParty(id, name);
     let thread: PoolThread;
@@ -56,7 +58,7 @@ export class PoolThread {
       thread = new PoolThread(worker, id, slot, name, results);
       identity = {
         kind: IDENTITY_KIND,
-        workerData: { [WORKER_DATA_KEY]: bootDataFor(slot, id, name), [`${WORKER_DATA_KEY}Supervisor`]: toSupervisor },
+        workerData: { [WORKER_DATA_KEY]: bootDataFor(slot, id, name), [`${WORKER_DATA_KEY}Supervisor`]: toSupervisor, ...bootEntriesFor(entry) },
         results: encodeForPost(resultsTx, slot, `to ${thread.describe()}`),
       };
     } catch (err) {

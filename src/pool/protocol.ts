@@ -27,7 +27,7 @@
  *   with a thread that dies before the answer is read: the task then fails
  *   as its thread died, nothing held is lost.)
  */
-import type { ErrorRecord, PostedValue } from "../internals.js";
+import type { ErrorRecord, ModuleBase, PostedValue } from "../internals.js";
 
 /** The export of the pool worker's entry that tinypool calls for each task. */
 export const HANDLER_NAME = "runPoolTask";
@@ -72,8 +72,11 @@ export interface EncodedArgs {
 export interface TaskPayload {
   /** The task's entry in the task table. */
   index: number;
-  /** An absolute URL, or a bare specifier resolved by the thread. */
+  /** An absolute URL, or a bare specifier the thread resolves against `base` (src/module-specifier.ts). */
   module: string;
+  base: ModuleBase;
+  /** How errors name the module: the specifier, what it was resolved against and to. */
+  label: string;
   exportName: string;
   /** Exactly one of plain, args and carrier. Arguments that are all primitives, as they are. */
   plain?: unknown[];

@@ -5,19 +5,23 @@
  * call the export, send the result (or the error) on the thread's results
  * channel or in the answer, mark the task finished. Every task is claimed before anything
  * else happens, so a task the owner cancelled, or that another delivery
- * already started, is skipped untouched.
+ * already started, is skipped untouched. Modules load, and their failures
+ * are told, as in any interpreter (src/module-loading.ts).
  */
 // The whole library loads here, as in any interpreter: channel handles, Lock/Semaphore/Event.
 import { InterpretersError, type RecvChannel, type SendChannel } from "../index.js";
 import {
   addRunning,
+  callExport,
   channelFromBuffer,
   decodeFromPost,
   encodeForChannel,
   End,
-  endOf,
+  endsIn,
+  errorRecordOf,
   errorToRecord,
   handleFor,
+  importModule,
   mySlot,
   PartyState,
   setSlotState,
@@ -50,7 +54,7 @@ export function startServing(identity: Extract<Identity, { results: unknown }>, 
       } else {
         args = decodeEncoded(payload.args!) as unknown[];
       }
-      const value = await callExport(payload.module, payload.exportName, args);
+      const value = await callExport(await cachedImport(payload), payload.label, payload.exportName, args);
       try {
         outcome = answer(value, index, results);
       } catch (err) {
@@ -59,7 +63,7 @@ export function startServing(identity: Extract<Identity, { results: unknown }>, 
         outcome = { slot: mySlot, error };
       }
     } catch (err) {
-      outcome = { slot: mySlot, error: errorToRecord(err) };
+      outcome = { slot: mySlot, error: errorRecordOf(err) };
     } finally {
       addRunning(-1);
     }
@@ -105,47 +109,21 @@ function takeCarriedArgs(buffer: SharedArrayBuffer): unknown[] {
 }
 
 /**
- * The channel handles inside freshly decoded arguments (before the task
- * runs, so that no code of the task's runs here: the structure is the
- * codec's own plain objects, arrays, Maps and Sets).
- */
-function endsIn(value: unknown, found: Array<{ close(): void }> = [], seen = new Set<object>()): Array<{ close(): void }> {
-  if (value === null || typeof value !== "object" || seen.has(value)) return found;
-  seen.add(value);
-  if (endOf(value) !== undefined) {
-    found.push(value as { close(): void });
-  } else if (value instanceof Map) {
-    for (const [key, item] of value) {
-      endsIn(key, found, seen);
-      endsIn(item, found, seen);
-    }
-  } else if (value instanceof Set) {
-    for (const item of value) endsIn(item, found, seen);
-  } else if (Array.isArray(value) || Object.getPrototypeOf(value) === Object.prototype || Object.getPrototypeOf(value) === null) {
-    for (const item of Object.values(value)) endsIn(item, found, seen);
-  }
-  return found;
-}
-
-/**
- * The modules tasks of this thread imported, by URL. `import()` of a module
- * already loaded still goes through the loader's resolve (and its hooks,
- * e.g. tsx's, in another thread): a task of a few microseconds should not
- * pay that each time.
+ * The modules tasks of this thread imported, by URL (and base, for a bare
+ * specifier). `import()` of a module already loaded still goes through the
+ * loader's resolve (and its hooks, e.g. tsx's, in another thread): a task
+ * of a few microseconds should not pay that each time. A module that
+ * failed to load is tried again next time.
  */
 const modules = new Map<string, Promise<Record<string, unknown>>>();
 
-async function callExport(module: string, exportName: string, args: unknown[]): Promise<unknown> {
-  let namespace = modules.get(module);
+function cachedImport(payload: TaskPayload): Promise<Record<string, unknown>> {
+  const key = payload.module.includes(":") ? payload.module : `${payload.base.url} ${payload.module}`;
+  let namespace = modules.get(key);
   if (namespace === undefined) {
-    namespace = import(module) as Promise<Record<string, unknown>>;
-    modules.set(module, namespace);
-    namespace.catch(() => modules.delete(module)); // a module that failed to load is tried again next time
+    namespace = importModule(payload.module, payload.base, payload.label);
+    modules.set(key, namespace);
+    namespace.catch(() => modules.delete(key));
   }
-  const target = (await namespace)[exportName];
-  if (typeof target !== "function") {
-    throw new TypeError(`export "${exportName}" of ${module} is ${target === undefined ? "missing" : `a ${typeof target}, not a function`}`);
-  }
-  return await (target as (...a: unknown[]) => unknown)(...args);
+  return namespace;
 }
-
