@@ -92,7 +92,11 @@ export interface PoolOptions {
 }
 
 export interface PoolTask {
-  /** The module to import in the interpreter: a URL, an absolute path, a path relative to the current directory, or a bare specifier. */
+  /**
+   * The module to import in the interpreter, as for Interpreter.call: a URL,
+   * an absolute path, or a relative (`"./tasks.js"`) or bare (`"lodash"`)
+   * specifier, resolved against the file that called `call`/`run`.
+   */
   module: string | URL;
   /** The export to call (default `"default"`). */
   export?: string;
