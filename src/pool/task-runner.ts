@@ -2,11 +2,12 @@
  * A pool thread's side of a task, once the thread is an interpreter
  * (workers/pool-worker.ts made it one and loads this module then): claim
  * the task in the task table, take its arguments, import the module and
- * call the export, send the result (or the error) on the thread's results
- * channel or in the answer, mark the task finished. Every task is claimed before anything
- * else happens, so a task the owner cancelled, or that another delivery
- * already started, is skipped untouched. Modules load, and their failures
- * are told, as in any interpreter (src/module-loading.ts).
+ * call the export, answer with the result (or the error; a result carrying
+ * channel ends goes on the thread's results channel), mark the task
+ * finished. Every task is claimed before anything else happens, so a task
+ * the owner cancelled, or that another delivery already started, is
+ * skipped untouched. Modules load, and their failures are told, as in any
+ * interpreter (src/module-loading.ts).
  */
 // The whole library loads here, as in any interpreter: channel handles, Lock/Semaphore/Event.
 import { InterpretersError, type RecvChannel, type SendChannel } from "../index.js";
