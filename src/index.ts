@@ -46,3 +46,10 @@ export type { DeadlockParty, RemoteErrorInfo, StageItem } from "./errors.js";
 export function isShareable(value: unknown): boolean {
   return isCloneable(value, isAttachable);
 }
+
+// Seeing a running system (src/inspect/); INTERPRETERS_INSPECT=host:port starts the page in any program.
+export { inspect } from "./inspect/inspect.js";
+export { serveInspector } from "./inspect/server.js";
+export type { Inspector, InspectorOptions } from "./inspect/server.js";
+export type { ChannelSnapshot, DeadlockSnapshot, InterpreterSnapshot, Snapshot, WaitForEdge, WaitSnapshot } from "./inspect/types.js";
+import "./inspect/auto.js";
