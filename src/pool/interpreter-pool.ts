@@ -334,7 +334,7 @@ export class InterpreterPool {
     };
     let encoded: { payload: TaskPayload; carrier?: RecvChannel<unknown> };
     try {
-      encoded = this.#encode(pending, { module: target.module, base: target.base, label: target.label, exportName }, args);
+      encoded = this.#encode(pending, taskTarget(target, exportName), args);
     } catch (err) {
       this.#table.release(index);
       throw err;
@@ -718,6 +718,14 @@ export class InterpreterPool {
     })();
     return this.#shutdown;
   }
+}
+
+/** What a payload says of the module: its base and label only when they are needed (see TaskPayload). */
+function taskTarget(target: ReturnType<typeof resolveModule>, exportName: string): Pick<TaskPayload, "module" | "base" | "label" | "exportName"> {
+  const fields: Pick<TaskPayload, "module" | "base" | "label" | "exportName"> = { module: target.module, exportName };
+  if (!target.module.includes(":")) fields.base = target.base; // a bare specifier
+  if (target.label !== target.module) fields.label = target.label;
+  return fields;
 }
 
 /** The pending task of a queue entry (tinypool's TaskInfo): the payload's queue options. */

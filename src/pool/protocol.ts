@@ -74,9 +74,10 @@ export interface TaskPayload {
   index: number;
   /** An absolute URL, or a bare specifier the thread resolves against `base` (src/module-specifier.ts). */
   module: string;
-  base: ModuleBase;
-  /** How errors name the module: the specifier, what it was resolved against and to. */
-  label: string;
+  /** For a bare specifier only (every field is copied for every task: what is not needed is left out). */
+  base?: ModuleBase;
+  /** How errors name the module, when that is not just `module`: the specifier, what it was resolved against and to. */
+  label?: string;
   exportName: string;
   /** Exactly one of plain, args and carrier. Arguments that are all primitives, as they are. */
   plain?: unknown[];

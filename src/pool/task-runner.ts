@@ -55,7 +55,7 @@ export function startServing(identity: Extract<Identity, { results: unknown }>, 
       } else {
         args = decodeEncoded(payload.args!) as unknown[];
       }
-      const value = await callExport(await cachedImport(payload), payload.label, payload.exportName, args);
+      const value = await callExport(await cachedImport(payload), payload.label ?? payload.module, payload.exportName, args);
       try {
         outcome = answer(value, index, results);
       } catch (err) {
@@ -119,10 +119,10 @@ function takeCarriedArgs(buffer: SharedArrayBuffer): unknown[] {
 const modules = new Map<string, Promise<Record<string, unknown>>>();
 
 function cachedImport(payload: TaskPayload): Promise<Record<string, unknown>> {
-  const key = payload.module.includes(":") ? payload.module : `${payload.base.url} ${payload.module}`;
+  const key = payload.base === undefined ? payload.module : `${payload.base.url} ${payload.module}`;
   let namespace = modules.get(key);
   if (namespace === undefined) {
-    namespace = importModule(payload.module, payload.base, payload.label);
+    namespace = importModule(payload.module, payload.base, payload.label ?? payload.module);
     modules.set(key, namespace);
     namespace.catch(() => modules.delete(key));
   }
