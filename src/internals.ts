@@ -58,6 +58,7 @@ export { bootEntriesFor, execArgvForWorkers } from "./spawn.js";
 export { decodeFromChannel, decodeFromPost, encodeForChannel, encodeForPost, handleFor } from "./transfer.js";
 export type { PostedValue } from "./transfer.js";
 export { End } from "./handle.js";
+export { R_ATTACH } from "./ring.js";
 export { channelFromBuffer } from "./registry.js";
 export { errorToRecord, executionFailedFrom } from "./errors.js";
 export type { ErrorRecord } from "./errors.js";

@@ -29,6 +29,7 @@ const repoRoot = fileURLToPath(new URL("..", import.meta.url));
 
 /** One pool for the tests that need no pool of their own (threads start once). */
 const shared = new InterpreterPool({ name: "shared", maxInterpreters: 2 });
+const sharedPool = (): InterpreterPool => shared;
 
 test.after(async () => {
   await shared.terminate();
@@ -171,6 +172,19 @@ test("a Lock is shared between this thread and pool tasks, and released when its
   assert.is(await startedRx2.recv({ timeout: 20_000 }), "holding");
   await assert.rejects(dying, InterpreterClosedError, /exited \(code 7\)/);
   assert.is(lock.tryAcquire(), true, "the dead thread's lock was released before the task rejected");
+  lock.release();
+});
+
+test("SharedArrayBuffers and Locks inside arguments and results are shared, not copied", async () => {
+  const shared = new SharedArrayBuffer(8);
+  const back = await sharedPool().call<{ shared: SharedArrayBuffer }>(tasks, "writeShared", { shared }, 42);
+  assert.is(Atomics.load(new Int32Array(shared), 0), 42, "the task wrote into this very buffer");
+  Atomics.store(new Int32Array(back.shared), 1, 7);
+  assert.is(Atomics.load(new Int32Array(shared), 1), 7, "the result holds the same buffer");
+  const lock = new Lock();
+  const { lock: returned } = await sharedPool().call<{ lock: Lock }>(tasks, "lockBack", lock);
+  lock.acquireSync({ timeout: 1000 });
+  assert.is(returned.tryAcquire(), false, "the same lock");
   lock.release();
 });
 

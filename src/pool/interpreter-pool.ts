@@ -66,6 +66,7 @@ import {
   executionFailedFrom,
   MAX_PARTIES,
   nextObjectId,
+  R_ATTACH,
   resolveModule,
 } from "../internals.js";
 import { PoolThread } from "./pool-thread.js";
@@ -135,6 +136,8 @@ interface PendingTask {
   deliveries: number;
   /** This task's entry in the queue, while it waits there. */
   queued: Task | undefined;
+  /** Arguments posted as they are, by structured clone, until their first delivery is posted or queued (see #encode). */
+  unposted: ReturnType<typeof encodeForChannel> | undefined;
   /** Aborted while running: its thread is being ended; the result, if any, is dropped. */
   aborted: boolean;
   /** Waiting for its thread to be gone (once). */
@@ -328,6 +331,7 @@ export class InterpreterPool {
       settled: false,
       deliveries: 0,
       queued: undefined,
+      unposted: undefined as ReturnType<typeof encodeForChannel> | undefined,
       aborted: false,
       awaitingThread: false,
       finished: false,
@@ -418,7 +422,15 @@ export class InterpreterPool {
     // A copy: the task gets the arguments as they were at the call, as a channel message would (tinypool
     // posts the payload only when a thread is free).
     if (args.every(isPlain)) return { payload: { index, ...target, plain: args.slice(), [PENDING]: pending } as TaskPayload };
-    const message = encodeForChannel(args);
+    const message = encodeForChannel(args); // checks that they can cross (NotShareableError), finds what they share or move
+    if ((message.flags & R_ATTACH) === 0) {
+      // Nothing shared or moved: tinypool's structured clone makes the same copy the codec would, for less
+      // than posting the codec's bytes. It clones when it posts: at once, unless the task waits in the
+      // queue, and then #deliver swaps in these bytes, so that the task still gets the arguments as they
+      // were at the call.
+      pending.unposted = message;
+      return { payload: { index, ...target, plain: args, [PENDING]: pending } as TaskPayload };
+    }
     if (message.ends.length === 0) return { payload: { index, ...target, args: copyOut(message), [PENDING]: pending } as TaskPayload };
     message.undo(); // the ends come back here; the channel's send moves them again
     const [carrier, carrierTx] = createChannel<unknown>({ capacity: Infinity, bufferBytes: 4096, name: `pool "${this.name}" task ${index} arguments` });
@@ -446,6 +458,15 @@ export class InterpreterPool {
       return;
     } finally {
       this.#queue.toFront = false;
+    }
+    if (pending.unposted !== undefined) {
+      // The first delivery: the codec's bytes of the arguments are still in this thread's encoder (nothing
+      // was encoded since #encode). Queued, the task needs them (see #encode); posted, it does not.
+      if (pending.queued !== undefined) {
+        pending.payload.args = copyOut(pending.unposted);
+        pending.payload.plain = undefined;
+      }
+      pending.unposted = undefined;
     }
     pending.deliveries++;
     this.#deliveries++;

@@ -13,14 +13,16 @@
  *   channel. tinypool starts the threads and gives them no per-thread data,
  *   so this is how a tinypool thread becomes an interpreter.
  * - Tasks (owner -> thread): tinypool's own `run(payload)`. Arguments that
- *   are all primitives travel as they are; others without channel ends as
- *   channel-codec bytes; arguments that carry ends travel in a channel of
- *   their own (the payload names its buffer), so that every end is
- *   accounted for whatever dies when.
- * - Results (thread -> owner): in tinypool's answer (a primitive as it is,
- *   anything else as channel-codec bytes, an error as a record), except a
- *   result that carries channel ends: that one goes on the thread's
- *   results channel, before the thread answers tinypool, and the answer
+ *   share and move nothing travel as they are (tinypool's structured
+ *   clone; the codec checked them); arguments with a Lock, Semaphore, Event
+ *   or SharedArrayBuffer as channel-codec bytes (those are shared by id);
+ *   arguments that carry ends travel in a channel of their own (the payload
+ *   names its buffer), so that every end is accounted for whatever dies
+ *   when.
+ * - Results (thread -> owner): in tinypool's answer (as it is when it
+ *   shares and moves nothing, else as channel-codec bytes; an error as a
+ *   record), except a result that carries channel ends: that one goes on
+ *   the thread's results channel, before the thread answers tinypool, and the answer
  *   only says which thread to read. A result in a channel survives its
  *   thread: the owner can read it after the thread died, and what nobody
  *   reads is released with the channel. (A result in an answer is lost
@@ -79,7 +81,7 @@ export interface TaskPayload {
   /** How errors name the module, when that is not just `module`: the specifier, what it was resolved against and to. */
   label?: string;
   exportName: string;
-  /** Exactly one of plain, args and carrier. Arguments that are all primitives, as they are. */
+  /** Exactly one of plain, args and carrier. Arguments that share and move nothing, as they are (structured clone). */
   plain?: unknown[];
   /** Arguments with no channel end in them, encoded. */
   args?: EncodedArgs;

@@ -25,6 +25,7 @@ import {
   importModule,
   mySlot,
   PartyState,
+  R_ATTACH,
   setSlotState,
 } from "../internals.js";
 import { copyOut, decodeEncoded } from "./encoded.js";
@@ -85,7 +86,11 @@ export function startServing(identity: Extract<Identity, { results: unknown }>, 
  */
 function answer(value: unknown, index: number, results: SendChannel<TaskResult>): TaskOutcome {
   if (isPlain(value)) return { slot: mySlot, value };
-  const message = encodeForChannel(value);
+  const message = encodeForChannel(value); // checks that it can cross, finds what it shares or moves
+  // Nothing shared or moved: tinypool's structured clone of the answer makes the same copy, for less than
+  // posting the codec's bytes. (tinypool posts the answer right after this returns, or once its stdout
+  // is flushed: a timer the task left could still change the value in between.)
+  if ((message.flags & R_ATTACH) === 0) return { slot: mySlot, value };
   if (message.ends.length === 0) return { slot: mySlot, encoded: copyOut(message) };
   message.undo(); // the ends come back here; the channel's send moves them again
   results.sendSync({ index, value });
