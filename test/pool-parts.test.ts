@@ -8,6 +8,8 @@ import type { Task } from "tinypool";
 import { suite, assert } from "./_harness.js";
 import { PoolTaskQueue } from "../src/pool/task-queue.js";
 import { slotOfState, TaskState, TaskTable, TaskTableView } from "../src/pool/task-table.js";
+import { isPlainData } from "../src/pool/protocol.js";
+import { createChannel, Lock } from "../src/index.js";
 
 const test = suite("pool-parts");
 
@@ -70,6 +72,21 @@ test("the task table: started at most once, cancelled never starts, finished nam
   const last = many[many.length - 1]!;
   assert.ok(view.start(last, 7));
   assert.is(slotOfState(table.state(last)), 7);
+});
+
+test("isPlainData: only primitives, plain objects and arrays pass; everything else is left to the codec", () => {
+  assert.ok(isPlainData([1, "a", null, undefined, true, 2n, { a: [1, { b: "c" }] }, Object.create(null)]));
+  const [rx] = createChannel();
+  for (const value of [new Map(), new Set(), new Date(), new Uint8Array(1), new SharedArrayBuffer(8), new Lock(), rx, () => 1, Symbol("s"), new Proxy({}, {}), new (class A {})(), /x/, new Error("e")]) {
+    assert.not.ok(isPlainData([value]), String(value?.constructor?.name ?? typeof value));
+  }
+  const cycle: Record<string, unknown> = {};
+  cycle.self = cycle;
+  assert.not.ok(isPlainData(cycle), "a cycle: the codec decides");
+  let deep: unknown = 1;
+  for (let i = 0; i < 40; i++) deep = [deep];
+  assert.not.ok(isPlainData(deep), "too deep: the codec decides");
+  rx.close();
 });
 
 test.run();

@@ -71,7 +71,7 @@ import {
 } from "../internals.js";
 import { PoolThread } from "./pool-thread.js";
 import { copyOut, decodeEncoded } from "./encoded.js";
-import { type EncodedArgs, HANDLER_NAME, type Identity, IDENTITY_KIND, type IdentityRequest, isPlain, type PoolWorkerData, SKIPPED, type TaskOutcome, type TaskPayload, type TaskResult } from "./protocol.js";
+import { type EncodedArgs, HANDLER_NAME, type Identity, IDENTITY_KIND, type IdentityRequest, isPlain, isPlainData, type PoolWorkerData, SKIPPED, type TaskOutcome, type TaskPayload, type TaskResult } from "./protocol.js";
 import { PoolTaskQueue } from "./task-queue.js";
 import { MAX_TASKS, slotOfState, TaskState, TaskTable } from "./task-table.js";
 
@@ -137,7 +137,7 @@ interface PendingTask {
   /** This task's entry in the queue, while it waits there. */
   queued: Task | undefined;
   /** Arguments posted as they are, by structured clone, until their first delivery is posted or queued (see #encode). */
-  unposted: ReturnType<typeof encodeForChannel> | undefined;
+  unposted: ReturnType<typeof encodeForChannel> | typeof PLAIN_DATA | undefined;
   /** Aborted while running: its thread is being ended; the result, if any, is dropped. */
   aborted: boolean;
   /** Waiting for its thread to be gone (once). */
@@ -148,6 +148,8 @@ interface PendingTask {
 /** The payload's queue options (tinypool's symbol; see PoolTaskQueue): the pending task. Symbol keys are not posted. */
 const PENDING = Tinypool.queueOptionsSymbol;
 const DEFAULT_IDLE_TIMEOUT = 10_000;
+/** PendingTask.unposted for arguments that isPlainData accepted (no codec bytes were made). */
+const PLAIN_DATA = Symbol("plain data");
 /** setTimeout's longest delay: tinypool's idle timer with a longer one would fire at once. */
 const LONGEST_TIMEOUT = 2 ** 31 - 1;
 
@@ -331,7 +333,7 @@ export class InterpreterPool {
       settled: false,
       deliveries: 0,
       queued: undefined,
-      unposted: undefined as ReturnType<typeof encodeForChannel> | undefined,
+      unposted: undefined as ReturnType<typeof encodeForChannel> | typeof PLAIN_DATA | undefined,
       aborted: false,
       awaitingThread: false,
       finished: false,
@@ -422,13 +424,16 @@ export class InterpreterPool {
     // A copy: the task gets the arguments as they were at the call, as a channel message would (tinypool
     // posts the payload only when a thread is free).
     if (args.every(isPlain)) return { payload: { index, ...target, plain: args.slice(), [PENDING]: pending } as TaskPayload };
+    // Nothing shared or moved in them: tinypool's structured clone makes the same copy the codec would, for
+    // less than posting the codec's bytes. It clones when it posts: at once, unless the task waits in the
+    // queue; then #deliver takes a copy, so that the task still gets the arguments as they were at the call.
+    if (isPlainData(args)) {
+      pending.unposted = PLAIN_DATA;
+      return { payload: { index, ...target, plain: args, [PENDING]: pending } as TaskPayload };
+    }
     const message = encodeForChannel(args); // checks that they can cross (NotShareableError), finds what they share or move
     if ((message.flags & R_ATTACH) === 0) {
-      // Nothing shared or moved: tinypool's structured clone makes the same copy the codec would, for less
-      // than posting the codec's bytes. It clones when it posts: at once, unless the task waits in the
-      // queue, and then #deliver swaps in these bytes, so that the task still gets the arguments as they
-      // were at the call.
-      pending.unposted = message;
+      pending.unposted = message; // the copy #deliver takes if queued: these bytes
       return { payload: { index, ...target, plain: args, [PENDING]: pending } as TaskPayload };
     }
     if (message.ends.length === 0) return { payload: { index, ...target, args: copyOut(message), [PENDING]: pending } as TaskPayload };
@@ -460,11 +465,15 @@ export class InterpreterPool {
       this.#queue.toFront = false;
     }
     if (pending.unposted !== undefined) {
-      // The first delivery: the codec's bytes of the arguments are still in this thread's encoder (nothing
-      // was encoded since #encode). Queued, the task needs them (see #encode); posted, it does not.
+      // The first delivery, posted (the arguments were copied) or queued (see #encode): then a copy now. The
+      // codec's bytes are still in this thread's encoder: nothing was encoded since #encode.
       if (pending.queued !== undefined) {
-        pending.payload.args = copyOut(pending.unposted);
-        pending.payload.plain = undefined;
+        if (pending.unposted === PLAIN_DATA) {
+          pending.payload.plain = structuredClone(pending.payload.plain);
+        } else {
+          pending.payload.args = copyOut(pending.unposted);
+          pending.payload.plain = undefined;
+        }
       }
       pending.unposted = undefined;
     }

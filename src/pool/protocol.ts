@@ -29,6 +29,7 @@
  *   with a thread that dies before the answer is read: the task then fails
  *   as its thread died, nothing held is lost.)
  */
+import { isProxy } from "node:util/types";
 import type { ErrorRecord, ModuleBase, PostedValue } from "../internals.js";
 
 /** The export of the pool worker's entry that tinypool calls for each task. */
@@ -119,4 +120,27 @@ export const SKIPPED = -1;
 export function isPlain(value: unknown): boolean {
   const type = typeof value;
   return value === null || (type !== "object" && type !== "function" && type !== "symbol");
+}
+
+/** Deeper than this, isPlainData gives up (and the codec decides: it handles cycles and depth). */
+const PLAIN_DATA_MAX_DEPTH = 16;
+
+/**
+ * True when `value` is made only of primitives, plain objects and arrays,
+ * at most PLAIN_DATA_MAX_DEPTH deep: a structured clone copies it exactly
+ * as the channel codec would, and nothing in it is shared or moved. A
+ * cheaper check than encoding it; false means "ask the codec" (a Map, a
+ * Date, a typed array, a Lock, a channel end, a function, a cycle ...).
+ */
+export function isPlainData(value: unknown, depth = 0): boolean {
+  if (isPlain(value)) return true;
+  if (typeof value !== "object" || depth >= PLAIN_DATA_MAX_DEPTH || isProxy(value)) return false;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) if (!isPlainData(value[i], depth + 1)) return false;
+    return true;
+  }
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) return false;
+  for (const key of Object.keys(value as object)) if (!isPlainData((value as Record<string, unknown>)[key], depth + 1)) return false;
+  return true;
 }

@@ -29,7 +29,7 @@ import {
   setSlotState,
 } from "../internals.js";
 import { copyOut, decodeEncoded } from "./encoded.js";
-import { type Identity, isPlain, type PoolWorkerData, SKIPPED, type TaskOutcome, type TaskPayload, type TaskResult } from "./protocol.js";
+import { type Identity, isPlainData, type PoolWorkerData, SKIPPED, type TaskOutcome, type TaskPayload, type TaskResult } from "./protocol.js";
 import { TaskTableView } from "./task-table.js";
 
 /**
@@ -85,7 +85,7 @@ export function startServing(identity: Extract<Identity, { results: unknown }>, 
  * (or MessageTooLargeError) with nothing moved when it cannot cross.
  */
 function answer(value: unknown, index: number, results: SendChannel<TaskResult>): TaskOutcome {
-  if (isPlain(value)) return { slot: mySlot, value };
+  if (isPlainData(value)) return { slot: mySlot, value };
   const message = encodeForChannel(value); // checks that it can cross, finds what it shares or moves
   // Nothing shared or moved: tinypool's structured clone of the answer makes the same copy, for less than
   // posting the codec's bytes. (tinypool posts the answer right after this returns, or once its stdout
