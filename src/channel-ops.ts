@@ -34,13 +34,17 @@ import {
   R_LAST,
   R_RAW_BUFFER,
   R_RAW_BYTES,
+  R_CHECKSUM,
   R_TOMBSTONE,
+  CHECKSUM_BYTES,
+  MESSAGE_FLAGS,
   RECORD_HEADER_BYTES,
   recordBytes,
   align8,
   type Side,
 } from "./ring.js";
 import { waitsSyncToReceive, waitsSyncToSend, wakeParty } from "./waiting.js";
+import { crc32, crc32Word } from "./crc32.js";
 
 export const WAKE_SENDERS = 1;
 export const WAKE_RECEIVERS = 2;
@@ -456,20 +460,23 @@ export class SendOp extends Operation {
     if (this.phase === SendPhase.AWAIT_TAKE) {
       if (this.completedWithoutLock()) return Fast.DONE;
       // Closed, or setCapacity made it buffered (the offered message then stands): the full attempt decides.
-      return m.get(H.CLOSED) & CLOSED_NO_RECEIVERS || m.capacity !== 0 ? Fast.SLOW : Fast.BLOCKED;
+      return m.get(H.CLOSED) !== 0 || m.capacity !== 0 ? Fast.SLOW : Fast.BLOCKED;
     }
     this.checkHandle();
-    if (m.get(H.CLOSED) & CLOSED_NO_RECEIVERS || m.get(H.STREAM_SENDER) !== 0) return Fast.SLOW;
-    const capacity = m.capacity;
+    // Any closed bit, a stream, or no receive handle counted: the full attempt
+    // decides, and checks those words (a corrupt value lands there too).
+    if (m.get(H.CLOSED) !== 0 || m.get(H.STREAM_SENDER) !== 0 || m.get(H.RECV_HANDLES) <= 0) return Fast.SLOW;
+    const capacity = m.checkedCapacity();
     // A rendezvous under a policy other than "wait" needs the waiting receivers, a both-locks word.
     if (capacity === 0 && m.overflow !== Overflow.WAIT) return Fast.SLOW;
     if (!flavorFor(capacity).admits(m)) return this.fullUnderOneLock();
     const total = this.message.length;
     const bytes = recordBytes(total);
-    if (bytes > m.get(H.MAX_DATA_SIZE)) return Fast.SLOW;
+    const maxDataSize = m.maxDataSize();
+    if (bytes > maxDataSize) return Fast.SLOW;
     const at = m.findRoom(bytes);
     // No room now: growing or repositioning an empty ring needs both locks.
-    if (at < 0) return m.get(H.DATA_SIZE) < m.get(H.MAX_DATA_SIZE) || m.usedBytes() === 0 ? Fast.SLOW : this.fullUnderOneLock();
+    if (at < 0) return m.get(H.DATA_SIZE) < maxDataSize || m.usedBytes() === 0 ? Fast.SLOW : this.fullUnderOneLock();
     this.publish(at);
     if (this.phase === SendPhase.DONE) return Fast.DONE;
     return Fast.BLOCKED; // a rendezvous: published, now waiting for a receiver to take it
@@ -509,7 +516,7 @@ export class SendOp extends Operation {
     const why =
       capacity === 0 ? "no receiver is waiting for it, at capacity 0"
       : capacity > 0 && !m.lengthBelow(capacity) ? `${capacity} messages are buffered (its capacity)`
-      : `its byte budget of ${m.get(H.MAX_DATA_SIZE)} bytes (maxBufferBytes) is used up`;
+      : `its byte budget of ${m.maxDataSize()} bytes (maxBufferBytes) is used up`;
     return new ChannelFullError(`send on ${m.describe()}: the channel is full (${why}) and its overflow policy is "error"; nothing was sent (retry later, or use overflow "wait" to wait for room)`);
   }
 
@@ -561,7 +568,7 @@ export class SendOp extends Operation {
       if (this.phase === SendPhase.STREAM) this.withdraw(false);
       throw err;
     }
-    if (m.get(H.CLOSED) & CLOSED_NO_RECEIVERS) {
+    if (m.closedForSender() & CLOSED_NO_RECEIVERS) {
       this.unregister();
       throw new ChannelClosedError(`send on ${m.describe()}: every receive handle is closed, so nobody can receive it`);
     }
@@ -573,18 +580,21 @@ export class SendOp extends Operation {
 
   private admit(): boolean {
     const m = this.memory;
-    const streamer = m.get(H.STREAM_SENDER);
-    if (streamer < 0 || streamer > MAX_PARTIES) throw m.corrupt(`stream sender ${streamer}`);
-    if (streamer !== 0) return false;
+    const streamer = m.streamSender();
+    if (streamer !== 0) {
+      m.checkStreamUnderWay(streamer);
+      return false;
+    }
     if (!this.admitsByCount()) {
       const made = this.onFull();
       if (made !== "room") return made === "done";
     }
     const total = this.message.length;
-    if (recordBytes(total) > m.get(H.MAX_DATA_SIZE)) {
+    const maxDataSize = m.maxDataSize();
+    if (recordBytes(total) > maxDataSize) {
       if (this.isTry) {
         throw new MessageTooLargeError(
-          `trySend on ${m.describe()}: the message (${total} bytes) is larger than the ring can ever hold (${m.get(H.MAX_DATA_SIZE)} bytes) and must be streamed; use send()`,
+          `trySend on ${m.describe()}: the message (${total} bytes) is larger than the ring can ever hold (${maxDataSize} bytes) and must be streamed; use send()`,
         );
       }
       this.seq = m.get(H.SEQ_TAIL);
@@ -615,8 +625,9 @@ export class SendOp extends Operation {
    */
   private admitsByCount(): boolean {
     const m = this.memory;
-    const flavor = flavorFor(m.capacity);
-    if (this.isTry || (m.capacity === 0 && m.overflow !== Overflow.WAIT)) return flavor.tryAdmits(m, this.ownReceivers());
+    const capacity = m.checkedCapacity();
+    const flavor = flavorFor(capacity);
+    if (this.isTry || (capacity === 0 && m.overflow !== Overflow.WAIT)) return flavor.tryAdmits(m, this.ownReceivers());
     return flavor.admits(m);
   }
 
@@ -681,7 +692,7 @@ export class SendOp extends Operation {
   private streamPieces(): boolean {
     const m = this.memory;
     const total = this.message.length;
-    const largestPiece = (m.get(H.MAX_DATA_SIZE) - RECORD_HEADER_BYTES) & ~7;
+    const largestPiece = (m.maxDataSize() - RECORD_HEADER_BYTES) & ~7;
     while (this.written < total) {
       const remaining = total - this.written;
       let count = Math.min(remaining, largestPiece);
@@ -712,17 +723,22 @@ export class SendOp extends Operation {
    */
   completedWithoutLock(): boolean {
     if (this.phase !== SendPhase.AWAIT_TAKE || this.isRegistered) return false;
-    if (!seqAfter(Atomics.load(this.memory.header, H.SEQ_HEAD), this.seq)) return false;
+    const seqHead = Atomics.load(this.memory.header, H.SEQ_HEAD);
+    if (!seqAfter(seqHead, this.seq)) return false;
+    this.memory.checkSeqHead(seqHead); // taken, or corrupt: past every seq given out
     this.phase = SendPhase.DONE;
     return true;
   }
 
   private checkTaken(): boolean {
     const m = this.memory;
-    if (seqAfter(m.get(H.SEQ_HEAD), this.seq)) return this.finish();
+    if (seqAfter(m.checkSeqHead(m.get(H.SEQ_HEAD)), this.seq)) return this.finish();
     // setCapacity made the channel buffered: a message in the ring is admitted.
-    if (m.capacity !== 0) return this.finish();
-    if (m.get(H.CLOSED) & CLOSED_NO_RECEIVERS) {
+    if (m.checkedCapacity() !== 0) return this.finish();
+    // Not the sender's closed check: its own handle may have been closed while it waited.
+    const closed = m.closedBits();
+    m.checkClosed(closed, "recv");
+    if (closed & CLOSED_NO_RECEIVERS) {
       this.unregister();
       throw new ChannelClosedError(`send on ${m.describe()}: every receive handle was closed before a receiver took the message`);
     }
@@ -760,7 +776,7 @@ export class SendOp extends Operation {
       m.add(H.WITHDRAWN, 1);
       this.wake |= WAKE_RECEIVERS | WAKE_SENDERS;
     } else if (this.phase === SendPhase.AWAIT_TAKE) {
-      if (seqAfter(m.get(H.SEQ_HEAD), this.seq)) return "done";
+      if (seqAfter(m.checkSeqHead(m.get(H.SEQ_HEAD)), this.seq)) return "done";
       this.tombstone();
       m.add(H.WITHDRAWN, 1);
       m.sent -= 1;
@@ -829,8 +845,19 @@ export class RecvOp extends Operation {
   /** What `received` points to once a message is taken: one object per operation, filled in place. */
   private readonly taken: Received = { bytes: NOTHING_RECEIVED, length: 0, flags: 0 };
   private assembly: Uint8Array | undefined;
+  /** Payload bytes of the streamed message taken so far (its checksum included). */
   private assembled = 0;
   private streamSeq = 0;
+  /** With the checksum option: the CRC-32 of what the assembly holds so far, and the stored one, read as its bytes arrive. */
+  private streamCrc = 0;
+  private storedCrc = 0;
+  /**
+   * The fast attempt declined the message at the head because its checksum
+   * failed (it leaves it there; the full attempt takes it and throws): a
+   * batch (recvMany) returns what it took before it, and the next receive
+   * reports it.
+   */
+  corruptAhead = false;
 
   constructor(
     memory: ChannelMemory,
@@ -846,6 +873,7 @@ export class RecvOp extends Operation {
     this.assembly = undefined;
     this.assembled = 0;
     this.streamSeq = 0;
+    this.corruptAhead = false;
     this.wake = 0;
     this.probing = false;
     return this;
@@ -871,11 +899,11 @@ export class RecvOp extends Operation {
     this.checkHandle();
     if (m.get(H.STREAM_RECEIVER) !== 0) return Fast.SLOW;
     const at = m.headRecord();
-    if (at < 0) return m.get(H.CLOSED) & CLOSED_NO_SENDERS ? Fast.SLOW : Fast.BLOCKED;
+    // Empty: closed (or a corrupt closed word, or no sender counted) is the full attempt's to check.
+    if (at < 0) return m.get(H.CLOSED) !== 0 || m.get(H.SEND_HANDLES) <= 0 ? Fast.SLOW : Fast.BLOCKED;
     const flags = m.recordFlags(at);
-    if ((flags & ~(R_RAW_BYTES | R_RAW_BUFFER)) !== (R_FIRST | R_LAST)) return Fast.SLOW;
-    this.takeWhole(at, flags);
-    return Fast.DONE;
+    if ((flags & ~(R_RAW_BYTES | R_RAW_BUFFER | R_CHECKSUM)) !== (R_FIRST | R_LAST)) return Fast.SLOW;
+    return this.takeWhole(at, flags, true) ? Fast.DONE : Fast.SLOW;
   }
 
   /** Under both locks. True when a message was taken (see `received`); false when it waits. */
@@ -894,11 +922,14 @@ export class RecvOp extends Operation {
       }
       if (flags & R_FIRST) {
         if (this.midStream) throw m.corrupt("a new message starts inside a streamed one");
-        const claimedBy = m.get(H.STREAM_RECEIVER);
-        if (claimedBy < 0 || claimedBy > MAX_PARTIES) throw m.corrupt(`stream receiver ${claimedBy}`);
-        if (claimedBy !== 0 && claimedBy !== mySlot + 1) return this.register();
+        // A receiver taking a stream holds STREAM_RECEIVER from the stream's
+        // first piece (which it took at once) to its last, and no message is
+        // admitted behind a stream before its last piece: so a first piece at
+        // the head while another party holds it is a corrupt header.
+        const claimedBy = m.streamReceiver();
+        if (claimedBy !== 0 && claimedBy !== mySlot + 1) throw m.corrupt(`stream receiver ${claimedBy}, while a new message (seq ${m.recordSeq(at)}) is at the head`);
         if (flags & R_LAST) {
-          this.takeWhole(at, flags);
+          this.takeWhole(at, flags, false);
           this.passOnIfBuffered();
           return true;
         }
@@ -929,31 +960,91 @@ export class RecvOp extends Operation {
    * one of them is passed on (see WAKE_FOR_MESSAGE).
    */
   private passOnIfBuffered(): void {
-    if (this.memory.length() > 0) this.wake |= WAKE_FOR_MESSAGE;
+    if (this.memory.buffered() > 0) this.wake |= WAKE_FOR_MESSAGE;
   }
 
   private whenEmpty(): boolean {
     const m = this.memory;
-    if (!this.midStream && m.get(H.CLOSED) & CLOSED_NO_SENDERS && m.get(H.STREAM_SENDER) === 0) {
+    // Mid-stream, this receiver's own handle may have been closed since it began.
+    const closed = this.midStream ? m.closedBits() : m.closedForReceiver();
+    if (!this.midStream && closed & CLOSED_NO_SENDERS && m.streamSender() === 0) {
       this.unregister();
       throw new ChannelClosedError(`recv on ${m.describe()}: every send handle is closed and the channel is drained`);
     }
     return this.register();
   }
 
-  private takeWhole(at: number, flags: number): boolean {
+  /**
+   * Takes the one-record message at `at`. With the checksum option, a
+   * message whose CRC-32 fails is taken all the same (counted, its bytes
+   * freed: the channel goes on) and CorruptDataError is thrown after, with
+   * the section's changes complete; the ends its attachment table lists
+   * are not claimed (the table cannot be trusted), so they stay counted as
+   * in transit. With `mayDecline` (the fast path) such a message is left
+   * where it is instead, and false returned: nothing changed.
+   */
+  private takeWhole(at: number, flags: number, mayDecline: boolean): boolean {
     const m = this.memory;
     const start = at + RECORD_HEADER_BYTES;
-    const length = m.recordLength(at);
-    // A top-level Uint8Array or ArrayBuffer: its bytes are copied once, straight into the value.
-    const raw = flags & (R_RAW_BYTES | R_RAW_BUFFER);
-    this.setReceived(raw ? m.data.slice(start, start + length) : copyToScratch(m, at, length), length, flags);
+    let failure: string | undefined;
+    if (m.checksumFlag === 0 && (flags & R_CHECKSUM) === 0) {
+      const length = m.recordLength(at);
+      // A top-level Uint8Array or ArrayBuffer: its bytes are copied once, straight into the value.
+      const raw = flags & (R_RAW_BYTES | R_RAW_BUFFER);
+      this.setReceived(raw ? m.data.slice(start, start + length) : copyToScratch(m, at, length), length, flags);
+    } else {
+      failure = this.copyChecked(at, flags);
+      if (failure !== undefined && mayDecline) {
+        this.received = undefined;
+        this.corruptAhead = true;
+        return false;
+      }
+    }
     testHook?.("recv:copied");
-    if (flags & R_ATTACH) recordCarriedEnds(m.id, m.recordSeq(at), this.received!.bytes.subarray(0, length));
+    if (flags & R_ATTACH && failure === undefined) recordCarriedEnds(m.id, m.recordSeq(at), this.received!.bytes.subarray(0, this.received!.length));
     this.completeMessage(m.recordSeq(at));
     m.popRecord(at);
     testHook?.("recv:freed");
-    return this.finish();
+    this.finish();
+    if (failure !== undefined) {
+      this.received = undefined;
+      throw new CorruptDataError(failure);
+    }
+    return true;
+  }
+
+  /**
+   * Copies the one-record message at `at` out of a checksummed channel and
+   * checks its CRC-32 on the copy (see the record format in ring.ts): the
+   * stored CRC is read once, the bytes hashed are the ones the receiver
+   * keeps. Returns why it fails, or undefined; `received` holds the copy
+   * without the CRC either way.
+   */
+  private copyChecked(at: number, flags: number): string | undefined {
+    const m = this.memory;
+    const start = at + RECORD_HEADER_BYTES;
+    const recordLength = m.recordLength(at);
+    const length = recordLength - CHECKSUM_BYTES;
+    if ((flags & R_CHECKSUM) !== m.checksumFlag || length < 0) {
+      this.setReceived(NOTHING_RECEIVED, 0, flags);
+      return this.checksumFailure(m.recordSeq(at), (flags & R_CHECKSUM) !== m.checksumFlag ? `its record ${m.checksumFlag ? "lacks" : "carries"} the checksum flag` : "it is too short to hold one");
+    }
+    let bytes: Uint8Array;
+    let stored: number;
+    if (flags & (R_RAW_BYTES | R_RAW_BUFFER)) {
+      bytes = m.data.slice(start, start + length);
+      stored = readChecksum(m.data, start + length);
+    } else {
+      bytes = copyToScratch(m, at, recordLength);
+      stored = readChecksum(bytes, length);
+    }
+    this.setReceived(bytes, length, flags);
+    const computed = crc32Word(flags & MESSAGE_FLAGS, crc32(bytes, 0, length));
+    return computed === stored ? undefined : this.checksumFailure(m.recordSeq(at), `CRC-32 0x${hex8(computed)} where its sender wrote 0x${hex8(stored)}`);
+  }
+
+  private checksumFailure(seq: number, why: string): string {
+    return `recv on ${this.memory.describe()}: message ${seq} fails its checksum (${why}): its bytes were changed in shared memory after it was sent. It was taken and dropped; the channel goes on with the next message`;
   }
 
   /** Drops what was received once it is decoded (a reused operation would keep it alive until the next receive). */
@@ -973,32 +1064,70 @@ export class RecvOp extends Operation {
   private claimStream(at: number): void {
     const m = this.memory;
     const total = m.recordTotal(at);
+    if (total < m.trailerBytes) throw m.corrupt(`streamed message of ${total} bytes is too short for its checksum`);
     m.set(H.STREAM_RECEIVER, mySlot + 1);
-    this.assembly = new Uint8Array(total);
+    // The message's bytes only: a checksum at the end is read aside (the
+    // assembly becomes the value itself for a raw message).
+    this.assembly = new Uint8Array(total - m.trailerBytes);
     this.assembled = 0;
+    this.streamCrc = 0;
+    this.storedCrc = 0;
     this.streamSeq = m.recordSeq(at);
     this.takePiece(at, m.recordFlags(at));
   }
 
-  /** Copies one piece into the assembly; true when it was the last. */
+  /**
+   * Copies one piece into the assembly; true when it was the last. With the
+   * checksum option, the CRC-32 is computed piece by piece on the copy
+   * (while it is in the cache) and checked at the last piece: a failure
+   * ends the stream as a success would (the message is taken) and then
+   * throws CorruptDataError, as takeWhole does.
+   */
   private takePiece(at: number, flags: number): boolean {
     const m = this.memory;
     const piece = m.payload(at);
     const assembly = this.assembly!;
-    if (this.assembled + piece.length > assembly.length) throw m.corrupt(`streamed message overflows its total ${assembly.length}`);
-    assembly.set(piece, this.assembled);
+    const total = assembly.length + m.trailerBytes;
+    if (this.assembled + piece.length > total) throw m.corrupt(`streamed message overflows its total ${total}`);
+    if (m.trailerBytes === 0) {
+      assembly.set(piece, this.assembled);
+    } else {
+      // A piece may end inside the checksum, so the next one may hold only the rest of it.
+      const bytes = Math.max(0, Math.min(piece.length, assembly.length - this.assembled));
+      if (bytes > 0) {
+        assembly.set(bytes === piece.length ? piece : piece.subarray(0, bytes), this.assembled);
+        this.streamCrc = crc32(assembly, this.assembled, this.assembled + bytes, this.streamCrc);
+      }
+      for (let i = bytes; i < piece.length; i++) this.storedCrc |= piece[i]! << (8 * (this.assembled + i - assembly.length));
+    }
     this.assembled += piece.length;
     m.popRecord(at);
     this.wake |= WAKE_SENDERS;
     if (!(flags & R_LAST)) return false;
-    if (this.assembled !== assembly.length) throw m.corrupt(`streamed message ended at ${this.assembled} of ${assembly.length} bytes`);
-    this.setReceived(assembly, assembly.length, flags);
-    if (flags & R_ATTACH) recordCarriedEnds(m.id, this.streamSeq, assembly);
+    if (this.assembled !== total) throw m.corrupt(`streamed message ended at ${this.assembled} of ${total} bytes`);
+    const failure = m.trailerBytes === 0 && (flags & R_CHECKSUM) === 0 ? undefined : this.streamChecksumFailure(flags);
+    if (failure === undefined) {
+      this.setReceived(assembly, assembly.length, flags);
+      if (flags & R_ATTACH) recordCarriedEnds(m.id, this.streamSeq, assembly);
+    }
     this.assembly = undefined;
     m.set(H.STREAM_RECEIVER, 0);
     this.wake |= WAKE_RECEIVERS; // receivers parked behind this stream may go on now
     this.completeMessage(this.streamSeq);
+    if (failure !== undefined) {
+      this.finish();
+      throw new CorruptDataError(failure);
+    }
     return true;
+  }
+
+  /** At a streamed message's last piece (flags): why its checksum fails, or undefined. */
+  private streamChecksumFailure(flags: number): string | undefined {
+    const m = this.memory;
+    if ((flags & R_CHECKSUM) !== m.checksumFlag) return this.checksumFailure(this.streamSeq, `its last record ${m.checksumFlag ? "lacks" : "carries"} the checksum flag`);
+    const computed = crc32Word(flags & MESSAGE_FLAGS, this.streamCrc);
+    const stored = this.storedCrc >>> 0;
+    return computed === stored ? undefined : this.checksumFailure(this.streamSeq, `CRC-32 0x${hex8(computed)} where its sender wrote 0x${hex8(stored)}`);
   }
 
   private completeMessage(seq: number, delivered = true): void {
@@ -1043,6 +1172,15 @@ export class RecvOp extends Operation {
   }
 }
 
+/** The CRC-32 stored little-endian at `at` of `bytes`, each byte read once. */
+function readChecksum(bytes: Uint8Array, at: number): number {
+  return (bytes[at]! | (bytes[at + 1]! << 8) | (bytes[at + 2]! << 16) | (bytes[at + 3]! << 24)) >>> 0;
+}
+
+function hex8(n: number): string {
+  return n.toString(16).padStart(8, "0");
+}
+
 /** In the critical section that takes a message: records the ends it carries (control.ts, claims). */
 function recordCarriedEnds(carrierId: number, seq: number, payload: Uint8Array): void {
   writeClaims(carrierId, seq, carriedEnds(payload));
@@ -1064,6 +1202,7 @@ export function releaseHandles(memory: ChannelMemory, side: Side, holder: number
   memory.addHolders(side, holder, -count);
   const left = memory.get(side === "send" ? H.SEND_HANDLES : H.RECV_HANDLES);
   if (left < 0) throw new CorruptDataError(`${memory.describe()}: ${side} handle count went negative`);
+  memory.checkHandleCount(side); // the total is the sum of the holders: a wrong one would never reach 0, or reach it early
   if (left > 0) return { wake: 0, discarded };
   if (side === "send") {
     memory.set(H.CLOSED, memory.get(H.CLOSED) | CLOSED_NO_SENDERS);

@@ -62,6 +62,17 @@ export interface ChannelOptions {
    * closed.
    */
   overflow?: OverflowPolicy;
+  /**
+   * Integrity (default false): every message carries a CRC-32 of its bytes,
+   * computed by its sender before it enters shared memory and checked by
+   * its receiver on its own copy. A message changed in between (a bug, or
+   * another thread writing into the channel's memory) fails with
+   * CorruptDataError at the receive that takes it, and is dropped; the
+   * channel goes on. Costs 4 bytes and a pass over each message at both
+   * ends (measured by `npm run bench:checksum`). Detects damage and careless
+   * writes, not a forger, who could recompute the CRC.
+   */
+  checksum?: boolean;
 }
 
 export interface ChannelStats {
@@ -436,6 +447,14 @@ function runAsync<T>(
   const timeout = checkTimeout(options?.timeout, verb);
   const signal = effectiveSignal(options?.signal);
   if (signal?.aborted) {
+    try {
+      // A send a batch already began (sendMany: a rendezvous offer in the
+      // ring) is taken back first, or a receiver would still take it.
+      if (op instanceof SendOp && op.started && withdrawOnce(op, false) === "done") return Promise.resolve(done());
+    } catch (err) {
+      undo();
+      return Promise.reject(err);
+    }
     undo();
     return Promise.reject(signal.reason);
   }
@@ -560,6 +579,7 @@ function setCapacityOf(memory: ChannelMemory, capacity: unknown, verb: string): 
 
 function statsOf(memory: ChannelMemory): ChannelStats {
   return locked(memory, () => {
+    memory.auditHeader(); // a corrupt header fails here rather than as nonsense numbers
     const closedBits = memory.get(H.CLOSED);
     const drained = memory.length() === 0 && memory.get(H.STREAM_SENDER) === 0;
     return {
@@ -568,7 +588,7 @@ function statsOf(memory: ChannelMemory): ChannelStats {
       capacity: memory.capacity < 0 ? Infinity : memory.capacity,
       length: memory.length(),
       bytes: memory.usedBytes(),
-      maxBufferBytes: memory.get(H.MAX_DATA_SIZE),
+      maxBufferBytes: memory.maxDataSize(),
       senders: memory.get(H.SEND_HANDLES),
       receivers: memory.get(H.RECV_HANDLES),
       waitingSenders: memory.get(H.WAITING_SENDERS),
@@ -606,13 +626,15 @@ export class SendChannel<T = unknown> {
   #prepare(value: T): ChannelMessage {
     this.#end.ensureOpen("send");
     const message = encodeForChannel(value);
-    const limit = this.#end.memory.get(H.MAX_MESSAGE_BYTES);
+    const memory = this.#end.memory;
+    const limit = memory.maxMessageBytes();
     if (message.length > limit) {
       message.undo();
       throw new MessageTooLargeError(
-        `send on ${this.#end.memory.describe()}: the message is ${message.length} bytes serialized, over this channel's maxMessageBytes (${limit}); send it in parts or create the channel with a larger maxMessageBytes`,
+        `send on ${memory.describe()}: the message is ${message.length} bytes serialized, over this channel's maxMessageBytes (${limit}); send it in parts or create the channel with a larger maxMessageBytes`,
       );
     }
+    if (memory.checksumFlag !== 0) message.addChecksum();
     return message;
   }
 
@@ -715,6 +737,7 @@ export class SendChannel<T = unknown> {
         if (pending.length === 0) return;
         const fast = this.#sendPendingFast(pending);
         sent += fast.done;
+        if (fast.failed) throw fast.failed.error;
         if (pending.length === 0) continue;
         // The first pending message needs waiting (or the full protocol): one send of it, then batches again.
         const message = pending.shift()!;
@@ -741,6 +764,7 @@ export class SendChannel<T = unknown> {
         if (pending.length === 0) return;
         const fast = this.#sendPendingFast(pending);
         sent += fast.done;
+        if (fast.failed) throw fast.failed.error;
         if (pending.length === 0) continue;
         const message = pending.shift()!;
         const op = fast.midFlight ?? this.#op(message, false);
@@ -765,32 +789,42 @@ export class SendChannel<T = unknown> {
    * of the next one if it is already under way (a rendezvous offer: the
    * caller drives it to its end before anything else).
    */
-  #sendPendingFast(pending: ChannelMessage[]): { done: number; midFlight?: SendOp } {
+  #sendPendingFast(pending: ChannelMessage[]): { done: number; midFlight?: SendOp; failed?: { error: unknown } } {
     const memory = this.#end.memory;
     let index = 0;
     let op: SendOp | undefined;
     let done = 0;
     const dropped: boolean[] = [];
-    const stopped = attemptFastBatch(
-      memory,
-      Locks.SEND,
-      () => {
-        if (index >= pending.length) return undefined;
-        const message = pending[index++]!;
-        op = op?.reuse(message) ?? this.#op(message, false);
-        return op;
-      },
-      (completed) => {
-        dropped.push(completed.droppedOwn);
-        done++;
-      },
-    );
+    let stopped: { op: SendOp; outcome: Fast } | undefined;
+    let failed: { error: unknown } | undefined;
+    try {
+      stopped = attemptFastBatch(
+        memory,
+        Locks.SEND,
+        () => {
+          if (index >= pending.length) return undefined;
+          const message = pending[index++]!;
+          op = op?.reuse(message) ?? this.#op(message, false);
+          return op;
+        },
+        (completed) => {
+          dropped.push(completed.droppedOwn);
+          done++;
+        },
+      );
+    } catch (error) {
+      // A send that throws (overflow "error": ChannelFullError) stops the
+      // batch, but those before it are in the ring: they are settled and
+      // counted like any other, and the caller rethrows (err.sent).
+      failed = { error };
+    }
     // Settled after unlocking: closing the ends of a discarded message takes their channels' locks.
     for (let i = 0; i < done; i++) {
       if (dropped[i]) pending[i]!.discard(memory);
       else pending[i]!.commit(memory);
     }
     pending.splice(0, done);
+    if (failed) return { done, failed };
     return stopped?.op.started ? { done, midFlight: stopped.op } : { done };
   }
 
@@ -846,6 +880,12 @@ export class SendChannel<T = unknown> {
     return new SendChannel<T>(constructing, End.acquire(this.#end.memory, "send"));
   }
 
+  /**
+   * A snapshot of the channel (see ChannelStats), taken under both channel
+   * locks. Audits the channel's shared header first (every word whose bad
+   * value can be told from a good one, about 1,100 reads: ~2 µs) and throws
+   * CorruptDataError naming the first bad word instead of reporting it.
+   */
   stats(): ChannelStats {
     return statsOf(this.#end.memory);
   }
@@ -892,6 +932,11 @@ export class RecvChannel<T = unknown> {
    * TimeoutError after `timeout` ms (a message there at the deadline is
    * still taken), or the signal's reason when aborted (nothing is taken).
    * A receive that has begun taking a streamed message finishes it.
+   * Rejects with CorruptDataError when the channel's shared memory is
+   * corrupt, and, on a channel created with `checksum: true`, when the
+   * message it takes fails its checksum (that message is dropped, the
+   * channel goes on; channel ends listed inside it are not claimed, since
+   * its attachment table cannot be trusted, so their channels stay open).
    */
   recv(options?: WaitOptions): Promise<T> {
     let op: RecvOp;
@@ -940,6 +985,8 @@ export class RecvChannel<T = unknown> {
         },
       );
       if (!stopped || stopped.outcome === Fast.BLOCKED) return;
+      // A message that fails its checksum: what came before it is returned, the next receive reports it.
+      if (stopped.op.corruptAhead && into.length > 0) return;
       // A message the fast path does not take (channel ends inside, a stream, a
       // withdrawn record first): the full protocol, still without waiting.
       const slow = this.#op();
@@ -1058,6 +1105,7 @@ export class RecvChannel<T = unknown> {
     return new RecvChannel<T>(constructing, End.acquire(this.#end.memory, "recv"));
   }
 
+  /** A snapshot of the channel: see SendChannel.stats (throws CorruptDataError for a corrupt header). */
   stats(): ChannelStats {
     return statsOf(this.#end.memory);
   }
@@ -1115,7 +1163,9 @@ export function createChannel<T = unknown>(options: ChannelOptions = {}): [RecvC
   const name = options.name ?? "";
   if (typeof name !== "string") throw new TypeError(`createChannel: name must be a string, got ${typeof name}`);
   const overflow = checkOverflow(options.overflow, capacity);
-  const buffer = createChannelMemory({ id: allocateChannelId(), capacity, bufferBytes, maxBufferBytes, maxMessageBytes, name, overflow });
+  const checksum = options.checksum ?? false;
+  if (typeof checksum !== "boolean") throw new TypeError(`createChannel: checksum must be a boolean, got ${typeof checksum}`);
+  const buffer = createChannelMemory({ id: allocateChannelId(), capacity, bufferBytes, maxBufferBytes, maxMessageBytes, name, overflow, checksum });
   const memory = new ChannelMemory(buffer);
   const recv = new RecvChannel<T>(constructing, End.acquire(memory, "recv"));
   const send = new SendChannel<T>(constructing, End.acquire(memory, "send"));

@@ -46,6 +46,19 @@ export type { DeadlockParty, RemoteErrorInfo, StageItem } from "./errors.js";
 export function isShareable(value: unknown): boolean {
   return isCloneable(value, isAttachable);
 }
+export { offload } from "./offload/offload.js";
+export type {
+  ConnectionInfo,
+  Offload,
+  OffloadInterpreterStats,
+  OffloadOptions,
+  OffloadStats,
+  ProtocolConnection,
+  ProtocolContext,
+  ProtocolModule,
+  Reply,
+  ReplyBytes,
+} from "./offload/types.js";
 
 // Seeing a running system (src/inspect/); INTERPRETERS_INSPECT=host:port starts the page in any program.
 export { inspect } from "./inspect/inspect.js";

@@ -73,6 +73,7 @@
  * | 160    | 4     | DATA_GEN: which buffer holds the data area: 0 = this one,  | both (growth); outside every   |
  * |        |       | after the header; g > 0 = the g-th replacement, a buffer   | journal snapshot: never rolled |
  * |        |       | of its own (see grow); only ever increases                 | back                           |
+ * | 180    | 4     | OPTIONS: bit 0 = checksum (every message ends with a CRC-32: see the record table) | creator |
  * | 188    | 4     | RECV_LOCK: like SEND_LOCK                                  | lockers (mutex.ts)             |
  * | 192    | 32    | SEND_WAITERS: bitmap, bit s = party s waits to send        | both (waiting senders)         |
  * | 224    | 32    | RECV_WAITERS: bitmap, bit s = party s waits to recv        | both (waiting receivers)       |
@@ -97,10 +98,29 @@
  * |--------|------|--------------------------------------------------------------------|
  * | 0      | 4    | payload bytes in this record                                       |
  * | 4      | 4    | flags: FIRST 1, LAST 2, TOMBSTONE 4 (withdrawn), ATTACH 8, PAD 16, |
- * |        |      | RAW_BYTES 32, RAW_BUFFER 64 (the payload is the value's own bytes) |
+ * |        |      | RAW_BYTES 32, RAW_BUFFER 64 (the payload is the value's own bytes),|
+ * |        |      | CHECKSUM 128 (the message ends with its CRC-32; every record of a  |
+ * |        |      | channel with OPTIONS bit 0 has it, and no other record)            |
  * | 8      | 4    | seq of the message                                                 |
  * | 12     | 4    | total payload bytes of the message (over all its records)          |
  * | 16     | len  | payload, then padding to a multiple of 8                           |
+ *
+ * With the checksum option, a message's payload (the concatenation of its
+ * records' payloads, `total` bytes) is the message's bytes followed by 4
+ * more: the CRC-32 (crc32.ts), little-endian, of the message's bytes and
+ * then of its flags word masked to ATTACH | RAW_BYTES | RAW_BUFFER |
+ * CHECKSUM (little-endian), so a flipped flag that would change how the
+ * bytes are decoded is caught too. The sender computes it over its own
+ * copy before writing; the receiver over its own copy after reading
+ * (never over shared memory, which could change between the check and
+ * the use), and a mismatch is CorruptDataError (channel-ops.ts). One CRC
+ * per message, not per record: a stream's pieces are checked as the
+ * message they make, the record header stays 16 bytes, and every walker of
+ * the ring is unchanged. The CRC is after the bytes, not before, so a raw
+ * payload still starts 8-aligned and the attachment table stays at offset
+ * 0 for every reader of it. Ring bookkeeping (lengths, totals, seq) is
+ * checked for plausibility, not by the CRC. A CRC detects damage and
+ * careless writes, not a forger who recomputes it.
  *
  * A payload starts 8-aligned in the ring, and the pieces of a stream are
  * multiples of 8 bytes (but the last), so each piece also lands 8-aligned
@@ -123,6 +143,28 @@
  * readers skip such a tail implicitly), counts the skipped bytes as
  * written, and goes on at 0. Records are in seq order. Every value read
  * back from shared memory is checked against these bounds (CorruptDataError).
+ *
+ * Header words are checked when read, as record lengths are, so that a
+ * corrupt one raises CorruptDataError instead of an error that blames
+ * something else, a nonsense statistic, a lost message or a hang
+ * (ChannelMemory's "checked" readers; each is a load and a compare or two):
+ * MAX_DATA_SIZE and MAX_MESSAGE_BYTES must be what their creator wrote
+ * (each thread keeps the value it first read, range-checked); CAPACITY >=
+ * -1; CLOSED holds only its two flags, a flag is set exactly when its
+ * side's handle count is 0, and a sender (receiver) whose handle is open
+ * never sees its own side closed; STREAM_SENDER and STREAM_RECEIVER name
+ * no party past 256, a stream under way is the last message admitted
+ * (STREAM_SEQ + 1 = SEQ_TAIL), and no new message is at the head while a
+ * receiver holds a stream; the messages buffered (SEQ_TAIL - REMOVED -
+ * WITHDRAWN) are in [0, MAX_DATA_SIZE / 16 + 2]; SEQ_HEAD is not past
+ * SEQ_TAIL; a handle count is the sum of its holder table. The fast paths
+ * read no extra word but RECV_HANDLES (a sender, on the cache line it
+ * reads anyway) and leave anything unusual to the full attempt, which
+ * checks. stats() audits the whole header (auditHeader): also the waiting
+ * counts against the parties' tables and the waiter bitmaps, and the
+ * float64 statistics. What no check can tell from a good value (a
+ * plausible count, a bit in a bitmap that only costs a wake-up) stays
+ * undetected; test/hardening-header.test.ts lists what is.
  *
  * The journals make every critical section all-or-nothing even if its
  * thread is killed inside it (terminate(), resource limits): each lock's
@@ -147,6 +189,10 @@
 import { CorruptDataError } from "./errors.js";
 
 export const HEADER_BYTES = 8192;
+/** The largest data area (maxBufferBytes) a channel may have: channel.ts LIMIT_BUFFER_BYTES. */
+const MAX_DATA_LIMIT = 2 ** 30;
+/** The smallest: createChannelMemory rounds bufferBytes up to this. */
+const MIN_DATA_SIZE = 64;
 /** Doubling from 64 bytes to the 1 GiB limit takes 24 generations; more means a corrupt DATA_GEN. */
 const MAX_DATA_GENERATIONS = 64;
 
@@ -202,6 +248,7 @@ export const H = {
   REMOVED: 35,
   DATA_GEN: 40,
   TOKEN: 41,
+  OPTIONS: 45,
   RECV_LOCK: 47,
 } as const;
 
@@ -264,6 +311,14 @@ export const R_PAD = 16;
 export const R_RAW_BYTES = 32;
 /** The payload is a top-level ArrayBuffer's bytes, nothing else. */
 export const R_RAW_BUFFER = 64;
+/** The message's payload ends with its CRC-32 (a channel created with `checksum: true`). */
+export const R_CHECKSUM = 128;
+/** The flags a message carries in every record of it, which the checksum covers. */
+export const MESSAGE_FLAGS = R_ATTACH | R_RAW_BYTES | R_RAW_BUFFER | R_CHECKSUM;
+/** Bytes of the CRC-32 at the end of a checksummed message's payload. */
+export const CHECKSUM_BYTES = 4;
+/** OPTIONS bits. */
+const OPTION_CHECKSUM = 1;
 
 export type Side = "send" | "recv";
 /** Which locks a critical section holds. */
@@ -302,12 +357,37 @@ export class ChannelMemory {
   data: Uint8Array;
   dataWords: Int32Array;
   private dataGen = 0;
-  /** The newest data buffer this thread knows of (from its own growth, a fetch, or the supervisor's registrations). */
-  private newestData: { gen: number; buffer: SharedArrayBuffer } | undefined;
+  /**
+   * The data buffers this thread knows of, by generation, from the one
+   * DATA_GEN names on (from its own growth, a fetch, or the supervisor's
+   * registrations). More than the newest: a grower killed between
+   * publishing a generation and naming it in DATA_GEN leaves a newer one
+   * that never becomes current, while the current one is still needed.
+   */
+  private dataByGen = new Map<number, SharedArrayBuffer>();
   readonly id: number;
   readonly name: string;
   /** The overflow policy (Overflow.*), fixed at creation. */
   readonly overflow: number;
+  /**
+   * MAX_DATA_SIZE and MAX_MESSAGE_BYTES as this thread first read them
+   * (checked then): the creator writes them once, so a later read that
+   * differs is a corrupt header (see maxDataSize, maxMessageBytes).
+   */
+  private readonly creatorMaxData: number;
+  private readonly creatorMaxMessage: number;
+  /**
+   * The most messages that can be buffered at once: each has a record of
+   * at least 16 bytes in the ring, but for one being streamed in (admitted
+   * before its first piece) and one being streamed out (its pieces may all
+   * be taken while its sender writes the next). A count outside [0, this]
+   * is corrupt.
+   */
+  private readonly maxBuffered: number;
+  /** Created with `checksum: true` (OPTIONS, read once): R_CHECKSUM here, else 0; every record must carry exactly this. */
+  readonly checksumFlag: number;
+  /** The bytes a record's payload may hold beyond the message itself: CHECKSUM_BYTES with the checksum, else 0. */
+  readonly trailerBytes: number;
   /**
    * This thread's last reads of the other side's counters (see the file
    * comment: each only moves forward while anyone can see it, so an old
@@ -343,6 +423,17 @@ export class ChannelMemory {
     const nameLength = Atomics.load(this.header, H.NAME_LEN);
     if (nameLength < 0 || nameLength > NAME_BYTES) throw new CorruptDataError(`channel ${this.id}: name length ${nameLength} out of range`);
     this.name = new TextDecoder().decode(new Uint8Array(buffer, NAME_OFFSET, nameLength).slice());
+    this.creatorMaxData = Atomics.load(this.header, H.MAX_DATA_SIZE);
+    if (this.creatorMaxData < MIN_DATA_SIZE || this.creatorMaxData > MAX_DATA_LIMIT || (this.creatorMaxData & 7) !== 0) {
+      throw new CorruptDataError(`channel ${this.id}: max data size ${this.creatorMaxData} out of range`);
+    }
+    this.creatorMaxMessage = Atomics.load(this.header, H.MAX_MESSAGE_BYTES);
+    if (this.creatorMaxMessage < 1) throw new CorruptDataError(`channel ${this.id}: max message bytes ${this.creatorMaxMessage} out of range`);
+    this.maxBuffered = (this.creatorMaxData >>> 4) + 2;
+    const options = Atomics.load(this.header, H.OPTIONS);
+    if ((options & ~OPTION_CHECKSUM) !== 0) throw new CorruptDataError(`channel ${this.id}: options 0x${(options >>> 0).toString(16)} out of range`);
+    this.checksumFlag = options & OPTION_CHECKSUM ? R_CHECKSUM : 0;
+    this.trailerBytes = this.checksumFlag !== 0 ? CHECKSUM_BYTES : 0;
   }
 
   // ---- journals (see the file comment) ----
@@ -384,6 +475,18 @@ export class ChannelMemory {
     header[at + 1] = index;
     header[at + 2] = old;
     Atomics.store(header, SEND_JOURNAL_UNDO_WORD, count + 1);
+  }
+  /**
+   * Under both locks, between two complete steps of one section: if `entries`
+   * more undo entries would overflow the journal, ends the section there
+   * (its steps so far stand) and opens a fresh one.
+   */
+  checkpointForUndo(entries: number): void {
+    const header = this.header;
+    if (Atomics.load(header, SEND_JOURNAL_VALID_WORD) !== JOURNAL_BOTH_LOCKS) return;
+    if (Atomics.load(header, SEND_JOURNAL_UNDO_WORD) + entries <= JOURNAL_MAX_ENTRIES) return;
+    this.endJournal(Locks.BOTH);
+    this.beginJournal(Locks.BOTH);
   }
   /**
    * Undoes the send-lock part of a critical section its owner died in (call
@@ -446,20 +549,207 @@ export class ChannelMemory {
     return Atomics.load(this.header, field);
   }
 
-  /** Messages buffered (admitted, not taken, not withdrawn). Exact under both locks; see the file comment. */
+  /**
+   * Messages buffered (admitted, not taken, not withdrawn). Exact under
+   * both locks; see the file comment. Unchecked: outside the locks, reads
+   * of the two sides' counters may be torn apart (callers clamp it).
+   */
   length(): number {
     return (this.load(H.SEQ_TAIL) - this.load(H.REMOVED) - this.get(H.WITHDRAWN)) | 0;
   }
+  /** Under both locks: messages buffered, checked against what the ring can hold. */
+  buffered(): number {
+    return this.checkBuffered(this.length());
+  }
+  private checkBuffered(count: number): number {
+    if (count < 0 || count > this.maxBuffered) {
+      throw this.corrupt(`${count} messages buffered (seq tail ${this.load(H.SEQ_TAIL)}, removed ${this.load(H.REMOVED)}, withdrawn ${this.get(H.WITHDRAWN)}; at most ${this.maxBuffered} fit)`);
+    }
+    return count;
+  }
   /**
-   * Under the send lock: is the number of messages buffered below `limit`?
-   * Decided from the cached count of removed messages, re-read when that
-   * says no.
+   * Under the send lock: is the number of messages buffered below `limit`
+   * (a capacity, >= 1)? Decided from the cached count of removed messages
+   * (which can only over-state the count), re-read and checked when that
+   * says no. The first test is unsigned, so a negative (corrupt) count
+   * takes the checked path.
    */
   lengthBelow(limit: number): boolean {
     const admitted = this.get(H.SEQ_TAIL) - this.get(H.WITHDRAWN);
-    if (((admitted - this.knownRemoved) | 0) < limit) return true;
+    if (((admitted - this.knownRemoved) | 0) >>> 0 < limit) return true;
     this.knownRemoved = this.load(H.REMOVED);
-    return ((admitted - this.knownRemoved) | 0) < limit;
+    return this.checkBuffered((admitted - this.knownRemoved) | 0) < limit;
+  }
+
+  // ---- header words read with a check (CorruptDataError when impossible) ----
+  // Each is a load and a compare or two: cheap enough for the fast paths.
+
+  /** MAX_DATA_SIZE, the ring's budget: the value its creator wrote. */
+  maxDataSize(): number {
+    const max = this.header[H.MAX_DATA_SIZE]!;
+    if (max !== this.creatorMaxData) throw this.corrupt(`max data size ${max}, where its creator wrote ${this.creatorMaxData}`);
+    return max;
+  }
+  /** MAX_MESSAGE_BYTES: the value its creator wrote. */
+  maxMessageBytes(): number {
+    const max = this.header[H.MAX_MESSAGE_BYTES]!;
+    if (max !== this.creatorMaxMessage) throw this.corrupt(`max message bytes ${max}, where its creator wrote ${this.creatorMaxMessage}`);
+    return max;
+  }
+  /** The capacity (-1 Infinity, 0 rendezvous, n bounded), for deciding admission: under either lock. */
+  checkedCapacity(): number {
+    const capacity = this.header[H.CAPACITY]!;
+    if (capacity < -1) throw this.corrupt(`capacity ${capacity}`);
+    return capacity;
+  }
+  /** CLOSED: 0 or the two flags. */
+  closedBits(): number {
+    const closed = this.header[H.CLOSED]!;
+    if ((closed & ~(CLOSED_NO_SENDERS | CLOSED_NO_RECEIVERS)) !== 0) throw this.corrupt(`closed bits 0x${(closed >>> 0).toString(16)}`);
+    return closed;
+  }
+  /** STREAM_SENDER (0, or a party slot + 1). */
+  streamSender(): number {
+    const slot = this.header[H.STREAM_SENDER]!;
+    if (slot < 0 || slot > TRANSIT) throw this.corrupt(`stream sender ${slot}`);
+    return slot;
+  }
+  /** STREAM_RECEIVER (0, or a party slot + 1). */
+  streamReceiver(): number {
+    const slot = this.header[H.STREAM_RECEIVER]!;
+    if (slot < 0 || slot > TRANSIT) throw this.corrupt(`stream receiver ${slot}`);
+    return slot;
+  }
+  /**
+   * Under both locks, for a sender (whose handle is open) that found the
+   * channel closed or not: the closed bits, checked against the handle
+   * counts. Closed to senders while this sender's handle is open, closed
+   * to receivers while receive handles are counted, or open with none
+   * counted, are all corrupt (handles are counted until released, and the
+   * bit is set in the section that releases the last one).
+   */
+  closedForSender(): number {
+    const closed = this.closedBits();
+    if (closed & CLOSED_NO_SENDERS) {
+      const open = this.get(H.SEND_HANDLES);
+      throw this.corrupt(`closed to senders with ${open} send handle${open === 1 ? "" : "s"} open, this one included`);
+    }
+    this.checkClosed(closed, "recv");
+    return closed;
+  }
+  /** Like closedForSender, for a receiver (whose handle is open). */
+  closedForReceiver(): number {
+    const closed = this.closedBits();
+    if (closed & CLOSED_NO_RECEIVERS) {
+      const open = this.get(H.RECV_HANDLES);
+      throw this.corrupt(`closed to receivers with ${open} receive handle${open === 1 ? "" : "s"} open, this one included`);
+    }
+    this.checkClosed(closed, "send");
+    return closed;
+  }
+  /** Under both locks: `side`'s closed bit in `closed` (from closedBits) agrees with its handle count. */
+  checkClosed(closed: number, side: Side): void {
+    const handles = this.get(side === "send" ? H.SEND_HANDLES : H.RECV_HANDLES);
+    const bit = side === "send" ? CLOSED_NO_SENDERS : CLOSED_NO_RECEIVERS;
+    const noun = side === "send" ? "send" : "receive";
+    const party = side === "send" ? "senders" : "receivers";
+    if (closed & bit) {
+      if (handles !== 0) throw this.corrupt(`closed to ${party} with ${handles} ${noun} handle${handles === 1 ? "" : "s"} open`);
+    } else if (handles <= 0) {
+      throw this.corrupt(`no ${noun} handle is open, yet the channel is not closed to ${party} (${noun} handles ${handles})`);
+    }
+  }
+  /**
+   * Under both locks: a stream is under way (STREAM_SENDER names party
+   * `streamer` - 1). Its message is the last one admitted: nobody admits
+   * another until it is written, so STREAM_SEQ + 1 = SEQ_TAIL.
+   */
+  checkStreamUnderWay(streamer: number): void {
+    const seq = this.get(H.STREAM_SEQ);
+    if (((seq + 1) | 0) !== this.get(H.SEQ_TAIL)) throw this.corrupt(`stream sender ${streamer}, but stream seq ${seq} is not the last admitted (seq tail ${this.get(H.SEQ_TAIL)})`);
+  }
+  /** SEQ_HEAD, checked: no message after the last one admitted can have been taken. */
+  checkSeqHead(seqHead: number): number {
+    const tail = this.load(H.SEQ_TAIL); // read after SEQ_HEAD: it only grows, so a fresher value only loosens this
+    if (((seqHead - tail) | 0) > 0) throw this.corrupt(`seq head ${seqHead} is past seq tail ${tail}`);
+    return seqHead;
+  }
+
+  /**
+   * Under both locks: checks every header word whose bad value can be told
+   * from a good one (stats() runs it): the checked words above, the handle
+   * counts against the holder tables, the waiting counts against the
+   * parties' tables and the waiter bitmaps, the statistics, the ring's
+   * indices. Plain reads (every word it reads is written under both locks,
+   * or is this side's own): about 1,100 of them, a microsecond or two.
+   */
+  auditHeader(): void {
+    this.maxDataSize();
+    this.maxMessageBytes();
+    this.checkedCapacity();
+    const closed = this.closedBits();
+    this.streamSender();
+    this.streamReceiver();
+    this.checkHandleCount("send");
+    this.checkHandleCount("recv");
+    this.checkClosed(closed, "send");
+    this.checkClosed(closed, "recv");
+    this.checkWaiting("send");
+    this.checkWaiting("recv");
+    const short = this.get(H.SENDERS_SHORT_OF_BYTES);
+    if (short !== 0 && short !== 1) throw this.corrupt(`senders short of bytes ${short}`);
+    this.checkCount("sent", this.sent);
+    this.checkCount("received", this.received);
+    this.checkCount("dropped", this.dropped);
+    this.checkSeqHead(this.get(H.SEQ_HEAD));
+    this.buffered();
+    const size = this.dataSize();
+    const used = this.checkUsed(this.usedBytes(), size);
+    const head = this.head(size);
+    const tail = this.tail(size);
+    if (tail !== (head + used) % size) throw this.corrupt(`tail ${tail} is not head ${head} + used ${used}`);
+  }
+  /** A float64 statistic: a count, so a whole number, not negative. */
+  private checkCount(name: string, value: number): void {
+    if (!Number.isInteger(value) || value < 0) throw this.corrupt(`${name} ${value}`);
+  }
+  /** Under both locks: WAITING_* is the sum of the parties' parked operations, and a party's waiter bit is set exactly when it has some. */
+  private checkWaiting(side: Side): void {
+    const header = this.header;
+    const table = side === "send" ? WAITS_SEND_WORD : WAITS_RECV_WORD;
+    const bitmap = side === "send" ? SEND_WAITERS_WORD : RECV_WAITERS_WORD;
+    const label = side === "send" ? "waiting senders" : "waiting receivers";
+    let parked = 0;
+    for (let w = 0; w < BITMAP_WORDS; w++) {
+      let bits = 0;
+      for (let b = 0; b < 32; b++) {
+        const count = header[table + w * 32 + b]!;
+        if (count < 0) throw this.corrupt(`${label}: party ${w * 32 + b} has ${count}`);
+        if (count > 0) bits |= 1 << b;
+        parked += count;
+      }
+      if (bits !== header[bitmap + w]) throw this.corrupt(`the ${side} waiter bitmap word ${w} is 0x${(header[bitmap + w]! >>> 0).toString(16)}, where the parties' parked operations make it 0x${(bits >>> 0).toString(16)}`);
+    }
+    const waiting = this.get(side === "send" ? H.WAITING_SENDERS : H.WAITING_RECEIVERS);
+    if (waiting !== parked) throw this.corrupt(`${label} ${waiting}, where the parties' tables count ${parked}`);
+  }
+  /** The sum of `count` per-party words from `word`, each checked non-negative (under both locks: plain reads). */
+  private sumOfTable(word: number, count: number, what: string): number {
+    const header = this.header;
+    let sum = 0;
+    for (let i = 0; i < count; i++) {
+      const value = header[word + i]!;
+      if (value < 0) throw this.corrupt(`${what}: party ${i} has ${value}`);
+      sum += value;
+    }
+    return sum;
+  }
+  /** Under both locks, after a release: the side's handle count is the sum of its holders (see handle.ts). */
+  checkHandleCount(side: Side): number {
+    const total = this.get(side === "send" ? H.SEND_HANDLES : H.RECV_HANDLES);
+    const held = this.sumOfTable(side === "send" ? HOLDERS_SEND_WORD : HOLDERS_RECV_WORD, TRANSIT + 1, `${side} handles`);
+    if (total !== held) throw this.corrupt(`${side} handles ${total}, where the table of holders counts ${held}`);
+    return total;
   }
   /** Bytes of records and padding in the ring. Exact under both locks. */
   usedBytes(): number {
@@ -523,8 +813,9 @@ export class ChannelMemory {
    * The capacity now: -1 for Infinity, 0 rendezvous, n bounded. It changes
    * only under both locks (setCapacity), so it is exact under either lock;
    * outside them a stale value is tolerated (stats, wake-ups, descriptions).
-   * A corrupt word below -1 reads as Infinity here; stats and the deadlock
-   * detector name it.
+   * A corrupt word below -1 reads as Infinity here, for the readers that
+   * only decide whom to wake; whatever decides admission reads
+   * checkedCapacity, and stats() fails on it.
    */
   get capacity(): number {
     const capacity = this.header[H.CAPACITY]!;
@@ -562,6 +853,10 @@ export class ChannelMemory {
       victimSeq = seq;
     });
     if (victim < 0) return false;
+    // Each drop logs an undo entry (its tombstone), and a send may drop many
+    // to make room: past what the journal holds, the drops so far are made
+    // permanent first (a consistent state: whole drops, nothing else begun).
+    this.checkpointForUndo(1);
     const flags = this.recordFlags(victim);
     const carried = flags & R_ATTACH ? this.payload(victim).slice() : true;
     this.forEachRecord((offset) => {
@@ -725,14 +1020,21 @@ export class ChannelMemory {
     this.offerData(gen, buffer);
   }
 
-  /** Remembers `buffer` as data generation `gen` of this channel, if newer than what this thread knows. */
+  /** Remembers `buffer` as data generation `gen` of this channel (the latest offer of a generation wins). */
   offerData(gen: number, buffer: SharedArrayBuffer): void {
-    if (gen > 0 && (!this.newestData || gen > this.newestData.gen)) this.newestData = { gen, buffer };
+    if (gen <= 0) return;
+    // A generation offered again replaces the earlier one: that was published
+    // by a grower killed before naming it (its section rolled back), and the
+    // generation was made anew by the next growth.
+    this.dataByGen.set(gen, buffer);
+    // Generations before the current one are never needed again.
+    const current = Atomics.load(this.header, H.DATA_GEN);
+    for (const known of this.dataByGen.keys()) if (known < current) this.dataByGen.delete(known);
   }
 
   /** The data buffer of generation `gen` if this thread already knows it. */
   knownData(gen: number): SharedArrayBuffer | undefined {
-    return this.newestData?.gen === gen ? this.newestData.buffer : undefined;
+    return this.dataByGen.get(gen);
   }
 
   /**
@@ -900,7 +1202,7 @@ export class ChannelMemory {
     const length = this.dataWords[offset >>> 2]!;
     if (length < 0 || recordBytes(length) > within) throw this.corrupt(`record at ${offset} has length ${length}, past the ${within} bytes in use there`);
     const total = this.dataWords[(offset >>> 2) + 3]!;
-    if (total < length || total > this.get(H.MAX_MESSAGE_BYTES)) throw this.corrupt(`record at ${offset} has total ${total} for length ${length}`);
+    if (total < length || total > this.maxMessageBytes() + this.trailerBytes) throw this.corrupt(`record at ${offset} has total ${total} for length ${length}`);
     return offset;
   }
 
@@ -986,7 +1288,7 @@ export class ChannelMemory {
    */
   grow(bytes: number): boolean {
     const size = this.dataSize();
-    const max = this.get(H.MAX_DATA_SIZE);
+    const max = this.maxDataSize();
     const used = this.checkUsed(this.usedBytes(), size);
     let wanted = align8(Math.max(size * 2, size + bytes));
     if (wanted > max) wanted = max;
@@ -1010,6 +1312,13 @@ export class ChannelMemory {
       this.set(H.TAIL, head + used); // the records may have ended exactly at the old end (TAIL was 0)
     } else {
       // Records are [head, recordsEnd), padding, then [0, tail): move [0, tail) to recordsEnd.
+      // The move overwrites the padding record's header, which a rollback of
+      // this section (DATA_SIZE, HEAD and TAIL back to the wrapped ring) needs
+      // again: its words are journaled like any other record word.
+      if (size - recordsEnd >= RECORD_HEADER_BYTES) {
+        const word = recordsEnd >>> 2;
+        for (let i = 0; i < RECORD_HEADER_BYTES >>> 2; i++) this.logUndo(AREA_DATA, word + i, this.dataWords[word + i]!);
+      }
       this.data.copyWithin(recordsEnd, 0, tail);
       this.set(H.TAIL, recordsEnd + tail);
       Atomics.store(this.header, H.WRITTEN, (this.get(H.READ) + (recordsEnd + tail - head)) | 0);
@@ -1058,6 +1367,7 @@ export function createChannelMemory(options: {
   maxMessageBytes: number;
   name: string;
   overflow: number;
+  checksum?: boolean;
 }): SharedArrayBuffer {
   const initial = Math.max(align8(options.bufferBytes), 64);
   const max = Math.max(initial, align8(options.maxBufferBytes));
@@ -1068,6 +1378,7 @@ export function createChannelMemory(options: {
   crypto.getRandomValues(header.subarray(H.TOKEN, H.TOKEN + 4));
   header[H.CAPACITY] = options.capacity === Infinity ? -1 : options.capacity;
   header[H.OVERFLOW] = options.overflow;
+  header[H.OPTIONS] = options.checksum ? OPTION_CHECKSUM : 0;
   header[H.DATA_SIZE] = initial;
   header[H.MAX_DATA_SIZE] = max;
   header[H.MAX_MESSAGE_BYTES] = options.maxMessageBytes;

@@ -118,11 +118,12 @@ function armOne(entry: SelectCase, index: number, armed: Armed[]): Armed {
     // the thread's encoder scratch (and an async select outlives the call).
     message.detach();
     const memory = end.memory;
-    const limit = memory.get(H.MAX_MESSAGE_BYTES);
+    const limit = memory.maxMessageBytes();
     if (message.length > limit) {
       message.undo();
       throw new MessageTooLargeError(`select send case ${index} on ${memory.describe()}: ${message.length} bytes is over maxMessageBytes (${limit})`);
     }
+    if (memory.checksumFlag !== 0) message.addChecksum();
     // Receive cases of this same select on this channel are not partners.
     const ownReceivers = (): number => armed.filter((a) => a.op instanceof RecvOp && a.op.memory === memory && a.op.isRegistered).length;
     const op = new SendOp(memory, message, true, () => end.ensureOpen("select send"), ownReceivers);

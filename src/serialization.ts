@@ -31,7 +31,9 @@
  * | 0x09      | String32        | u32 n, n bytes UTF-8                                              |
  * | 0x0a      | String16        | varuint n, n UTF-16 code units as u16 (strings w/ lone surrogates)|
  * | 0x0b      | Array *         | varuint length, then items and Holes runs covering the length     |
- * | 0x0c      | Holes           | varuint n >= 1: n missing elements (only inside an Array)         |
+ * | 0x0c      | Holes           | varuint n >= 1: n missing elements (inside an Array); inside an   |
+ * |           |                 | Object, n = 1 in place of a (key, item) entry: an absent property |
+ * |           |                 | (a getter deleted it while the object was being written)          |
  * | 0x0d      | Object *        | varuint count, count x (string key, item)                         |
  * | 0x0e      | Map *           | varuint count, count x (item key, item value)                     |
  * | 0x0f      | Set *           | varuint count, count x item                                       |
@@ -73,12 +75,18 @@
  * properties (structured clone drops both); AggregateError arrives as an Error
  * named "AggregateError" without `errors`; a Node Buffer's own bytes are copied
  * (not the whole pooled ArrayBuffer under it), so it arrives as a Uint8Array
- * at offset 0 over its own buffer; resizable buffers and length-tracking views
- * arrive fixed-size, a detached buffer as an empty one; Blob, KeyObject and
+ * at offset 0 over its own buffer, and so does a top-level Uint8Array (the
+ * TopBytes form: structured clone copies the whole buffer under a view);
+ * resizable buffers and length-tracking views arrive fixed-size; Blob, KeyObject and
  * CryptoKey are refused rather than copied; an object whose prototype is
  * Object.prototype or null is taken as a plain object even if it is a built-in
  * whose prototype was replaced, and an `arguments` object is copied as a
- * plain object (structured clone refuses it). Decoded plain objects
+ * plain object (structured clone refuses it). As structured clone does, a
+ * detached buffer (or a view over one), a view out of bounds of its resizable
+ * buffer, and a Proxy (without running a trap) are refused, and a property a
+ * getter deleted before its turn is left out; a view past the end of a
+ * resizable buffer that a getter grew after this message copied it is
+ * refused (structured clone copies what fits). Decoded plain objects
  * (null-prototype ones too) have Object.prototype; decoded arrays are
  * allocated at their length, as JSON.parse does.
  *
@@ -236,6 +244,10 @@ const dataViewBuffer = getter(DataView.prototype, "buffer") as (this: unknown) =
 const dataViewByteOffset = getter(DataView.prototype, "byteOffset") as (this: unknown) => number;
 const dataViewByteLength = getter(DataView.prototype, "byteLength") as (this: unknown) => number;
 const arrayBufferByteLength = getter(ArrayBuffer.prototype, "byteLength") as (this: unknown) => number;
+const arrayBufferResizable = getter(ArrayBuffer.prototype, "resizable") as (this: unknown) => boolean;
+const arrayBufferSlice = ArrayBuffer.prototype.slice;
+/** Throws TypeError for a view whose buffer is detached or that is out of its (resizable) buffer's bounds; runs no user code. */
+const typedArrayValidate = (TypedArrayPrototype as { keys(): unknown }).keys as (this: unknown) => unknown;
 const sharedArrayBufferByteLength = getter(SharedArrayBuffer.prototype, "byteLength") as (this: unknown) => number;
 const regExpSource = getter(RegExp.prototype, "source") as (this: unknown) => string;
 const regExpFlags = getter(RegExp.prototype, "flags") as (this: unknown) => string;
@@ -274,6 +286,23 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
 const isWellFormed: (s: string) => boolean =
   typeof String.prototype.isWellFormed === "function" ? (s) => s.isWellFormed() : (s) => !LONE_SURROGATE.test(s);
 const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
+const DETACHED_ADVICE = "its memory was transferred away (a postMessage transfer, ArrayBuffer.prototype.transfer), so there is nothing to copy; send the buffer it was transferred to";
+const isView = ArrayBuffer.isView;
+
+/**
+ * True for a detached ArrayBuffer (Node 20 has no `detached` getter). Call
+ * it only when the byte length reads 0: the probe allocates a view. The
+ * TypedArray constructor checks for detachment before anything a user
+ * could hook (unlike ArrayBuffer.prototype.slice, which looks up a species).
+ */
+function isDetached(buffer: ArrayBufferLike): boolean {
+  try {
+    new Uint8ArrayConstructor(buffer);
+    return false;
+  } catch {
+    return true;
+  }
+}
 
 // ---------------------------------------------------------------------------
 // Encoder
@@ -313,6 +342,20 @@ export class Encoder {
   private maxSp = 0;
   /** True while writing a view's buffer (the path then ends in ".buffer"). */
   private inViewBuffer = false;
+  /**
+   * The length each resizable ArrayBuffer had when this message copied it
+   * (made on the first one): a getter may resize it before a later view of
+   * it is written, and that view must still fit the copy.
+   */
+  private resizableLengths: Map<object, number> | null = null;
+  /** encodeInPlace's `rawTopBuffer`: a top-level ArrayBuffer is handed back in rawTop instead of being copied. */
+  private rawTopWanted = false;
+  /**
+   * After encodeInPlace(value, attacher, true) whose value is a top-level
+   * ArrayBuffer: a view of all its bytes (nothing was written to the
+   * scratch, and the length returned is 0); else undefined.
+   */
+  rawTop: Uint8Array | undefined = undefined;
   private readonly pathOf = (): string => this.currentPath();
 
   /** Creates an encoder whose scratch buffer starts at `initialBytes` and doubles as needed. */
@@ -333,9 +376,12 @@ export class Encoder {
    *   message naming the path and the type and saying what to do) for
    *   functions, symbols, Proxies, WeakMap/WeakSet/WeakRef/FinalizationRegistry,
    *   Promises, iterators and generators, MessagePort,
-   *   BroadcastChannel, Worker, Blob, KeyObject, CryptoKey, and a
-   *   SharedArrayBuffer the attacher does not claim; nothing is written
-   *   anywhere but this encoder's scratch buffer.
+   *   BroadcastChannel, Worker, Blob, KeyObject, CryptoKey, a
+   *   SharedArrayBuffer the attacher does not claim, a detached ArrayBuffer
+   *   (or a view over one), a view out of bounds of its resizable buffer,
+   *   and a view past the end of a resizable buffer that a getter grew after
+   *   the message had copied it; nothing is written anywhere but this
+   *   encoder's scratch buffer.
    * @throws MessageTooLargeError when the encoding would exceed 2 GiB.
    * @throws TypeError when `attach` returns something other than undefined or
    *   an integer in 0..2^32-1; whatever a getter or `attach` throws.
@@ -352,10 +398,12 @@ export class Encoder {
    * them on at once and would only allocate a view to do so. Must not be
    * called from inside an encode (a getter, the attacher): throws then.
    */
-  encodeInPlace(value: unknown, attacher?: Attacher): number {
+  encodeInPlace(value: unknown, attacher?: Attacher, rawTopBuffer = false): number {
     if (this.busy) throw new Error("internal error: encodeInPlace re-entered; use encode()");
     this.busy = true;
     this.attacher = attacher;
+    this.rawTopWanted = rawTopBuffer;
+    this.rawTop = undefined;
     this.pos = 0;
     try {
       this.shrinkScratch();
@@ -414,6 +462,7 @@ export class Encoder {
     this.seenCount = 0;
     this.attacher = undefined;
     this.inViewBuffer = false;
+    this.resizableLengths = null;
     this.busy = false;
   }
 
@@ -447,13 +496,23 @@ export class Encoder {
   private writeTopObject(v: object): void {
     if (this.claim(v)) return;
     if (isProxy(v)) throw this.proxyNotShareable();
-    if (ArrayBuffer.isView(v)) {
-      if (typedArrayName.call(v) === "Uint8Array" && !isSharedArrayBuffer(typedArrayBuffer.call(v))) {
-        return this.writeRaw(Tag.TopBytes, v as Uint8Array);
+    if (isView(v)) {
+      if (typedArrayName.call(v) === "Uint8Array") {
+        const buffer = typedArrayBuffer.call(v);
+        if (!isSharedArrayBuffer(buffer)) {
+          if (typedArrayLength.call(v) === 0) this.checkView(v, buffer);
+          return this.writeRaw(Tag.TopBytes, v as Uint8Array);
+        }
       }
     } else if (getPrototypeOf(v) === ArrayBufferPrototype && isArrayBuffer(v)) {
       const n = arrayBufferByteLength.call(v);
-      return this.writeRaw(Tag.TopArrayBuffer, n === 0 ? new Uint8Array(0) : new Uint8Array(v, 0, n));
+      if (n === 0 && isDetached(v)) throw this.detachedNotShareable();
+      const bytes = n === 0 ? new Uint8Array(0) : new Uint8Array(v, 0, n);
+      if (this.rawTopWanted) {
+        this.rawTop = bytes;
+        return;
+      }
+      return this.writeRaw(Tag.TopArrayBuffer, bytes);
     }
     this.writeNotProxy(v);
   }
@@ -519,14 +578,43 @@ export class Encoder {
     frame.idx = next;
   }
 
+  /**
+   * Writes properties until one opens a container. The keys were listed
+   * when the object was met; as in structured clone, a key that is no
+   * longer an own property when its turn comes (a getter deleted it) is
+   * left out: an absent entry (Holes 1) takes its place in the count.
+   *
+   * Asking whether each key is still own costs ~30 ns a key, a fifth of a
+   * small object's encode, so a plain object (frame.aux 0) asks only when
+   * the value read could have come from Object.prototype instead: undefined,
+   * a function (its methods), or the prototype itself (key "__proto__"). An
+   * object with another prototype (aux 1), whose chain may hold anything,
+   * asks first, as structured clone does (so no inherited getter runs).
+   * Inexact only in a realm whose Object.prototype has data properties.
+   */
   private continueObject(frame: EncodeFrame): void {
     const obj = frame.obj as Record<string, unknown>;
     const keys = frame.items as readonly string[];
+    const checkFirst = frame.aux !== 0;
     const depth = this.sp;
     while (frame.idx < frame.len) {
       const key = keys[frame.idx++]!;
+      let value: unknown;
+      if (checkFirst) {
+        if (!hasOwn(obj, key)) {
+          this.writeTagVaruint(Tag.Holes, 1);
+          continue;
+        }
+        value = obj[key];
+      } else {
+        value = obj[key];
+        if ((value === undefined || typeof value === "function" || key === "__proto__") && !hasOwn(obj, key)) {
+          this.writeTagVaruint(Tag.Holes, 1);
+          continue;
+        }
+      }
       this.writeString(key);
-      this.writeItem(obj[key]);
+      this.writeItem(value);
       if (this.sp !== depth) return;
     }
     this.sp--;
@@ -690,13 +778,13 @@ export class Encoder {
   private writeNotProxy(v: object): void {
     if (Array.isArray(v)) return this.beginArray(v);
     const proto = getPrototypeOf(v);
-    if (proto === ObjectPrototype || proto === null) return this.beginObject(v);
+    if (proto === ObjectPrototype || proto === null) return this.beginObject(v, false);
     this.writeBuiltIn(v);
   }
 
   /** Objects with another prototype: built-ins by their internal brand, else class instances (copied as plain objects). */
   private writeBuiltIn(v: object): void {
-    if (ArrayBuffer.isView(v)) return this.writeView(v);
+    if (isView(v)) return this.writeView(v);
     if (isArrayBuffer(v)) return this.writeArrayBuffer(v);
     if (isSharedArrayBuffer(v)) throw this.sharedBufferNotClaimed();
     if (isDate(v)) return this.writeDate(v);
@@ -707,7 +795,7 @@ export class Encoder {
     if (isBoxedPrimitive(v)) return this.writeBoxed(v);
     const refusal = uncloneable(v);
     if (refusal !== undefined) throw this.notShareable(refusal[0], refusal[1]);
-    this.beginObject(v);
+    this.beginObject(v, true);
   }
 
   private beginArray(arr: unknown[]): void {
@@ -718,11 +806,11 @@ export class Encoder {
   }
 
   /** Plain objects and class instances: own enumerable string keys (symbol keys are skipped). */
-  private beginObject(obj: object): void {
+  private beginObject(obj: object, hasOtherPrototype: boolean): void {
     this.remember(obj);
     const keys = objectKeys(obj);
     this.writeTagVaruint(Tag.Object, keys.length);
-    if (keys.length > 0) this.push(Frame.Object, obj, keys, keys.length);
+    if (keys.length > 0) this.push(Frame.Object, obj, keys, keys.length, hasOtherPrototype ? 1 : 0);
   }
 
   private beginMap(map: Map<unknown, unknown>): void {
@@ -805,8 +893,10 @@ export class Encoder {
   }
 
   private writeArrayBuffer(buffer: ArrayBuffer): void {
-    this.remember(buffer);
     const n = arrayBufferByteLength.call(buffer);
+    if (n === 0 && isDetached(buffer)) throw this.detachedNotShareable();
+    if (arrayBufferResizable.call(buffer)) (this.resizableLengths ??= new Map()).set(buffer, n);
+    this.remember(buffer);
     this.ensure(6 + n);
     this.writeTagVaruint(Tag.ArrayBuffer, n);
     if (n > 0) this.buf.set(new Uint8Array(buffer, 0, n), this.pos);
@@ -817,17 +907,27 @@ export class Encoder {
   private writeView(v: ArrayBufferView): void {
     const name = typedArrayName.call(v);
     let kind: number | undefined = DATA_VIEW_KIND;
-    let buffer: ArrayBufferLike, offset: number, length: number;
+    let buffer: ArrayBufferLike, offset: number, length: number, byteLength: number;
     if (name === undefined) {
       buffer = dataViewBuffer.call(v);
+      this.checkView(v, buffer); // a DataView's getters throw when it is out of bounds
       offset = dataViewByteOffset.call(v);
-      length = dataViewByteLength.call(v);
+      length = byteLength = dataViewByteLength.call(v);
     } else {
       kind = VIEW_KIND_BY_NAME.get(name);
       if (kind === undefined) throw this.notShareable(`a ${name}`, "this codec does not know that view type; copy it into a supported TypedArray");
       buffer = typedArrayBuffer.call(v);
       offset = typedArrayByteOffset.call(v);
       length = typedArrayLength.call(v);
+      if (length === 0) this.checkView(v, buffer); // detached and out-of-bounds views read as empty
+      byteLength = length * (VIEW_CONSTRUCTORS[kind] as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT;
+    }
+    const copiedLength = this.resizableLengths?.get(buffer);
+    if (copiedLength !== undefined && offset + byteLength > copiedLength) {
+      throw this.notShareable(
+        `a view (bytes ${offset} to ${offset + byteLength}) past the ${copiedLength} bytes its resizable ArrayBuffer had when this message copied it`,
+        "the buffer was resized while the message was being encoded (by a getter); resize it before sending, not while",
+      );
     }
     this.remember(v);
     this.ensure(2);
@@ -865,6 +965,24 @@ export class Encoder {
       this.writeArrayBuffer(buffer as ArrayBuffer);
     }
     this.inViewBuffer = false;
+  }
+
+  /**
+   * Refuses a view over a detached buffer, or one out of bounds of its
+   * resizable buffer (it shrank below the view), as structured clone does;
+   * their getters read as empty (TypedArrays) or throw (DataViews).
+   */
+  private checkView(v: object, buffer: ArrayBufferLike): void {
+    if (isSharedArrayBuffer(buffer)) return; // never detached, never shrinks
+    if (arrayBufferByteLength.call(buffer) === 0 && isDetached(buffer)) {
+      throw this.notShareable("a view over a detached ArrayBuffer", DETACHED_ADVICE);
+    }
+    try {
+      if (typedArrayName.call(v) === undefined) dataViewByteLength.call(v);
+      else typedArrayValidate.call(v);
+    } catch {
+      throw this.notShareable("a view out of bounds of its resizable ArrayBuffer", "the buffer was resized below the view; send a view that fits it, or resize the buffer first");
+    }
   }
 
   // -- back-references ------------------------------------------------------
@@ -939,6 +1057,10 @@ export class Encoder {
   private notShareable(what: string, advice: string): NotShareableError {
     const path = this.currentPath();
     return new NotShareableError(`${path} is ${what}, which cannot be sent to another interpreter: ${advice}.`, path);
+  }
+
+  private detachedNotShareable(): NotShareableError {
+    return this.notShareable("a detached ArrayBuffer", DETACHED_ADVICE);
   }
 
   private proxyNotShareable(): NotShareableError {
@@ -1236,6 +1358,10 @@ class Reader {
     const depth = this.sp;
     while (frame.idx < frame.len) {
       const key = this.readKey();
+      if (key === null) {
+        this.skipAbsent(frame);
+        continue;
+      }
       frame.idx++;
       const value = this.readItem();
       if (key === "__proto__") defineData(obj, key, value, true);
@@ -1246,6 +1372,16 @@ class Reader {
       if (this.sp !== depth) return;
     }
     this.sp--;
+  }
+
+  /**
+   * An absent property (Holes 1) in place of an entry: it counts, nothing
+   * is set. Always one per entry, two bytes, so readCount's bound holds.
+   */
+  private skipAbsent(frame: DecodeFrame): void {
+    const n = this.readVaruint();
+    if (n !== 1) throw this.corrupt(`a run of ${n} absent properties in an object (each absent property is one entry)`);
+    frame.idx++;
   }
 
   /** Keeps an object with a few far-apart index keys from allocating element storage up to the largest. */
@@ -1494,8 +1630,12 @@ class Reader {
 
   // -- strings --------------------------------------------------------------
 
-  /** An object key: like readString, but short keys come from the cache as internalized strings (faster to store). */
-  private readKey(): string {
+  /**
+   * An object key: like readString, but short keys come from the cache as
+   * internalized strings (faster to store). null for a Holes tag (absent
+   * properties: see skipAbsent, which reads the count that follows).
+   */
+  private readKey(): string | null {
     const tag = this.readTag();
     const n = tag - Tag.StringInline;
     if (n >= 0 && n <= STRING_CACHE_MAX_BYTES && n <= this.end - this.pos) {
@@ -1505,6 +1645,7 @@ class Reader {
         return key;
       }
     }
+    if (tag === Tag.Holes) return null;
     this.pos--;
     return this.readString();
   }
@@ -1831,6 +1972,66 @@ function decodeUtf16(bytes: Uint8Array, p: number, units: number): string {
     s += fromCharCode.apply(null, chunk);
   }
   return s;
+}
+
+// ---------------------------------------------------------------------------
+// Raw top-level bytes (the channel's fast path, transfer.ts)
+
+const rawProbe = new Encoder(16);
+
+/**
+ * The bytes of a top-level non-shared Uint8Array (a Buffer too), which
+ * travels as its bytes alone (transfer.ts: no codec, no copy but into the
+ * ring): the value itself; undefined for anything else. Brand checks only,
+ * so no user code runs (a Proxy is no view; the encoder refuses it without
+ * running a trap), and the array's own `length` or `constructor` properties
+ * are never read. A top-level ArrayBuffer is found by the encoder instead
+ * (Encoder.rawTop), after the checks it makes anyway: asking here would
+ * cost every other message a brand check.
+ *
+ * @throws NotShareableError (path "value") for a Uint8Array over a detached
+ *   buffer, or out of bounds of a resizable one, as encode() does.
+ */
+export function topLevelRawBytes(value: object): Uint8Array | undefined {
+  if (!isView(value) || typedArrayName.call(value) !== "Uint8Array" || isSharedBuffer(typedArrayBuffer.call(value))) return undefined;
+  // Empty, detached or out of bounds: let the encoder decide (it refuses the last two).
+  if (typedArrayLength.call(value) === 0) rawProbe.encode(value);
+  return value as Uint8Array;
+}
+
+/**
+ * A view's buffer is shared: the ArrayBuffer byteLength getter refuses a
+ * SharedArrayBuffer (cheaper than util.types.isSharedArrayBuffer, a call
+ * into C++, on the path of every raw message; the throw is for the rare
+ * shared one).
+ */
+function isSharedBuffer(buffer: ArrayBufferLike): boolean {
+  try {
+    arrayBufferByteLength.call(buffer);
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+/** Bytes [from, to) of a Uint8Array, as a new view (no method or property of the array is looked up: no user code). */
+export function bytesRange(bytes: Uint8Array, from: number, to: number): Uint8Array {
+  return new Uint8ArrayConstructor(typedArrayBuffer.call(bytes), typedArrayByteOffset.call(bytes) + from, to - from);
+}
+
+/** A copy of bytes [from, to) of a Uint8Array (no species lookup, unlike slice: no user code). */
+export function copyOfBytes(bytes: Uint8Array, from: number, to: number): Uint8Array {
+  const copy = new Uint8ArrayConstructor(to - from);
+  copy.set(from === 0 && to === typedArrayLength.call(bytes) ? bytes : bytesRange(bytes, from, to));
+  return copy;
+}
+
+/** A Uint8Array's length and byte offset, read with the built-in getters (an own property cannot change them). */
+export function bytesLength(bytes: Uint8Array): number {
+  return typedArrayLength.call(bytes);
+}
+export function bytesOffset(bytes: Uint8Array): number {
+  return typedArrayByteOffset.call(bytes);
 }
 
 // ---------------------------------------------------------------------------

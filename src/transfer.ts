@@ -41,8 +41,9 @@ import { End } from "./handle.js";
 import type { OutgoingMessage, Received } from "./channel-ops.js";
 import { locked, releaseHandles, wakeWaiters } from "./channel-ops.js";
 import { channelById, channelFromBuffer, depositObject, objectById } from "./registry.js";
-import { type ChannelMemory, R_ATTACH, R_RAW_BUFFER, R_RAW_BYTES, type Side, type Token, TRANSIT } from "./ring.js";
-import { type Attacher, decode, Encoder, type Resolver } from "./serialization.js";
+import { CHECKSUM_BYTES, type ChannelMemory, MESSAGE_FLAGS, R_ATTACH, R_CHECKSUM, R_RAW_BUFFER, R_RAW_BYTES, type Side, type Token, TRANSIT } from "./ring.js";
+import { crc32, crc32Word } from "./crc32.js";
+import { type Attacher, bytesLength, bytesOffset, bytesRange, copyOfBytes, decode, Encoder, type Resolver, topLevelRawBytes } from "./serialization.js";
 
 const EMPTY_BYTES = new Uint8Array(0);
 const KIND_SEND_END = 1;
@@ -182,21 +183,24 @@ let spareCollector: Collector | undefined = new Collector();
  * `encoded.bytes`, valid until the next encode. A getter that re-enters
  * (sends from inside an encode) gets a fresh encoder and a copy.
  */
-function encodeValue(value: unknown, collector: Collector): number {
+function encodeValue(value: unknown, collector: Collector, rawTopBuffer = false): number {
+  encoded.rawTop = undefined;
   if (encoderBusy) {
     encoded.bytes = new Encoder().encode(value, collector).slice();
     return encoded.bytes.length;
   }
   encoderBusy = true;
   try {
-    const length = sharedEncoder.encodeInPlace(value, collector);
+    const length = sharedEncoder.encodeInPlace(value, collector, rawTopBuffer);
     encoded.bytes = sharedEncoder.scratch;
+    encoded.rawTop = sharedEncoder.rawTop;
     return length;
   } finally {
     encoderBusy = false;
   }
 }
-const encoded: { bytes: Uint8Array } = { bytes: EMPTY_BYTES };
+/** What encodeValue made: the bytes, or (with rawTopBuffer) a top-level ArrayBuffer's own bytes, not copied. */
+const encoded: { bytes: Uint8Array; rawTop: Uint8Array | undefined } = { bytes: EMPTY_BYTES, rawTop: undefined };
 
 const EMPTY = EMPTY_BYTES;
 /** The ends of a message that carries none (shared: never written to). */
@@ -237,23 +241,59 @@ export class ChannelMessage implements OutgoingMessage {
   private owned = false;
   constructor(
     private head: Uint8Array,
+    /**
+     * The encoder's scratch, or the sender's own array (a raw message). Only
+     * read through built-ins that look nothing up on it (TypedArray set,
+     * serialization.ts bytesRange/copyOfBytes): an own `length`, `subarray`
+     * or `constructor` on the sender's array must not run user code inside
+     * the ring's critical section.
+     */
     private body: Uint8Array,
     private bodyLength: number,
-    readonly flags: number,
+    /** Record flags (R_ATTACH, R_RAW_*; R_CHECKSUM once addChecksum ran). */
+    public flags: number,
     readonly ends: End[],
     /** `body` as 32-bit words when it is the encoder's scratch (starts at offset 0, runs past bodyLength), else null. */
     private bodyWords: Int32Array | null = null,
+    /** `body` is exactly the message's bytes (bodyLength is its whole length): a raw message, or a copy. */
+    private bodyIsWhole = false,
   ) {}
 
+  /** The CRC-32 that follows the message's bytes (addChecksum), and how many bytes it takes (0 or 4). */
+  private checksum = 0;
+  private checksumBytes = 0;
+
+  /** Payload bytes in the ring: the message's bytes, and its CRC-32 if it has one. */
   get length(): number {
-    return this.head.length + this.bodyLength;
+    return this.head.length + this.bodyLength + this.checksumBytes;
+  }
+
+  /**
+   * For a channel created with `checksum: true`: appends the CRC-32 of the
+   * message's bytes and flags (see the record format in ring.ts), computed
+   * here over the sender's own bytes, before anything is written to shared
+   * memory. Call once, after the size checks (maxMessageBytes counts the
+   * message without it).
+   */
+  addChecksum(): void {
+    if (this.checksumBytes !== 0) return;
+    this.flags |= R_CHECKSUM;
+    let crc = this.head.length > 0 ? crc32(this.head, 0, this.head.length) : 0;
+    crc = crc32(this.body, 0, this.bodyLength, crc);
+    this.checksum = crc32Word(this.flags & MESSAGE_FLAGS, crc);
+    this.checksumBytes = CHECKSUM_BYTES;
+  }
+
+  /** Writes bytes [skip, skip + count) of the CRC-32 (little-endian) at `at`. */
+  private writeChecksum(target: Uint8Array, at: number, skip: number, count: number): void {
+    for (let i = 0; i < count; i++) target[at + i] = (this.checksum >>> (8 * (skip + i))) & 0xff;
   }
 
   copyTo(target: Uint8Array, targetWords: Int32Array, at: number, from: number, count: number): void {
     const headLength = this.head.length;
     const body = this.body;
     const bodyLength = this.bodyLength;
-    if (from === 0 && count === headLength + bodyLength) {
+    if (from === 0 && count === headLength + bodyLength + this.checksumBytes) {
       // The whole message (the common case): no subarray views to allocate.
       if (headLength > 0) target.set(this.head, at);
       const bodyAt = at + headLength;
@@ -265,20 +305,30 @@ export class ChannelMessage implements OutgoingMessage {
         // carry up to 3 bytes past the body: they come from the scratch's own
         // tail and land in the record's padding (a record is padded to a
         // multiple of 8), which nobody reads.
+        // (With a checksum they land where it goes, and it is written next.)
         const first = bodyAt >>> 2;
         for (let i = 0; i < wordCount; i++) targetWords[first + i] = words[i]!;
-      } else if (bodyLength === body.length) target.set(body, bodyAt);
-      else target.set(body.subarray(0, bodyLength), bodyAt);
+      } else if (this.bodyIsWhole) target.set(body, bodyAt);
+      else target.set(bytesRange(body, 0, bodyLength), bodyAt);
+      if (this.checksumBytes !== 0) this.writeChecksum(target, bodyAt + bodyLength, 0, this.checksumBytes);
       return;
     }
+    // A piece of a streamed message: the parts of head, body and checksum it covers.
+    const end = from + count;
+    const bodyEnd = headLength + bodyLength;
     if (from < headLength) {
-      const n = Math.min(count, headLength - from);
+      const n = Math.min(end, headLength) - from;
       target.set(this.head.subarray(from, from + n), at);
       at += n;
       from += n;
-      count -= n;
     }
-    if (count > 0) target.set(body.subarray(from - headLength, from - headLength + count), at);
+    if (from < end && from < bodyEnd) {
+      const to = Math.min(end, bodyEnd);
+      target.set(bytesRange(body, from - headLength, to - headLength), at);
+      at += to - from;
+      from = to;
+    }
+    if (from < end) this.writeChecksum(target, at, from - bodyEnd, end - from);
   }
 
   /** Copies borrowed bytes (encoder scratch, the caller's array) before the send waits. */
@@ -286,8 +336,9 @@ export class ChannelMessage implements OutgoingMessage {
     if (this.owned) return;
     this.owned = true;
     if (this.head.length > 0) this.head = this.head.slice();
-    this.body = this.body.slice(0, this.bodyLength);
+    this.body = copyOfBytes(this.body, 0, this.bodyLength);
     this.bodyWords = null;
+    this.bodyIsWhole = true;
   }
 
   /** The message was accepted: its ends now belong to whoever receives it. */
@@ -321,17 +372,14 @@ export class ChannelMessage implements OutgoingMessage {
  * for values that cannot cross; moves the ends it carries to TRANSIT.
  */
 export function encodeForChannel(value: unknown): ChannelMessage {
-  if (value instanceof Uint8Array && !(value.buffer instanceof SharedArrayBuffer)) {
-    const aligned = (value.byteOffset & 7) === 0 || value.length < REALIGN_MIN_BYTES;
-    return new ChannelMessage(EMPTY, aligned ? value : value.slice(), value.length, R_RAW_BYTES, NO_ENDS);
-  }
-  if (value instanceof ArrayBuffer) {
-    return new ChannelMessage(EMPTY, new Uint8Array(value), value.byteLength, R_RAW_BUFFER, NO_ENDS);
-  }
+  // Brand checks, never instanceof: that would run a Proxy's getPrototypeOf trap.
+  const raw = typeof value === "object" && value !== null ? topLevelRawBytes(value) : undefined;
+  if (raw !== undefined) return rawMessage(raw, R_RAW_BYTES);
   const collector = spareCollector ?? new Collector();
   spareCollector = undefined;
   try {
-    const length = encodeValue(value, collector);
+    const length = encodeValue(value, collector, true);
+    if (encoded.rawTop !== undefined) return rawMessage(encoded.rawTop, R_RAW_BUFFER);
     const words = encoded.bytes === sharedEncoder.scratch ? wordsOfScratch() : null;
     if (collector.entries.length === 0) return new ChannelMessage(EMPTY, encoded.bytes, length, 0, NO_ENDS, words);
     return withAttachments(collector, encoded.bytes, length, words);
@@ -339,6 +387,13 @@ export function encodeForChannel(value: unknown): ChannelMessage {
     collector.reset();
     spareCollector = collector;
   }
+}
+
+/** A message of raw bytes (a top-level Uint8Array, or an ArrayBuffer's bytes): sent as they are, realigned if that pays. */
+function rawMessage(raw: Uint8Array, flags: number): ChannelMessage {
+  const length = bytesLength(raw);
+  const aligned = (bytesOffset(raw) & 7) === 0 || length < REALIGN_MIN_BYTES;
+  return new ChannelMessage(EMPTY, aligned ? raw : copyOfBytes(raw, 0, length), length, flags, NO_ENDS, null, true);
 }
 
 /** The message for codec bytes [0, length) of `bytes` that carry attachments: the table goes in front. */
@@ -398,8 +453,8 @@ function readTable(payload: Uint8Array): { entries: TableEntry[]; bodyStart: num
   return { entries, bodyStart };
 }
 
-/** The channel ends listed in a payload's attachment table (empty if none or unreadable). */
-export function carriedEnds(payload: Uint8Array): Array<{ id: number; kind: number }> {
+/** The channel ends listed in a payload's attachment table, with their capabilities (empty if none or unreadable). */
+export function carriedEnds(payload: Uint8Array): Array<{ id: number; kind: number; token: Token }> {
   try {
     return readTable(payload).entries.filter((entry) => isEnd(entry.kind));
   } catch {

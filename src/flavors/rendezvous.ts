@@ -12,6 +12,6 @@ import { H } from "../ring.js";
 export const rendezvous: Flavor = {
   name: "rendezvous",
   admits: () => true,
-  tryAdmits: (memory, ownReceivers) => memory.get(H.WAITING_RECEIVERS) - ownReceivers > memory.length(),
+  tryAdmits: (memory, ownReceivers) => memory.get(H.WAITING_RECEIVERS) - ownReceivers > memory.buffered(),
   awaitsTake: true,
 };
