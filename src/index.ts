@@ -16,6 +16,8 @@ export { Event, Lock, Semaphore } from "./sync.js";
 export type { SyncWaitOptions } from "./sync.js";
 export { select, selectSync } from "./select.js";
 export { TaskGroup } from "./task-group.js";
+export { InterpreterPool } from "./pool/interpreter-pool.js";
+export type { PoolOptions, PoolStats, PoolTask } from "./pool/interpreter-pool.js";
 export type { GroupError } from "./task-group.js";
 export type { SelectCase, SelectResult, SelectResultOf } from "./select.js";
 export type { DeadlockMode } from "./deadlock.js";

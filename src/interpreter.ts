@@ -393,7 +393,7 @@ export class Interpreter extends Emitter {
 }
 
 /** Waits (without blocking) until the supervisor has released slot `slot` of interpreter `id`. */
-async function waitForRelease(slot: number, id: number): Promise<void> {
+export async function waitForRelease(slot: number, id: number): Promise<void> {
   const release = holdProcess();
   try {
     await waitForState(slot, id);
@@ -438,6 +438,23 @@ function guardRemote(remote: unknown, broken: Promise<never>, hold: () => void, 
 }
 
 /**
+ * Claims a party slot for a new interpreter `id` named `name` (state
+ * STARTING) and attaches it to the supervisor, which will release what it
+ * holds once the port it is given closes. `toSupervisor` is the new
+ * thread's end of that link: it goes into the thread's workerData under
+ * `${WORKER_DATA_KEY}Supervisor` (see supervisor-link.ts). Shared by
+ * create() and the pool (src/pool), whose threads tinypool starts.
+ * Throws RangeError when every slot is taken.
+ */
+export function attachParty(id: number, name: string): { slot: number; toSupervisor: import("node:worker_threads").MessagePort } {
+  ensureSupervisor();
+  const slot = claimSlot(id, name);
+  const { port1: toSupervisor, port2: supervisorSide } = new MessageChannel();
+  postToSupervisor({ type: "attach", slot, id, port: supervisorSide });
+  return { slot, toSupervisor };
+}
+
+/**
  * Creates an interpreter and resolves once it is ready to run code.
  * Rejects with InterpreterClosedError (or ExecutionFailed) if it dies while
  * starting, or the signal's reason if aborted. Works in any interpreter;
@@ -449,10 +466,7 @@ export async function create(options: CreateOptions = {}): Promise<Interpreter> 
   const id = nextInterpreterId();
   const name = options.name ?? `interpreter-${id}`;
   if (typeof name !== "string") throw new TypeError(`create: name must be a string, got ${typeof name}`);
-  ensureSupervisor();
-  const slot = claimSlot(id, name);
-  const { port1: toSupervisor, port2: supervisorSide } = new MessageChannel();
-  postToSupervisor({ type: "attach", slot, id, port: supervisorSide });
+  const { slot, toSupervisor } = attachParty(id, name);
   const worker = spawnWorker(
     "interpreter",
     { [WORKER_DATA_KEY]: bootDataFor(slot, id, name), [`${WORKER_DATA_KEY}Supervisor`]: toSupervisor },

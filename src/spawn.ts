@@ -115,8 +115,31 @@ export function spawnWorker(
   }
 }
 
+/**
+ * What an interpreter finds in its workerData at boot (the TypeScript
+ * loader to register, as spawnWorker gives it), for a thread of this
+ * library that someone else starts: the pool's threads, which tinypool
+ * starts and which add these entries to their workerData before the
+ * library loads (src/pool/pool-thread.ts). Empty when there is nothing to
+ * register.
+ */
+export function bootEntriesFor(entry: URL): Record<string, unknown> {
+  const tsx = fromSource ? import.meta.resolve("tsx/esm/api") : typescriptLoader;
+  return tsx === undefined ? {} : { [BOOT_KEY]: { entry: entry.href, tsx } satisfies Boot };
+}
+
 /** The exec flags a worker last started with, once Node refused some (computed once per process). */
 let acceptedExecArgv: string[] | undefined;
+
+/**
+ * The exec flags for a worker started by someone else (the pool's threads,
+ * which tinypool starts): those spawnWorker learned Node accepts, else
+ * `workerExecArgv()`. In the main thread the supervisor's start has
+ * learned them by the time a pool exists.
+ */
+export function execArgvForWorkers(): string[] {
+  return acceptedExecArgv ?? workerExecArgv();
+}
 
 /**
  * The flags named by Node's ERR_WORKER_INVALID_EXEC_ARGV ("Initiated Worker
