@@ -204,8 +204,7 @@ export class Control {
     Atomics.store(this.words, CANCEL, 1);
     for (let s = 0; s < slots; s++) {
       this.#shut(s);
-      Atomics.store(this.words, this.word(s, TURN), -1);
-      Atomics.notify(this.words, this.word(s, TURN));
+      this.endTurns(s);
     }
   }
 
@@ -301,7 +300,9 @@ export class Control {
 
   /**
    * Sleeps until batch `seq` of `slot` may leave (every earlier batch has
-   * left). Woken by passTurn() and cancel(). False when cancelled.
+   * left). Woken by passTurn(), endTurns() and cancel(). False when the
+   * turns are over (the pipeline was cancelled, or a worker of the stage
+   * found the next stage closed: nothing more may leave).
    */
   awaitTurnSync(slot: number, seq: number): boolean {
     const at = this.word(slot, TURN);
@@ -309,7 +310,7 @@ export class Control {
     for (;;) {
       const turn = Atomics.load(this.words, at);
       if (turn === seq) return true;
-      if (this.cancelled) return false;
+      if (turn < 0 || this.cancelled) return false;
       Atomics.add(this.words, waiters, 1);
       Atomics.wait(this.words, at, turn);
       Atomics.sub(this.words, waiters, 1);
@@ -322,7 +323,7 @@ export class Control {
     for (;;) {
       const turn = Atomics.load(this.words, at);
       if (turn === seq) return true;
-      if (this.cancelled) return false;
+      if (turn < 0 || this.cancelled) return false;
       Atomics.add(this.words, waiters, 1);
       try {
         const wait = Atomics.waitAsync(this.words, at, turn);
@@ -333,9 +334,16 @@ export class Control {
     }
   }
 
+  /** No batch of `slot` may leave any more (the next stage stopped taking items); wakes every worker waiting for a turn. */
+  endTurns(slot: number): void {
+    Atomics.store(this.words, this.word(slot, TURN), -1);
+    Atomics.notify(this.words, this.word(slot, TURN));
+  }
+
   /** Batch `seq` has left: the next one may go. */
   passTurn(slot: number, seq: number): void {
-    Atomics.store(this.words, this.word(slot, TURN), seq + 1);
+    // Never revives ended turns (a compare-exchange: only the turn's holder moves it on).
+    Atomics.compareExchange(this.words, this.word(slot, TURN), seq, seq + 1);
     if (Atomics.load(this.words, this.word(slot, TURN_WAITERS)) > 0) Atomics.notify(this.words, this.word(slot, TURN));
   }
 
@@ -345,30 +353,31 @@ export class Control {
     return Atomics.compareExchange(this.words, this.word(slot, INTAKE_LOCK), 0, 1) === 0;
   }
 
-  /** Takes the intake lock, sleeping while another worker holds it. False when cancelled. */
+  /**
+   * Takes the intake lock, sleeping while another worker holds it (a futex
+   * mutex, Drepper's "Futexes are tricky" #2: once it had to wait, a taker
+   * marks the lock contended (2) whenever it takes it, because others may
+   * be asleep; unlocking a contended lock wakes one). False when cancelled.
+   */
   lockIntakeSync(slot: number): boolean {
     const at = this.word(slot, INTAKE_LOCK);
-    for (;;) {
-      if (Atomics.compareExchange(this.words, at, 0, 1) === 0) return true;
+    if (Atomics.compareExchange(this.words, at, 0, 1) === 0) return true;
+    while (Atomics.exchange(this.words, at, 2) !== 0) {
       if (this.cancelled) return false;
-      // Mark "held with waiters" so that the unlock wakes us; sleep while it stays so.
-      if (Atomics.exchange(this.words, at, 2) === 0) {
-        // It was free after all: we now hold it (marked 2; unlocking wakes nobody needlessly but harmlessly).
-        return true;
-      }
       Atomics.wait(this.words, at, 2);
     }
+    return true;
   }
 
   async lockIntakeAsync(slot: number): Promise<boolean> {
     const at = this.word(slot, INTAKE_LOCK);
-    for (;;) {
-      if (Atomics.compareExchange(this.words, at, 0, 1) === 0) return true;
+    if (Atomics.compareExchange(this.words, at, 0, 1) === 0) return true;
+    while (Atomics.exchange(this.words, at, 2) !== 0) {
       if (this.cancelled) return false;
-      if (Atomics.exchange(this.words, at, 2) === 0) return true;
       const wait = Atomics.waitAsync(this.words, at, 2);
       if (wait.async) await wait.value;
     }
+    return true;
   }
 
   /** Numbers the batch just taken under the intake lock. */

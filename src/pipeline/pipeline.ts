@@ -386,7 +386,8 @@ export class Pipeline<O = unknown> extends Emitter {
   async #live(run: WorkerRun): Promise<void> {
     let interpreter: Interpreter;
     try {
-      interpreter = await create({ name: run.name });
+      const limits = this.#stages[run.stage]!.resourceLimits;
+      interpreter = await create(limits ? { name: run.name, resourceLimits: limits } : { name: run.name });
     } catch (err) {
       this.#handedOut();
       this.#fail(this.#stageFailed({ stage: this.#stages[run.stage]!.name, worker: run.worker, remote: remoteOf(err) }, err, "could not start its interpreter"));

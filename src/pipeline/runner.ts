@@ -299,6 +299,8 @@ export async function runStage(config: RunnerConfig): Promise<RunnerResult> {
         },
       };
     } else if (err instanceof Cancelled || err instanceof DownstreamClosed) {
+      // The next stage stopped taking items: so does this one, and siblings waiting for a turn stop too.
+      control.endTurns(config.slot);
       result = { ok: true };
     } else {
       result = failure(err, worker.currentIndex, currentItem?.value);

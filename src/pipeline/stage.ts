@@ -6,6 +6,7 @@
  */
 import { basename, extname } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import type { ResourceLimits } from "node:worker_threads";
 import type { InterpreterPool } from "./pool-type.js";
 
 export type Overflow = "wait" | "drop-newest" | "drop-oldest" | "error";
@@ -34,6 +35,13 @@ export interface StageOptions {
   onError?: OnError;
   /** Run the workers on this pool instead of interpreters of their own. */
   pool?: InterpreterPool;
+  /**
+   * worker_threads' resource limits for each of the stage's own interpreters
+   * (a worker that exceeds them dies, and the pipeline fails with
+   * StageFailed saying so). Not with `pool` (the pool has its own). An
+   * addition to the contract.
+   */
+  resourceLimits?: ResourceLimits;
 }
 
 /** A stage of a pipeline: what `stage()` returns. */
@@ -49,6 +57,7 @@ export interface Stage<I = unknown, O = unknown> {
   readonly key: string | undefined;
   readonly onError: OnError;
   readonly pool: InterpreterPool | undefined;
+  readonly resourceLimits: ResourceLimits | undefined;
   /** Phantom types: what the stage takes and gives. */
   readonly __types?: (input: I) => O;
 }
@@ -115,6 +124,9 @@ export function stage<I = unknown, O = unknown>(module: string | URL, options: S
   if (pool !== undefined && (pool === null || typeof (pool as { run?: unknown }).run !== "function")) {
     throw new TypeError(`${what}: pool must be an InterpreterPool`);
   }
+  const resourceLimits = options.resourceLimits;
+  if (resourceLimits !== undefined && (resourceLimits === null || typeof resourceLimits !== "object")) throw new TypeError(`${what}: resourceLimits must be an object (worker_threads' ResourceLimits)`);
+  if (resourceLimits !== undefined && pool !== undefined) throw new TypeError(`${what}: resourceLimits and pool cannot be combined; the pool's interpreters have the pool's limits`);
   const described: Stage<I, O> = Object.freeze({
     name,
     module: href,
@@ -126,6 +138,7 @@ export function stage<I = unknown, O = unknown>(module: string | URL, options: S
     key,
     onError,
     pool,
+    resourceLimits,
   });
   stages.add(described);
   return described;
