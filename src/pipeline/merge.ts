@@ -124,7 +124,8 @@ class Merger<T> implements AsyncIterableIterator<T> {
       }
       const picked = this.#pick();
       if (picked.found) return { value: picked.value as T, done: false };
-      if (this.#inputs.some((input) => input.failed)) continue;
+      // A source found failed or ended by this pick is dealt with at the top.
+      if (this.#inputs.some((input) => input.failed) || this.#inputs.every((input) => input.done && !input.ready)) continue;
       // Nothing is ready: wait on every source that can still give something.
       for (const input of this.#inputs) if (!input.done && !input.ready && input.kind === "channel") this.#startRead(input);
       if (this.#inputs.some((input) => input.ready)) continue;
