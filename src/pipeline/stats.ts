@@ -179,7 +179,7 @@ export class StatsReader {
         failed,
         busyMsPerSecond: perSecond(busy),
         backpressuredMsPerSecond: perSecond(backpressured),
-        idleMsPerSecond: covered > 0 ? perSecond(idle) : 1000,
+        idleMsPerSecond: perSecond(idle),
         serviceUs: { p50: percentile(sampled, 0.5), p99: percentile(sampled, 0.99) },
         itemsPerSecond: Math.round((taken - takenBefore) / seconds),
       };
