@@ -36,7 +36,9 @@
  * | slot + 9 | 1 | EVICTED: items taken out of the queue by drop-oldest | senders |
  * | slot + 10 | 1 | RECEIVERS: workers of the stage still taking items | main (init), each worker once when it stops |
  * | slot + 11 | 1 | CLOSED: 1 once every worker of the stage stopped taking items, or the pipeline was cancelled (senders then stop too); FREE is then biased by -2^30 | the last worker to stop, main |
- * | slot + 12..15 | 4 | reserved | - |
+ * | slot + 12 | 1 | WAKE_AT: credits worth waking a sender for (half a batch into the stage) | main, at creation |
+ * | slot + 13 | 1 | SMALL_WAITERS: waiters (among CREDIT_WAITERS) content with fewer than WAKE_AT | those parties |
+ * | slot + 14..15 | 2 | reserved | - |
  *
  * Per-worker statistics, `stats` (Float64Array), worker slot w (numbered
  * across all stages), base w * WORKER_STATS:
@@ -82,6 +84,8 @@ export const INTAKE_LOCK = 8;
 export const EVICTED = 9;
 export const RECEIVERS = 10;
 export const CLOSED = 11;
+export const WAKE_AT = 12;
+export const SMALL_WAITERS = 13;
 
 export const WORKER_STATS = 12;
 export const STATE = 0;
@@ -150,7 +154,13 @@ export class Control {
     return GLOBAL_WORDS + slot * SLOT_WORDS + field;
   }
 
-  initSlot(slot: number, total: number, receivers: number): void {
+  /**
+   * Sets up credit slot `slot`: `total` credits, `receivers` workers taking
+   * from it, and `wakeAt`: how many free credits are worth waking a sender
+   * that waits for a full batch (fewer wake-ups: see give()).
+   */
+  initSlot(slot: number, total: number, receivers: number, wakeAt = 1): void {
+    Atomics.store(this.words, this.word(slot, WAKE_AT), Math.max(1, Math.min(wakeAt, total)));
     Atomics.store(this.words, this.word(slot, TOTAL), total);
     Atomics.store(this.words, this.word(slot, FREE), total);
     Atomics.store(this.words, this.word(slot, RECEIVERS), receivers);
@@ -237,14 +247,19 @@ export class Control {
   takeSync(slot: number, want: number, least = 1): number {
     const at = this.word(slot, FREE);
     const waiters = this.word(slot, CREDIT_WAITERS);
+    const small = this.word(slot, SMALL_WAITERS);
+    const isSmall = least < Atomics.load(this.words, this.word(slot, WAKE_AT));
     for (;;) {
       const got = this.tryTake(slot, want, least);
       if (got > 0) return got;
       if (this.cancelled || this.isClosed(slot)) return 0;
+      // Registered first, then FREE read: a give() after that read changes FREE,
+      // so the wait returns at once (no lost wake-up); one before it is seen here.
       Atomics.add(this.words, waiters, 1);
-      // Sleeps only while FREE is what was seen: a give() after the check above changes it (no lost wake-up).
+      if (isSmall) Atomics.add(this.words, small, 1);
       const free = Atomics.load(this.words, at);
       if (free < least) Atomics.wait(this.words, at, free);
+      if (isSmall) Atomics.sub(this.words, small, 1);
       Atomics.sub(this.words, waiters, 1);
     }
   }
@@ -253,11 +268,14 @@ export class Control {
   async takeAsync(slot: number, want: number, least = 1): Promise<number> {
     const at = this.word(slot, FREE);
     const waiters = this.word(slot, CREDIT_WAITERS);
+    const small = this.word(slot, SMALL_WAITERS);
+    const isSmall = least < Atomics.load(this.words, this.word(slot, WAKE_AT));
     for (;;) {
       const got = this.tryTake(slot, want, least);
       if (got > 0) return got;
       if (this.cancelled || this.isClosed(slot)) return 0;
       Atomics.add(this.words, waiters, 1);
+      if (isSmall) Atomics.add(this.words, small, 1);
       try {
         const free = Atomics.load(this.words, at);
         if (free < least) {
@@ -265,16 +283,28 @@ export class Control {
           if (wait.async) await wait.value;
         }
       } finally {
+        if (isSmall) Atomics.sub(this.words, small, 1);
         Atomics.sub(this.words, waiters, 1);
       }
     }
   }
 
-  /** Gives `count` credits of `slot` back and wakes whoever waits for them. */
+  /**
+   * Gives `count` credits of `slot` back and wakes whoever waits for them:
+   * a waiter content with a few credits at every give, waiters for a
+   * full batch only when the free credits reach WAKE_AT (the give that
+   * crosses it). Every credit comes back in the end, and the last give
+   * brings FREE to TOTAL >= WAKE_AT, so no waiter is left asleep; fewer
+   * wake-ups matter here, since a woken thread costs its waker a system
+   * call and, on a busy machine, a wait for a core.
+   */
   give(slot: number, count: number): void {
     if (count <= 0) return;
-    Atomics.add(this.words, this.word(slot, FREE), count);
-    if (Atomics.load(this.words, this.word(slot, CREDIT_WAITERS)) > 0) Atomics.notify(this.words, this.word(slot, FREE));
+    const free = Atomics.add(this.words, this.word(slot, FREE), count) + count;
+    if (Atomics.load(this.words, this.word(slot, CREDIT_WAITERS)) === 0) return;
+    const wakeAt = Atomics.load(this.words, this.word(slot, WAKE_AT));
+    const crossed = free >= wakeAt && free - count < wakeAt;
+    if (crossed || Atomics.load(this.words, this.word(slot, SMALL_WAITERS)) > 0) Atomics.notify(this.words, this.word(slot, FREE));
   }
 
   /** Credits of `slot` in use: items the stage holds right now. */

@@ -190,7 +190,7 @@ export class Pipeline<O = unknown> extends Emitter {
     const infos: StageInfo[] = [];
     let statsSlot = 0;
     this.#stages.forEach((s, k) => {
-      this.#control.initSlot(k, creditsOf(s), s.workers);
+      this.#control.initSlot(k, creditsOf(s), s.workers, Math.ceil(batchOf(creditsOf(s), s.workers) / 2));
       infos.push({ name: s.name, workers: s.workers, capacity: s.capacity, overflow: s.overflow, firstWorker: statsSlot });
       for (let w = 0; w < s.workers; w++) {
         this.#runs.push({ stage: k, worker: w, statsSlot: statsSlot++, name: `${this.name}/${s.name}#${w}` });
@@ -540,11 +540,16 @@ export class Pipeline<O = unknown> extends Emitter {
     try {
       for (;;) {
         let batch: unknown[];
-        try {
-          batch = await rx.recv({ signal: this.#teardown.signal });
-        } catch (err) {
-          if (err instanceof ChannelClosedError || this.#teardown.signal.aborted) break;
-          throw err;
+        const tried = rx.tryRecv(); // without a wait (and without listening on the signal) when a batch is there
+        if (tried.ok) batch = tried.value;
+        else if (tried.closed) break;
+        else {
+          try {
+            batch = await rx.recv({ signal: this.#teardown.signal });
+          } catch (err) {
+            if (err instanceof ChannelClosedError || this.#teardown.signal.aborted) break;
+            throw err;
+          }
         }
         this.#outQueue.push(batch);
         this.#wake();
