@@ -27,6 +27,8 @@ const expected: Record<number, string[]> = {
   5: ["{ index: 1, value: 'from fast' }", "0 offer"],
   6: ["20000"],
   7: ["bad input 1"],
+  8: ["4", "16", "36", "square: 6 in, 6 out; evens: 6 in, 3 out"],
+  9: ["parse-json { index: 1, preview: \"'oops'\" } SyntaxError"],
 };
 
 test("the README has the snippets this test expects", () => {

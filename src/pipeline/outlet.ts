@@ -312,29 +312,34 @@ export class Outlet {
     this.#control.count(slot, DROPPED, 1);
   }
 
+  /**
+   * The user's sink takes items one message each (it is their channel):
+   * those it has room for at once, then the rest in one sendMany, which
+   * waits for room (time counted as back-pressured).
+   */
   #toSinkSync(values: unknown[]): void {
     const sink = this.spec.channels[0]!;
-    for (const value of values) {
-      if (sink.trySend(value)) continue;
-      this.#observer?.waiting();
-      try {
-        sink.sendSync(value);
-      } finally {
-        this.#observer?.resumed();
-      }
+    let at = 0;
+    while (at < values.length && sink.trySend(values[at])) at++;
+    if (at === values.length) return;
+    this.#observer?.waiting();
+    try {
+      sink.sendManySync(at === 0 ? values : values.slice(at));
+    } finally {
+      this.#observer?.resumed();
     }
   }
 
   async #toSinkAsync(values: unknown[]): Promise<void> {
     const sink = this.spec.channels[0]!;
-    for (const value of values) {
-      if (sink.trySend(value)) continue;
-      this.#observer?.waiting();
-      try {
-        await sink.send(value);
-      } finally {
-        this.#observer?.resumed();
-      }
+    let at = 0;
+    while (at < values.length && sink.trySend(values[at])) at++;
+    if (at === values.length) return;
+    this.#observer?.waiting();
+    try {
+      await sink.sendMany(at === 0 ? values : values.slice(at));
+    } finally {
+      this.#observer?.resumed();
     }
   }
 

@@ -126,32 +126,20 @@ class ChannelReader implements SourceReader {
   readonly #abort = new AbortController();
   constructor(readonly channel: RecvChannel<unknown>) {}
 
+  /** Waits for one message, then takes what else is there without waiting (recvMany), up to `max`. */
   async pull(max: number): Promise<Pulled> {
-    const values: unknown[] = [];
     this.reading = true;
     try {
-      values.push(await this.channel.recv({ signal: this.#abort.signal }));
+      return { values: await this.channel.recvMany(max, { signal: this.#abort.signal }), done: false };
     } catch (err) {
       if (err instanceof ChannelClosedError) {
         this.exhausted = true;
-        return { values, done: true };
+        return { values: [], done: true };
       }
       throw err;
     } finally {
       this.reading = false;
     }
-    while (values.length < max) {
-      const tried = this.channel.tryRecv();
-      if (!tried.ok) {
-        if (tried.closed) {
-          this.exhausted = true;
-          return { values, done: true };
-        }
-        break;
-      }
-      values.push(tried.value);
-    }
-    return { values, done: false };
   }
 
   async close(): Promise<void> {
