@@ -37,7 +37,7 @@
  * | slot + 10 | 1 | RECEIVERS: workers of the stage still taking items | main (init), each worker once when it stops |
  * | slot + 11 | 1 | CLOSED: 1 once every worker of the stage stopped taking items, or the pipeline was cancelled (senders then stop too); FREE is then biased by -2^30 | the last worker to stop, main |
  * | slot + 12 | 1 | WAKE_AT: credits worth waking a sender for (half a batch into the stage) | main, at creation |
- * | slot + 13 | 1 | SMALL_WAITERS: waiters (among CREDIT_WAITERS) content with fewer than WAKE_AT | those parties |
+ * | slot + 13 | 1 | SMALL_WAITERS: waiters (among CREDIT_WAITERS) waiting for other than WAKE_AT credits (woken at every give) | those parties |
  * | slot + 14..15 | 2 | reserved | - |
  *
  * Per-worker statistics, `stats` (Float64Array), worker slot w (numbered
@@ -62,6 +62,11 @@
  * Preview of the item a worker was processing when its interpreter exited,
  * `previews` (Uint8Array), worker w at w * PREVIEW_BYTES: 2 bytes of length
  * (little-endian) then UTF-8. Written by the worker's exit hook.
+ *
+ * Cancellation words, `signals` (Int32Array), one per worker: 0 running, 1
+ * cancelled (main sets it and wakes the worker's watcher: the stage's
+ * AbortSignal aborts), 2 finished (the worker sets it when it ends, waking
+ * its own watcher so that nothing stays pending in a pooled interpreter).
  *
  * Every word with more than one writer is changed with Atomics; the
  * Float64 statistics have one writer each and are read without locks (an
@@ -119,6 +124,7 @@ export interface ControlBuffers {
   stats: SharedArrayBuffer;
   histogram: SharedArrayBuffer;
   previews: SharedArrayBuffer;
+  signals: SharedArrayBuffer;
 }
 
 /** Typed views of a pipeline's control block. */
@@ -127,6 +133,7 @@ export class Control {
   readonly stats: Float64Array;
   readonly histogram: Int32Array;
   readonly previews: Uint8Array;
+  readonly signals: Int32Array;
   readonly buffers: ControlBuffers;
 
   constructor(buffers: ControlBuffers) {
@@ -135,6 +142,7 @@ export class Control {
     this.stats = new Float64Array(buffers.stats);
     this.histogram = new Int32Array(buffers.histogram);
     this.previews = new Uint8Array(buffers.previews);
+    this.signals = new Int32Array(buffers.signals);
   }
 
   /** A new control block for `slots` credit slots (stages + the output window) and `workers` workers in all. */
@@ -144,6 +152,7 @@ export class Control {
       stats: new SharedArrayBuffer(Math.max(1, workers) * WORKER_STATS * 8),
       histogram: new SharedArrayBuffer(Math.max(1, workers) * HISTOGRAM_BUCKETS * 4),
       previews: new SharedArrayBuffer(Math.max(1, workers) * PREVIEW_BYTES),
+      signals: new SharedArrayBuffer(Math.max(1, workers) * 4),
     });
     for (let w = 0; w < workers; w++) control.stats[w * WORKER_STATS + CURRENT_INDEX] = -1;
     return control;
@@ -212,6 +221,9 @@ export class Control {
    */
   cancel(slots: number): void {
     Atomics.store(this.words, CANCEL, 1);
+    for (let w = 0; w < this.signals.length; w++) {
+      if (Atomics.compareExchange(this.signals, w, 0, 1) === 0) Atomics.notify(this.signals, w);
+    }
     for (let s = 0; s < slots; s++) {
       this.#shut(s);
       this.endTurns(s);
@@ -248,7 +260,8 @@ export class Control {
     const at = this.word(slot, FREE);
     const waiters = this.word(slot, CREDIT_WAITERS);
     const small = this.word(slot, SMALL_WAITERS);
-    const isSmall = least < Atomics.load(this.words, this.word(slot, WAKE_AT));
+    // Only a waiter for exactly WAKE_AT credits may rely on the give that crosses it; any other is woken at every give.
+    const isSmall = least !== Atomics.load(this.words, this.word(slot, WAKE_AT));
     for (;;) {
       const got = this.tryTake(slot, want, least);
       if (got > 0) return got;
@@ -269,7 +282,8 @@ export class Control {
     const at = this.word(slot, FREE);
     const waiters = this.word(slot, CREDIT_WAITERS);
     const small = this.word(slot, SMALL_WAITERS);
-    const isSmall = least < Atomics.load(this.words, this.word(slot, WAKE_AT));
+    // Only a waiter for exactly WAKE_AT credits may rely on the give that crosses it; any other is woken at every give.
+    const isSmall = least !== Atomics.load(this.words, this.word(slot, WAKE_AT));
     for (;;) {
       const got = this.tryTake(slot, want, least);
       if (got > 0) return got;

@@ -319,28 +319,41 @@ export class Outlet {
    */
   #toSinkSync(values: unknown[]): void {
     const sink = this.spec.channels[0]!;
-    let at = 0;
-    while (at < values.length && sink.trySend(values[at])) at++;
-    if (at === values.length) return;
-    this.#observer?.waiting();
     try {
-      sink.sendManySync(at === 0 ? values : values.slice(at));
-    } finally {
-      this.#observer?.resumed();
+      let at = 0;
+      while (at < values.length && sink.trySend(values[at])) at++;
+      if (at === values.length) return;
+      this.#observer?.waiting();
+      try {
+        sink.sendManySync(at === 0 ? values : values.slice(at));
+      } finally {
+        this.#observer?.resumed();
+      }
+    } catch (err) {
+      throw this.#sinkGone(err);
     }
   }
 
   async #toSinkAsync(values: unknown[]): Promise<void> {
     const sink = this.spec.channels[0]!;
-    let at = 0;
-    while (at < values.length && sink.trySend(values[at])) at++;
-    if (at === values.length) return;
-    this.#observer?.waiting();
     try {
-      await sink.sendMany(at === 0 ? values : values.slice(at));
-    } finally {
-      this.#observer?.resumed();
+      let at = 0;
+      while (at < values.length && sink.trySend(values[at])) at++;
+      if (at === values.length) return;
+      this.#observer?.waiting();
+      try {
+        await sink.sendMany(at === 0 ? values : values.slice(at));
+      } finally {
+        this.#observer?.resumed();
+      }
+    } catch (err) {
+      throw this.#sinkGone(err);
     }
+  }
+
+  /** Every receive end of the sink was closed: the consumer left, so the pipeline stops (as when its loop breaks). */
+  #sinkGone(err: unknown): unknown {
+    return err instanceof ChannelClosedError ? new DownstreamClosed("sink") : err;
   }
 
   /** Closes this side's channel handles (the Go rule: a stage closes what it sends on when done). */

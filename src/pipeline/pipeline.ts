@@ -39,6 +39,7 @@ import { type BatchMessage, Cancelled, DownstreamClosed, IntakeFull, intakeFullE
 import { registerPipeline, unregisterPipeline } from "./registry.js";
 import { type FailureRecord, previewOf, type RunnerConfig, type RunnerResult, type SkipEvent } from "./runner.js";
 import { isSource, openSource, type Source, type SourceReader } from "./source.js";
+import type { InterpreterPool } from "./pool-type.js";
 import { isStage, type Stage } from "./stage.js";
 import { type PipelineStats, type Snapshot, type StageInfo, StatsReader } from "./stats.js";
 
@@ -108,6 +109,10 @@ interface WorkerRun {
   statsSlot: number;
   name: string;
   interpreter?: Interpreter;
+  /** Pool stages: aborts the worker's task (the pool ends its interpreter). */
+  abort?: AbortController;
+  /** Pool stages: settles when the task has (its interpreter released what it held). */
+  task?: Promise<unknown>;
 }
 
 /** How a pipeline ended (or is ending). */
@@ -198,7 +203,7 @@ export class Pipeline<O = unknown> extends Emitter {
     });
     const last = this.#stages[this.#stages.length - 1]!;
     this.#outputWindow = Math.min(MAX_OUTPUT_WINDOW, Math.max(MIN_OUTPUT_WINDOW, creditsOf(last)));
-    this.#control.initSlot(stages.length, this.#outputWindow, 1);
+    this.#control.initSlot(stages.length, this.#outputWindow, 1, Math.ceil(batchOf(this.#outputWindow, 1) / 2));
     this.#reader = new StatsReader(this.#control, infos);
 
     // The channels.
@@ -382,8 +387,10 @@ export class Pipeline<O = unknown> extends Emitter {
     return new Promise((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
   }
 
-  /** Starts one worker, runs it to its end, and resolves once its interpreter has exited. */
+  /** Starts one worker, runs it to its end, and resolves once its interpreter has exited (or, on a pool, its task has settled). */
   async #live(run: WorkerRun): Promise<void> {
+    const pool = this.#stages[run.stage]!.pool;
+    if (pool) return this.#liveOnPool(run, pool);
     let interpreter: Interpreter;
     try {
       const limits = this.#stages[run.stage]!.resourceLimits;
@@ -416,6 +423,38 @@ export class Pipeline<O = unknown> extends Emitter {
     if (!result.ok) this.#fail(this.#failureOf(result.failure));
     if (this.#tearingDown) await interpreter.terminate();
     else await interpreter.close();
+  }
+
+  /**
+   * A worker as a task of `pool`: it holds one of the pool's interpreters
+   * for as long as the stage runs. Cancelling aborts the task (the pool
+   * ends that interpreter, which releases what it held, and replaces it);
+   * the task settles only then.
+   */
+  async #liveOnPool(run: WorkerRun, pool: InterpreterPool): Promise<void> {
+    if (this.#tearingDown) {
+      this.#handedOut();
+      return;
+    }
+    run.abort = new AbortController();
+    const { config, handles } = this.#configFor(run);
+    let task: Promise<RunnerResult>;
+    try {
+      task = pool.run<RunnerResult>({ module: RUNNER, export: "runStage", args: [config], signal: run.abort.signal });
+    } catch (err) {
+      task = Promise.reject(err);
+    }
+    run.task = task.catch(() => {});
+    for (const handle of handles) handle.close();
+    this.#handedOut();
+    let result: RunnerResult;
+    try {
+      result = await task;
+    } catch (err) {
+      if (!this.#tearingDown) this.#fail(this.#died(run, err));
+      return;
+    }
+    if (!result.ok) this.#fail(this.#failureOf(result.failure));
   }
 
   /**
@@ -605,7 +644,10 @@ export class Pipeline<O = unknown> extends Emitter {
     this.#tearingDown = true;
     this.#control.cancel(this.#stages.length + 1);
     this.#teardown.abort();
-    for (const run of this.#runs) void run.interpreter?.terminate().catch(() => {});
+    for (const run of this.#runs) {
+      void run.interpreter?.terminate().catch(() => {});
+      run.abort?.abort(new DOMException(`pipeline "${this.name}" is ending`, "AbortError"));
+    }
     if (!this.#source.reading) void this.#source.close().catch(() => {});
     else void this.#source.close().catch(() => {}); // returned without waiting (see SourceReader.close)
   }
@@ -613,7 +655,7 @@ export class Pipeline<O = unknown> extends Emitter {
   async #finish(): Promise<void> {
     if (this.#settled) return;
     // Wait for every interpreter to be gone (they all are on the normal path; a teardown before #run started has none).
-    await Promise.allSettled(this.#runs.map((run) => run.interpreter?.terminate()));
+    await Promise.allSettled(this.#runs.map((run) => run.task ?? run.interpreter?.terminate()));
     this.#closeHandles();
     const now = this.#reader.snapshot();
     const final = this.#reader.compute(this.name, this.#startedAt, this.#first, now);

@@ -34,7 +34,6 @@ import {
   BACKPRESSURED_MS,
   BUSY,
   BUSY_MS,
-  CANCEL,
   Control,
   type ControlBuffers,
   CURRENT_INDEX,
@@ -225,9 +224,16 @@ class Recorder implements WaitObserver {
 let currentItem: { value: unknown } | undefined;
 let exitHookFor: { previews: Uint8Array; at: number } | undefined;
 
-/** If the interpreter exits (process.exit) while an item is being processed, leave its preview behind. */
+let exitHookInstalled = false;
+/**
+ * If the interpreter exits (process.exit) while an item is being processed,
+ * leave its preview behind. One listener per thread (a pooled interpreter
+ * runs many workers in turn); it describes the current worker's item.
+ */
 function installExitHook(control: Control, statsSlot: number): void {
   exitHookFor = { previews: control.previews, at: statsSlot * PREVIEW_BYTES };
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
   process.once("exit", () => {
     if (!exitHookFor || !currentItem) return;
     const bytes = new TextEncoder().encode(previewOf(currentItem.value)).subarray(0, PREVIEW_BYTES - 2);
@@ -246,7 +252,7 @@ export async function runStage(config: RunnerConfig): Promise<RunnerResult> {
   const control = new Control(config.control);
   installExitHook(control, config.statsSlot);
   const controller = new AbortController();
-  watchCancel(control, controller);
+  watchCancel(control, config.statsSlot, controller);
   const context: StageContext = { stage: config.stage, worker: config.worker, signal: controller.signal };
   const failure = (err: unknown, index?: number, value?: unknown): RunnerResult => ({
     ok: false,
@@ -269,6 +275,7 @@ export async function runStage(config: RunnerConfig): Promise<RunnerResult> {
   } catch (err) {
     closeAll(config);
     control.stopReceiving(config.slot);
+    unwatchCancel(control, config.statsSlot);
     return failure(err);
   }
 
@@ -311,6 +318,8 @@ export async function runStage(config: RunnerConfig): Promise<RunnerResult> {
   closeAll(config);
   control.stopReceiving(config.slot);
   recorder.finish();
+  unwatchCancel(control, config.statsSlot);
+  currentItem = undefined;
   return result;
 }
 
@@ -322,14 +331,23 @@ function closeAll(config: RunnerConfig): void {
   config.events.close();
 }
 
-/** Aborts the stage's signal when the pipeline is cancelled (Atomics.waitAsync on the CANCEL word). */
-function watchCancel(control: Control, controller: AbortController): void {
-  const wait = Atomics.waitAsync(control.words, CANCEL, 0);
+/**
+ * Aborts the stage's signal when the pipeline is cancelled: waits
+ * (Atomics.waitAsync) on this worker's signal word, which main sets to 1 on
+ * cancel and the worker to 2 when it ends (so no wait outlives it).
+ */
+function watchCancel(control: Control, statsSlot: number, controller: AbortController): void {
+  const wait = Atomics.waitAsync(control.signals, statsSlot, 0);
   const check = (): void => {
-    if (control.cancelled) controller.abort(new Cancelled());
+    if (Atomics.load(control.signals, statsSlot) === 1) controller.abort(new Cancelled());
   };
   if (wait.async) void wait.value.then(check);
   else check();
+}
+
+/** This worker is done: its cancel watcher may go. */
+function unwatchCancel(control: Control, statsSlot: number): void {
+  if (Atomics.compareExchange(control.signals, statsSlot, 0, 2) === 0) Atomics.notify(control.signals, statsSlot);
 }
 
 /** A batch taken from the input. */
