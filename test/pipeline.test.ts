@@ -269,6 +269,28 @@ test("a generator that returns early stops the stages and the source before it; 
   assertNoInterpreters("after the early return");
 });
 
+test("a source that throws rejects done with its own error; a sink whose reader leaves stops the pipeline like a break", async () => {
+  function* broken(): Generator<number> {
+    yield 1;
+    yield 2;
+    throw new TypeError("the source broke");
+  }
+  const p = pipeline({ source: broken(), stages: [s("double")] });
+  const err = (await settled(p)) as Error;
+  assert.instance(err, TypeError);
+  assert.is(err.message, "the source broke");
+  assertNoInterpreters("after the source threw");
+
+  const [sinkRx, sinkTx] = createChannel<number>({ capacity: 4 });
+  const q = pipeline<number>({ source: range(1_000_000), stages: [s("double", { workers: 2 })], sink: sinkTx });
+  const first = await sinkRx.recv({ timeout: 20_000 });
+  assert.is(first, 0);
+  sinkRx.close(); // the only reader leaves
+  const stats = await withTimeout(q.done, 20_000, "the pipeline after its sink's reader left");
+  assert.ok(stats.stages[0]!.in < 1_000_000, "it stopped early");
+  assertNoInterpreters("after the sink's reader left");
+});
+
 async function waitUntil(condition: () => boolean, what: string, ms = 20_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (!condition()) {
