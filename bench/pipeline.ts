@@ -71,7 +71,7 @@ function runCase(c: Case, env: NodeJS.ProcessEnv): Promise<ChildResult> {
     let err = "";
     child.stdout.on("data", (d) => (out += d));
     child.stderr.on("data", (d) => (err += d));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 180_000);
+    const timer = setTimeout(() => child.kill("SIGKILL"), 600_000);
     child.on("exit", (code, signal) => {
       clearTimeout(timer);
       const line = out.split("\n").find((l) => l.startsWith(RESULT_PREFIX));

@@ -3,7 +3,7 @@
  * sources of every kind), errors that name the stage and the item, deaths,
  * hangs, cancellation in every form, and no interpreter left behind.
  */
-import { createChannel, list, pipeline, Pipeline, stage, StageFailed, DeadlockError, ChannelClosedError } from "../src/index.js";
+import { create, createChannel, list, pipeline, Pipeline, stage, StageFailed, DeadlockError, ChannelClosedError } from "../src/index.js";
 import { suite, assert, withTimeout } from "./_harness.js";
 
 const test = suite("pipeline");
@@ -289,6 +289,43 @@ test("a source that throws rejects done with its own error; a sink whose reader 
   const stats = await withTimeout(q.done, 20_000, "the pipeline after its sink's reader left");
   assert.ok(stats.stages[0]!.in < 1_000_000, "it stopped early");
   assertNoInterpreters("after the sink's reader left");
+});
+
+/**
+ * A stand-in for InterpreterPool (API.md "Pools of interpreters"; on its
+ * own branch until it reaches main): each task runs in a fresh interpreter,
+ * an abort terminates it. Enough to check how stages use a pool's run().
+ */
+function standInPool(): { tasks: string[]; run<R>(task: { module: string | URL; export?: string; args?: unknown[]; signal?: AbortSignal }): Promise<R> } {
+  const tasks: string[] = [];
+  return {
+    tasks,
+    async run<R>(task: { module: string | URL; export?: string; args?: unknown[]; signal?: AbortSignal }): Promise<R> {
+      tasks.push(task.export ?? "default");
+      const interpreter = await create({ name: "stand-in pool" });
+      const onAbort = (): void => void interpreter.terminate();
+      task.signal?.addEventListener("abort", onAbort, { once: true });
+      try {
+        return await interpreter.call<R>(task.module, task.export, ...(task.args ?? []));
+      } finally {
+        task.signal?.removeEventListener("abort", onAbort);
+        await interpreter.close();
+      }
+    },
+  };
+}
+
+test("stages on a pool: each worker is a task of the pool's run(); cancelling aborts the tasks", async () => {
+  const pool = standInPool();
+  const p = pipeline<number>({ source: range(100), stages: [s("double", { pool, workers: 2 }), s("increment")] });
+  assert.equal(await collect(p), range(100).map((n) => n * 2 + 1));
+  assert.equal(pool.tasks, ["runStage", "runStage"]);
+  const q = pipeline({ source: range(10), stages: [s("blockForever", { pool })] });
+  await waitUntil(() => q.stats().stages[0]!.in > 0, "the pooled stage to start");
+  await q.cancel();
+  assertNoInterpreters("after cancelling a pooled stage");
+  assert.throws(() => stage(stages, { pool: {} as never }), TypeError, /pool/);
+  assert.throws(() => stage(stages, { pool, resourceLimits: {} }), TypeError, /resourceLimits and pool/);
 });
 
 async function waitUntil(condition: () => boolean, what: string, ms = 20_000): Promise<void> {

@@ -51,7 +51,8 @@
  * | 5, 6, 7 | items in, outputs out, items failed (skipped) | the worker |
  * | 8 | source index of the item being processed (-1: none) | the worker |
  * | 9 | items whose service time was sampled | the worker |
- * | 10 | STARTED: when the worker started (ms since the epoch), 0 before | the worker |
+ * | 10 | STARTED: when the worker's statistics started (ms since the epoch), 0 before or with statistics off | the worker |
+ * | 11 | ENTERED: 1 once the worker's code runs in its interpreter (even with statistics off) | the worker |
  *
  * Service-time histogram, `histogram` (Int32Array), worker w at
  * w * HISTOGRAM_BUCKETS: bucket b counts sampled items whose service time t
@@ -104,6 +105,7 @@ export const FAILED = 7;
 export const CURRENT_INDEX = 8;
 export const SAMPLED = 9;
 export const STARTED = 10;
+export const ENTERED = 11;
 
 export const IDLE = 0;
 export const BUSY = 1;

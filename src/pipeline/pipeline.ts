@@ -34,7 +34,7 @@ import {
   SendChannel,
   StageFailed,
 } from "../index.js";
-import { Control, CURRENT_INDEX, PREVIEW_BYTES, UNBOUNDED_CREDITS, WORKER_STATS } from "./control.js";
+import { Control, CURRENT_INDEX, ENTERED, PREVIEW_BYTES, UNBOUNDED_CREDITS, WORKER_STATS } from "./control.js";
 import { type BatchMessage, Cancelled, DownstreamClosed, IntakeFull, intakeFullError, Outlet, type OutletSpec } from "./outlet.js";
 import { registerPipeline, unregisterPipeline } from "./registry.js";
 import { type FailureRecord, previewOf, type RunnerConfig, type RunnerResult, type SkipEvent } from "./runner.js";
@@ -445,7 +445,6 @@ export class Pipeline<O = unknown> extends Emitter {
       task = Promise.reject(err);
     }
     run.task = task.catch(() => {});
-    for (const handle of handles) handle.close();
     this.#handedOut();
     let result: RunnerResult;
     try {
@@ -453,6 +452,10 @@ export class Pipeline<O = unknown> extends Emitter {
     } catch (err) {
       if (!this.#tearingDown) this.#fail(this.#died(run, err));
       return;
+    } finally {
+      // A pool may move the ends in when the task starts, not when it is queued:
+      // these handles are closed only now (a no-op for those that moved).
+      for (const handle of handles) handle.close();
     }
     if (!result.ok) this.#fail(this.#failureOf(result.failure));
   }
@@ -720,6 +723,11 @@ export class Pipeline<O = unknown> extends Emitter {
   /** A StageFailed for a worker whose interpreter died (exit, crash, out of memory) while running. */
   #died(run: WorkerRun, err: unknown): StageFailed {
     const s = this.#stages[run.stage]!;
+    if (this.#control.stats[run.statsSlot * WORKER_STATS + ENTERED] === 0) {
+      const where = s.pool ? "on its pool" : "in its interpreter";
+      const remote = remoteOf(err);
+      return this.#stageFailed({ stage: s.name, worker: run.worker, remote }, err, undefined, `stage "${s.name}" worker ${run.worker} could not start ${where}: ${remote.name}: ${remote.message}`);
+    }
     const index = this.#control.stats[run.statsSlot * WORKER_STATS + CURRENT_INDEX]!;
     const preview = this.#previewLeftBy(run.statsSlot);
     const remote = remoteOf(err);

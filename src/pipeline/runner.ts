@@ -37,6 +37,7 @@ import {
   Control,
   type ControlBuffers,
   CURRENT_INDEX,
+  ENTERED,
   epochMs,
   FAILED,
   FINISHED,
@@ -250,6 +251,7 @@ type StageGenerator = (items: Iterable<unknown> | AsyncIterable<unknown>, contex
 /** Runs one worker of a stage until its input ends; see the module comment. Never throws for a stage's own failure: it returns it. */
 export async function runStage(config: RunnerConfig): Promise<RunnerResult> {
   const control = new Control(config.control);
+  control.stats[config.statsSlot * WORKER_STATS + ENTERED] = 1;
   installExitHook(control, config.statsSlot);
   const controller = new AbortController();
   watchCancel(control, config.statsSlot, controller);
