@@ -442,8 +442,10 @@ export class Control {
 
 /** Milliseconds since the epoch, comparable across threads (performance.now() is per thread). */
 export function epochMs(): number {
-  return performance.timeOrigin + performance.now();
+  return TIME_ORIGIN + performance.now();
 }
+/** performance.timeOrigin, read once (the getter costs about 25 ns, and the clock is read per batch). */
+const TIME_ORIGIN = performance.timeOrigin;
 
 /** The histogram bucket of a service time in microseconds. */
 export function bucketOf(us: number): number {
