@@ -296,13 +296,30 @@ test("a source that throws rejects done with its own error; a sink whose reader 
  * own branch until it reaches main): each task runs in a fresh interpreter,
  * an abort terminates it. Enough to check how stages use a pool's run().
  */
-function standInPool(): { tasks: string[]; run<R>(task: { module: string | URL; export?: string; args?: unknown[]; signal?: AbortSignal }): Promise<R> } {
+function standInPool(size = Infinity): { tasks: string[]; run<R>(task: { module: string | URL; export?: string; args?: unknown[]; signal?: AbortSignal }): Promise<R> } {
   const tasks: string[] = [];
+  let running = 0;
+  const queue: Array<() => void> = [];
   return {
     tasks,
     async run<R>(task: { module: string | URL; export?: string; args?: unknown[]; signal?: AbortSignal }): Promise<R> {
       tasks.push(task.export ?? "default");
-      const interpreter = await create({ name: "stand-in pool" });
+      if (running >= size) {
+        // Wait for a free interpreter (or an abort, which removes the task).
+        await new Promise<void>((resolve, reject) => {
+          queue.push(resolve);
+          task.signal?.addEventListener("abort", () => reject(task.signal!.reason), { once: true });
+        });
+      }
+      running++;
+      let interpreter;
+      try {
+        interpreter = await create({ name: "stand-in pool" });
+      } catch (err) {
+        running--;
+        queue.shift()?.();
+        throw err;
+      }
       const onAbort = (): void => void interpreter.terminate();
       task.signal?.addEventListener("abort", onAbort, { once: true });
       try {
@@ -310,6 +327,8 @@ function standInPool(): { tasks: string[]; run<R>(task: { module: string | URL; 
       } finally {
         task.signal?.removeEventListener("abort", onAbort);
         await interpreter.close();
+        running--;
+        queue.shift()?.();
       }
     },
   };
@@ -324,6 +343,14 @@ test("stages on a pool: each worker is a task of the pool's run(); cancelling ab
   await waitUntil(() => q.stats().stages[0]!.in > 0, "the pooled stage to start");
   await q.cancel();
   assertNoInterpreters("after cancelling a pooled stage");
+  // A pool too small for the pipeline: a keyed stage's second worker never gets an interpreter.
+  const tiny = standInPool(1);
+  const starved = pipeline({ source: range(1000).map((n) => ({ key: `k${n % 2}`, seq: n, ms: 0 })), stages: [s("keyedSleep", { pool: tiny, workers: 2, key: "key", name: "keyed" })] });
+  const err = (await withTimeout(settled(starved), 40_000, "the starved pipeline")) as StageFailed;
+  assert.instance(err, StageFailed);
+  assert.is(err.stage, "keyed");
+  assert.match(err.message, /never got an interpreter from its pool/);
+  assertNoInterpreters("after the starved pipeline");
   assert.throws(() => stage(stages, { pool: {} as never }), TypeError, /pool/);
   assert.throws(() => stage(stages, { pool, resourceLimits: {} }), TypeError, /resourceLimits and pool/);
 });

@@ -80,6 +80,8 @@ const MIN_OUTPUT_WINDOW = 32;
 const MAX_OUTPUT_WINDOW = 1024;
 /** Room for skip events on their way to the main thread. */
 const EVENTS_CAPACITY = 1024;
+/** A pool stage whose items wait while a worker has had no interpreter from the pool this long fails the pipeline. */
+const POOL_STARVED_MS = 10_000;
 /** How often the 'stats' event fires. */
 const STATS_INTERVAL_MS = 1000;
 /** Items a lossy first stage is offered between two turns of the event loop. */
@@ -273,7 +275,44 @@ export class Pipeline<O = unknown> extends Emitter {
     const now = this.#reader.snapshot();
     const previous = this.#recent[this.#recent.length - 1]!;
     this.#recent = [previous, now];
-    if (this.listenerCount("stats") > 0) this.emit("stats", this.#reader.compute(this.name, this.#startedAt, previous, now));
+    const stats = this.#reader.compute(this.name, this.#startedAt, previous, now);
+    if (this.listenerCount("stats") > 0) this.emit("stats", stats);
+    this.#watchPools(stats);
+  }
+
+  /** Per pool stage: since when it has had items waiting, no worker taking them, and a worker still waiting for an interpreter. */
+  readonly #starvedSince = new Map<number, number>();
+
+  /**
+   * A worker on a pool holds one of its interpreters for the pipeline's
+   * life, so a pool with fewer free interpreters than the pipeline has
+   * workers on it leaves some waiting, possibly forever (a keyed stage's
+   * items for that worker, or a stage none of whose workers got one). Rather
+   * than hang, the pipeline fails once a stage has had items waiting, taken
+   * none, and a worker still without an interpreter, for POOL_STARVED_MS.
+   */
+  #watchPools(stats: PipelineStats): void {
+    this.#stages.forEach((s, k) => {
+      if (!s.pool) return;
+      const waiting = this.#runs.find((run) => run.stage === k && this.#control.stats[run.statsSlot * WORKER_STATS + ENTERED] === 0);
+      const st = stats.stages[k]!;
+      if (!waiting || st.queued === 0 || st.itemsPerSecond > 0) {
+        this.#starvedSince.delete(k);
+        return;
+      }
+      const since = this.#starvedSince.get(k) ?? Date.now();
+      this.#starvedSince.set(k, since);
+      if (Date.now() - since < POOL_STARVED_MS) return;
+      const remote = { name: "InterpretersError", message: `its pool gave worker ${waiting.worker} no interpreter for ${Math.round((Date.now() - since) / 1000)} s while ${st.queued} items waited`, stack: "" };
+      this.#fail(
+        this.#stageFailed(
+          { stage: s.name, worker: waiting.worker, remote },
+          undefined,
+          undefined,
+          `stage "${s.name}" worker ${waiting.worker} never got an interpreter from its pool (each worker of a stage on a pool holds one of its interpreters while the pipeline runs): give the pool at least as many interpreters as the workers of every pipeline on it, or fewer workers`,
+        ),
+      );
+    });
   }
 
   /**
