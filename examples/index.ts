@@ -1,101 +1,260 @@
 /**
- * `npm start`: the same producer/consumer program run over channels of
- * capacity 0 (rendezvous), 16 (bounded) and Infinity (unbounded), with the
- * producer and the consumer in two interpreters. Prints what happened and
- * how long it took, so the effect of the buffer is visible.
+ * `npm start`: what the library is for, in about 20 seconds.
+ *
+ * 1. A rendezvous (capacity 0), watched from outside: what `stats()` shows
+ *    while a sender waits, in plain words.
+ * 2. The same producer/consumer program, a producer interpreter sending
+ *    small objects to a consumer interpreter, over channels of capacity 0,
+ *    16 and Infinity, and beside them the same program over `postMessage`
+ *    (two plain workers and a MessageChannel), in the same run: messages per
+ *    second, and how far the producer ran ahead of the consumer (the memory
+ *    a backlog holds). Every side is warmed up first; each run sends for
+ *    SECONDS (as many messages as the machine moves in that time: hundreds
+ *    of thousands on an idle one), and the table shows the median of
+ *    REPEATS runs taken round-robin (a single run can mislead).
+ *
+ * DEMO_SECONDS and DEMO_REPEATS override the sizes (the test suite runs a
+ * short version).
  */
-import { create, createChannel, type ChannelStats } from "interpreters";
+import { availableParallelism, loadavg } from "node:os";
+import { MessageChannel, Worker } from "node:worker_threads";
+import { create, createChannel, type Interpreter } from "interpreters";
+import { PROGRESS_BYTES, RECEIVED, SENT } from "./demo-parties.js";
 
-const MESSAGES = 20_000;
+const SECONDS = Number(process.env.DEMO_SECONDS ?? 1);
+const REPEATS = Number(process.env.DEMO_REPEATS ?? 3);
+const WARMUP_SECONDS = Math.min(SECONDS, 0.5);
+const PARTIES = new URL("./demo-parties.js", import.meta.url);
 
-const PRODUCER = `
-  for (let i = 0; i < count; i++) jobs.sendSync({ id: i, payload: "job-" + i });
-  jobs.close();
-`;
+const count = (n: number): string => Math.round(n).toLocaleString("en-US");
 
-const CONSUMER = `
-  let sum = 0, n = 0;
-  for (const job of jobs) { sum += job.id; n++; }
-  results.sendSync({ n, sum });
-  results.close();
-`;
+// ---------------------------------------------------------------------------
+// 1. A rendezvous, watched from outside
 
-interface Run {
-  capacity: number;
-  ms: number;
-  received: number;
-  sumOk: boolean;
-  peakLength: number;
-  peakBytes: number;
-}
-
-async function runOnce(capacity: number): Promise<Run> {
-  const producer = await create({ name: `producer-${capacity}` });
-  const consumer = await create({ name: `consumer-${capacity}` });
-  try {
-    const [jobsRx, jobsTx] = createChannel<{ id: number; payload: string }>({ capacity, name: `jobs(${capacity})` });
-    const [resultsRx, resultsTx] = createChannel<{ n: number; sum: number }>({ capacity: 1, name: "results" });
-    // Keep clones to watch the channel's stats while the interpreters use it.
-    const watch = jobsTx.clone();
-    let peakLength = 0;
-    let peakBytes = 0;
-    const sample = (stats: ChannelStats): void => {
-      peakLength = Math.max(peakLength, stats.length);
-      peakBytes = Math.max(peakBytes, stats.bytes);
-    };
-    const started = performance.now();
-    const producing = producer.exec(PRODUCER, { bind: { jobs: jobsTx, count: MESSAGES } });
-    const consuming = consumer.exec(CONSUMER, { bind: { jobs: jobsRx, results: resultsTx } });
-    const sampler = setInterval(() => sample(watch.stats()), 1);
-    await producing;
-    watch.close(); // now the consumer sees the end of the stream once it drains
-    const result = await resultsRx.recv({ timeout: 120_000 });
-    const ms = performance.now() - started;
-    clearInterval(sampler);
-    await consuming;
-    const expected = (MESSAGES * (MESSAGES - 1)) / 2;
-    return { capacity, ms, received: result.n, sumOk: result.sum === expected, peakLength, peakBytes };
-  } finally {
-    await producer.close();
-    await consumer.close();
-  }
-}
-
-async function rendezvousDemo(): Promise<void> {
-  const worker = await create({ name: "greeter" });
+async function rendezvous(): Promise<void> {
+  const greeter = await create({ name: "greeter" });
   try {
     const [rx, tx] = createChannel<string>({ capacity: 0, name: "handshake" });
-    const sending = worker.exec(`
-      const t0 = performance.now();
-      tx.sendSync("hello from " + (await import("interpreters")).current().name);
+    const sending = greeter.exec(
+      `
+      const started = performance.now();
+      tx.sendSync("hello from the greeter");
+      globalThis.waited = performance.now() - started;
       tx.close();
-      globalThis.waited = performance.now() - t0;
-    `, { bind: { tx } });
-    // Wait until the sender has offered its message and parked (the interpreter has to start first).
+    `,
+      { bind: { tx } },
+    );
+    // Wait until the greeter has offered its message and is waiting (it has to start up first).
     const since = performance.now();
     while (rx.stats().waitingSenders === 0 && performance.now() - since < 10_000) await new Promise((resolve) => setTimeout(resolve, 5));
     await new Promise((resolve) => setTimeout(resolve, 200));
     const stats = rx.stats();
-    console.log(`  capacity 0: 200 ms after it offered its message the sender is still waiting (waitingSenders=${stats.waitingSenders}, length=${stats.length}), since nobody has received`);
-    console.log(`  main receives: ${JSON.stringify(await rx.recv())}; only now does the sender's sendSync return`);
+    console.log(`1. Capacity 0 is a rendezvous: a send completes only when a receiver takes the message.
+
+   An interpreter called tx.sendSync("hello ...") on a channel of capacity 0 and nobody
+   has received yet. 200 ms later, rx.stats() says: waitingSenders=${stats.waitingSenders}, length=${stats.length}.
+
+     length=${stats.length}          its message is in the channel, offered, not taken by anyone yet;
+     waitingSenders=${stats.waitingSenders}  its sender is blocked in sendSync until a receiver takes it.
+
+   Capacity 0 does not mean "a message cannot be in the channel"; it means the sender does
+   not move on until its message has been received: a handshake, as with Go's unbuffered
+   channels. With capacity 16, sendSync would have returned at once (length=1, nobody waiting).`);
+    console.log(`\n   main: await rx.recv() -> ${JSON.stringify(await rx.recv({ timeout: 10_000 }))}; only now does the greeter's sendSync return.`);
     await sending;
   } finally {
-    await worker.close();
+    await greeter.close();
   }
 }
 
-console.log(`interpreters demo: ${MESSAGES.toLocaleString("en-US")} messages from a producer interpreter to a consumer interpreter\n`);
-await rendezvousDemo();
-console.log("");
-console.log("  capacity   time (ms)   msgs/s      received  correct  peak buffered  peak ring bytes");
-for (const capacity of [0, 16, Infinity]) {
-  const run = await runOnce(capacity);
-  const rate = Math.round((run.received / run.ms) * 1000).toLocaleString("en-US");
-  console.log(
-    `  ${String(run.capacity).padEnd(9)}  ${run.ms.toFixed(0).padStart(9)}   ${rate.padStart(10)}  ${String(run.received).padStart(8)}  ${run.sumOk ? "yes" : "NO "}      ${String(run.peakLength).padStart(13)}  ${String(run.peakBytes).padStart(15)}`,
-  );
+// ---------------------------------------------------------------------------
+// 2. Producer -> consumer: channels of three capacities, and postMessage
+
+interface Outcome {
+  messages: number;
+  msgsPerSecond: number;
+  /** Most messages sent but not yet received, seen while it ran (sampled every 5 ms). */
+  peakBacklog: number;
+  correct: boolean;
 }
+
+interface System {
+  label: string;
+  /** Sends for `seconds`, then waits for the consumer to receive everything. */
+  run(seconds: number): Promise<Outcome>;
+  close(): Promise<void>;
+}
+
+/** Samples sent - received every 5 ms until stopped; returns the largest seen. */
+function watchBacklog(progress: SharedArrayBuffer): () => number {
+  const counts = new Int32Array(progress);
+  let peak = 0;
+  const timer = setInterval(() => {
+    peak = Math.max(peak, Atomics.load(counts, SENT) - Atomics.load(counts, RECEIVED));
+  }, 5);
+  return () => {
+    clearInterval(timer);
+    return peak;
+  };
+}
+
+/** The producer and the consumer in two interpreters, over a new channel of `capacity` each run. */
+async function channelSystem(capacity: number, producer: Interpreter, consumer: Interpreter): Promise<System> {
+  const label = capacity === 0 ? "channel, capacity 0" : capacity === Infinity ? "channel, capacity Infinity" : `channel, capacity ${capacity}`;
+  return {
+    label,
+    async run(seconds) {
+      const [jobsRx, jobsTx] = createChannel({ capacity, name: `jobs (${label})` });
+      const progress = new SharedArrayBuffer(PROGRESS_BYTES);
+      const stopWatching = watchBacklog(progress);
+      const started = performance.now();
+      const [sent, result] = await Promise.all([
+        producer.call<number>(PARTIES, "produce", jobsTx, seconds, progress),
+        consumer.call<{ received: number; inOrder: boolean }>(PARTIES, "consume", jobsRx, progress),
+      ]);
+      const elapsed = (performance.now() - started) / 1000;
+      return { messages: sent, msgsPerSecond: result.received / elapsed, peakBacklog: stopWatching(), correct: result.received === sent && result.inOrder };
+    },
+    async close() {},
+  };
+}
+
+/** The same program in two plain workers over a MessageChannel: what one would write without this library. */
+const POST_MESSAGE_SIDE = `
+const { workerData, parentPort } = require("node:worker_threads");
+const { role, port } = workerData;
+parentPort.on("message", ({ seconds, progress }) => {
+  const counts = new Int32Array(progress);
+  if (role === "produce") {
+    const deadline = performance.now() + seconds * 1000;
+    let sent = 0;
+    while (performance.now() < deadline) {
+      for (let i = 0; i < 256; i++, sent++) {
+        port.postMessage({ id: sent, payload: "job-" + sent });
+        Atomics.store(counts, ${SENT}, sent + 1);
+      }
+    }
+    port.postMessage(null); // the end of the stream
+    parentPort.postMessage(sent);
+    return;
+  }
+  let received = 0, inOrder = true;
+  const onJob = (job) => {
+    if (job === null) {
+      port.off("message", onJob);
+      parentPort.postMessage({ received, inOrder });
+      return;
+    }
+    if (job.id !== received || job.payload !== "job-" + received) inOrder = false;
+    received++;
+    Atomics.store(counts, ${RECEIVED}, received);
+  };
+  port.on("message", onJob);
+  parentPort.postMessage("listening");
+});
+`;
+
+function postMessageSystem(): System {
+  const { port1, port2 } = new MessageChannel();
+  const start = (role: string, port: import("node:worker_threads").MessagePort): Worker =>
+    new Worker(POST_MESSAGE_SIDE, { eval: true, workerData: { role, port }, transferList: [port], name: `postMessage ${role}r` });
+  const producer = start("produce", port1);
+  const consumer = start("consume", port2);
+  const next = (worker: Worker): Promise<unknown> =>
+    new Promise((resolve, reject) => {
+      worker.once("message", resolve);
+      worker.once("error", reject);
+    });
+  return {
+    label: "postMessage (MessageChannel)",
+    async run(seconds) {
+      const progress = new SharedArrayBuffer(PROGRESS_BYTES);
+      const listening = next(consumer);
+      consumer.postMessage({ seconds, progress });
+      await listening;
+      const stopWatching = watchBacklog(progress);
+      const started = performance.now();
+      const done = Promise.all([next(producer), next(consumer)]);
+      producer.postMessage({ seconds, progress });
+      const [sent, result] = (await done) as [number, { received: number; inOrder: boolean }];
+      const elapsed = (performance.now() - started) / 1000;
+      return { messages: sent, msgsPerSecond: result.received / elapsed, peakBacklog: stopWatching(), correct: result.received === sent && result.inOrder };
+    },
+    async close() {
+      await Promise.all([producer.terminate(), consumer.terminate()]);
+    },
+  };
+}
+
+/** A sentence about the machine's load when it is busy enough to change the numbers, else "". */
+function loadNote(): string {
+  const [load] = loadavg();
+  const cores = availableParallelism();
+  if (load! < cores) return "";
+  return `
+   This machine is busy (load average ${load!.toFixed(1)} on ${cores} cores): threads here often wait for
+   a core, and every number above drops. Capacity 0 drops most: a handover needs the sender and
+   the receiver running at the same moment, on two cores. Run it again on a quieter machine.`;
+}
+
+async function throughput(): Promise<void> {
+  console.log(`
+2. The same program, small objects ({ id, payload }) from a producer to a consumer, worker
+   to worker, over channels and over postMessage. Every side is warmed up first; then the
+   producer sends for ${SECONDS} s, ${REPEATS} times each, in turn; the median run is shown.
+`);
+  const producer = await create({ name: "producer" });
+  const consumer = await create({ name: "consumer" });
+  const systems = [
+    await channelSystem(0, producer, consumer),
+    await channelSystem(16, producer, consumer),
+    await channelSystem(Infinity, producer, consumer),
+    postMessageSystem(),
+  ];
+  try {
+    for (const system of systems) await system.run(WARMUP_SECONDS);
+    const outcomes = new Map<System, Outcome[]>(systems.map((s) => [s, []]));
+    for (let repeat = 0; repeat < REPEATS; repeat++) {
+      for (const system of systems) outcomes.get(system)!.push(await system.run(SECONDS));
+    }
+    const medianRun = (runs: Outcome[]): Outcome => [...runs].sort((a, b) => a.msgsPerSecond - b.msgsPerSecond)[Math.floor(runs.length / 2)]!;
+    const postMessageRate = medianRun(outcomes.get(systems[3]!)!).msgsPerSecond;
+    console.log("   what carries the messages        msgs/s   vs postMessage   messages   peak backlog   all received, in order");
+    for (const system of systems) {
+      const runs = outcomes.get(system)!;
+      const run = medianRun(runs);
+      const ratio = system === systems[3] ? "1.0x" : `${Number((run.msgsPerSecond / postMessageRate).toPrecision(2))}x`;
+      console.log(
+        `   ${system.label.padEnd(29)} ${count(run.msgsPerSecond).padStart(10)}   ${ratio.padStart(14)}   ${count(run.messages).padStart(8)}   ${count(run.peakBacklog).padStart(12)}   ${runs.every((o) => o.correct) ? "yes" : "NO"}`,
+      );
+    }
+  } finally {
+    await Promise.all([...systems.map((s) => s.close()), producer.close(), consumer.close()]);
+  }
+  console.log(`
+   peak backlog = most messages sent that the consumer had not finished with, at any moment
+   (sampled every 5 ms): the memory a slow consumer makes the program hold.
+     capacity 0         the producer never gets ahead: each send waits for its receive.
+     capacity 16        at most 16 wait in the channel (plus the one the consumer holds);
+                        then sendSync waits until there is room (backpressure).
+     capacity Infinity  the producer runs ahead as far as the memory budget allows (maxBufferBytes).
+     postMessage        no backpressure at all: nothing stops the producer, the backlog is
+                        whatever the consumer has not caught up with.
+   Messages per second depend on the machine and on what else runs on it: compare the rows,
+   not the numbers. Capacity 0 hands over one message at a time, so it is the slowest channel;
+   a bigger buffer lets both sides work at once. With 64-byte Uint8Arrays instead of objects
+   (no encoding), capacity Infinity moves several million messages a second: bench/RESULTS.md
+   has the full comparison (npm run bench).${loadNote()}`);
+}
+
+const started = performance.now();
+console.log("interpreters: isolated interpreters (worker threads) that share nothing but channels\n");
+await rendezvous();
+await throughput();
 console.log(`
-  capacity 0 hands over every message in person (each send waits for its receive);
-  16 lets the producer run ahead by at most 16 messages (backpressure);
-  Infinity lets it run ahead as far as memory allows (watch the peak columns).`);
+3. More to run: node dist/examples/deadlock.js (two interpreters waiting on each other: a
+   DeadlockError naming the cycle instead of a hang), dist/examples/task-group.js (one worker
+   fails: the group cancels the rest), dist/examples/fan-in.js (select over three producers:
+   a fair choice, nobody starved).
+
+(${((performance.now() - started) / 1000).toFixed(1)} s)`);

@@ -5,7 +5,10 @@
  *
  * Errors raised inside an interpreter are instances of the classes of the
  * library there; exec/call failures cross back as ExecutionFailed with the
- * remote error's name, message and stack (errorToRecord).
+ * remote error's name, message and stack, and with `cause` rebuilt on this
+ * side: an instance of the same library class with the same fields (a
+ * DeadlockError keeps its `.cycle`), or of the same built-in error class
+ * (errorToRecord, then errorFromRecord).
  */
 
 /** Base class: every error this library throws on purpose extends it. */
@@ -90,8 +93,14 @@ export interface RemoteErrorInfo {
 export class ExecutionFailed extends InterpretersError {
   override readonly code = "ERR_EXECUTION_FAILED";
   readonly remote: RemoteErrorInfo;
-  constructor(remote: RemoteErrorInfo, where?: string) {
-    super(`${remote.name}: ${remote.message}${where ? ` (${where})` : ""}`);
+  /**
+   * `options.cause` is what was thrown, rebuilt on this side when it is an
+   * error: an instance of the library's own class with its fields (e.g.
+   * `err.cause instanceof DeadlockError`, `err.cause.cycle`) or of the
+   * built-in class (RangeError, ...).
+   */
+  constructor(remote: RemoteErrorInfo, where?: string, options?: { cause?: unknown }) {
+    super(`${remote.name}: ${remote.message}${where ? ` (${where})` : ""}`, options);
     this.remote = remote;
   }
 }
@@ -144,22 +153,113 @@ export interface ErrorRecord {
   name: string;
   message: string;
   stack: string;
+  /** `code` of the error (for a library error, which class to rebuild on the other side). */
+  code?: string;
+  /** True when the error is one of the library's classes (InterpretersError or a subclass). */
+  library?: boolean;
+  /** The error's own enumerable fields (`cycle`, `path`, `stage`, ...), those that can be cloned. */
+  fields?: Record<string, unknown>;
+  /** The error's `cause`, when it is an error too. */
+  cause?: ErrorRecord;
+  /** @deprecated read `fields.cycle`; kept for readers of the earlier record. */
   cycle?: DeadlockParty[];
+  /** @deprecated read `fields.remote`. */
   remote?: RemoteErrorInfo;
+  /** @deprecated read `fields.path`. */
   path?: string;
 }
 
+/**
+ * Every error class of the library, by `code`: what errorFromRecord
+ * rebuilds (a library error of a code not listed comes back as an
+ * InterpretersError). A class added to this file must be listed here (a test throws
+ * every class exported from the package root inside an interpreter and
+ * checks what comes back).
+ */
+const LIBRARY_ERRORS: ReadonlyMap<string, abstract new (...args: never[]) => InterpretersError> = new Map<string, abstract new (...args: never[]) => InterpretersError>([
+  ["ERR_INTERPRETERS", InterpretersError],
+  ["ERR_CHANNEL_CLOSED", ChannelClosedError],
+  ["ERR_TIMEOUT", TimeoutError],
+  ["ERR_DEADLOCK", DeadlockError],
+  ["ERR_NOT_SHAREABLE", NotShareableError],
+  ["ERR_MESSAGE_TOO_LARGE", MessageTooLargeError],
+  ["ERR_CORRUPT_DATA", CorruptDataError],
+  ["ERR_EXECUTION_FAILED", ExecutionFailed],
+  ["ERR_INTERPRETER_CLOSED", InterpreterClosedError],
+  ["ERR_CHANNEL_FULL", ChannelFullError],
+  ["ERR_STAGE_FAILED", StageFailed],
+]);
+
+/** The built-in error classes a record may name (anything else comes back as an Error). */
+const BUILT_IN_ERRORS: Record<string, new (message?: string) => Error> = {
+  Error, EvalError, RangeError, ReferenceError, SyntaxError, TypeError, URIError,
+};
+
+/** Own enumerable properties of an error that are not name/message/stack/cause: its fields. */
+function ownFields(err: Error): Record<string, unknown> | undefined {
+  let fields: Record<string, unknown> | undefined;
+  for (const key of Object.keys(err)) {
+    if (key === "name" || key === "message" || key === "stack" || key === "cause") continue;
+    const value = (err as unknown as Record<string, unknown>)[key];
+    if (typeof value === "function" || typeof value === "symbol") continue;
+    try {
+      // Only what survives postMessage: one field that cannot must not lose the others.
+      (fields ??= {})[key] = structuredClone(value);
+    } catch {
+      // not cloneable (a handle, a proxy, ...): left out
+    }
+  }
+  return fields;
+}
+
 /** Describes `err` as plain data, safe to post to another thread. */
-export function errorToRecord(err: unknown): ErrorRecord {
+export function errorToRecord(err: unknown, depth = 0): ErrorRecord {
   if (err instanceof Error) {
     const record: ErrorRecord = { name: err.name, message: err.message, stack: err.stack ?? `${err.name}: ${err.message}` };
+    const fields = ownFields(err);
+    if (fields) record.fields = fields;
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === "string") record.code = code;
+    if (err instanceof InterpretersError) record.library = true;
     if (err instanceof DeadlockError) record.cycle = err.cycle;
     if (err instanceof ExecutionFailed) record.remote = err.remote;
     if (err instanceof NotShareableError) record.path = err.path;
+    if (err.cause instanceof Error && depth < 8) record.cause = errorToRecord(err.cause, depth + 1);
     return record;
   }
   const text = describeThrown(err);
   return { name: "Error", message: text, stack: `Error: ${text}` };
+}
+
+/**
+ * Rebuilds an error described by errorToRecord: an instance of the
+ * library's class named by its `code` (with its fields, its stack and its
+ * cause), else of the built-in class named by `name`, else a plain Error
+ * with that name. Library classes are rebuilt without running their
+ * constructors, so a class whose constructor takes other arguments comes
+ * back with exactly the fields it was thrown with.
+ */
+export function errorFromRecord(record: ErrorRecord): Error {
+  const libraryClass = record.library ? (LIBRARY_ERRORS.get(record.code ?? "") ?? InterpretersError) : undefined;
+  let error: Error;
+  if (libraryClass) {
+    error = Object.create(libraryClass.prototype) as Error;
+    Object.defineProperty(error, "message", { value: record.message, writable: true, configurable: true });
+  } else {
+    const builtIn = Object.hasOwn(BUILT_IN_ERRORS, record.name) ? BUILT_IN_ERRORS[record.name]! : Error;
+    error = new builtIn(record.message);
+  }
+  Object.assign(error, record.fields ?? {});
+  if (error.name !== record.name) Object.defineProperty(error, "name", { value: record.name, writable: true, configurable: true, enumerable: Boolean(libraryClass) });
+  Object.defineProperty(error, "stack", { value: record.stack, writable: true, configurable: true });
+  if (record.cause) Object.defineProperty(error, "cause", { value: errorFromRecord(record.cause), writable: true, configurable: true });
+  return error;
+}
+
+/** An ExecutionFailed for `record` (what failed, `where`), with `cause` rebuilt from the record. */
+export function executionFailedFrom(record: ErrorRecord, where?: string): ExecutionFailed {
+  const { name, message, stack } = record;
+  return new ExecutionFailed({ name, message, stack }, where, { cause: errorFromRecord(record) });
 }
 
 

@@ -8,7 +8,8 @@ import { isCloneable } from "./serialization.js";
 import { isAttachable } from "./transfer.js";
 
 export { create, current, list, main, Interpreter } from "./interpreter.js";
-export type { CreateOptions, InterpreterEvents, Shareable } from "./interpreter.js";
+export type { CreateOptions, ExecOptions, InterpreterEvents, ReleaseBound, Shareable } from "./interpreter.js";
+export type { Remote, RemoteMember } from "./wrap-types.js";
 export { createChannel, RecvChannel, SendChannel } from "./channel.js";
 export { configureDeadlockDetection } from "./deadlock.js";
 export { Event, Lock, Semaphore } from "./sync.js";
@@ -16,7 +17,7 @@ export type { SyncWaitOptions } from "./sync.js";
 export { select, selectSync } from "./select.js";
 export { TaskGroup } from "./task-group.js";
 export type { GroupError } from "./task-group.js";
-export type { SelectCase, SelectResult } from "./select.js";
+export type { SelectCase, SelectResult, SelectResultOf } from "./select.js";
 export type { DeadlockMode } from "./deadlock.js";
 export type { ChannelOptions, ChannelStats, TryRecvResult, WaitOptions } from "./channel.js";
 export {

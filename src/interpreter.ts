@@ -17,6 +17,8 @@
 import { EventEmitter } from "node:events";
 import { MessageChannel, type ResourceLimits, type Worker } from "node:worker_threads";
 import type * as TypedEmitterTypes from "typed-emitter";
+// comlink's ESM build (its package's main is UMD). Its types stay out of this
+// module's declarations: they need the DOM library (see wrap-types.ts).
 import * as Comlink from "comlink/dist/esm/comlink.mjs";
 import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
 import {
@@ -37,7 +39,9 @@ import {
   slotWord,
   WORKER_DATA_KEY,
 } from "./control.js";
-import { type ErrorRecord, ExecutionFailed, InterpreterClosedError, InterpretersError } from "./errors.js";
+import { type ErrorRecord, ExecutionFailed, executionFailedFrom, InterpreterClosedError, InterpretersError } from "./errors.js";
+import { callerBase, type ModuleBase, resolveModule } from "./module-specifier.js";
+import type { Remote } from "./wrap-types.js";
 import { spawnWorker } from "./spawn.js";
 import { ensureSupervisor, postToSupervisor } from "./supervisor-link.js";
 import { decodeFromPost, encodeForPost, type PostedValue } from "./transfer.js";
@@ -46,12 +50,19 @@ import { holdProcess } from "./waiting.js";
 /** Values that may cross into an interpreter (see isShareable). */
 export type Shareable = unknown;
 
-/** Requests from creator to interpreter. */
+/** When `exec` releases the ends it bound (ExecOptions.release). */
+export type ReleaseBound = "settled" | "failed";
+
+/**
+ * Requests from creator to interpreter. `module` is an absolute URL or a
+ * bare specifier; `base` is what a bare specifier (and exec's imports)
+ * resolve against, `label` how errors name the module (module-specifier.ts).
+ */
 export type ControlRequest =
-  | { type: "exec"; req: number; source: string; bind: PostedValue }
-  | { type: "call"; req: number; module: string; exportName: string; args: PostedValue; creatorSlot: number }
+  | { type: "exec"; req: number; source: string; bind: PostedValue; base?: ModuleBase; release?: ReleaseBound }
+  | { type: "call"; req: number; module: string; exportName: string; args: PostedValue; creatorSlot: number; base?: ModuleBase; label?: string }
   | { type: "prepareMain"; req: number; bind: PostedValue }
-  | { type: "wrap"; req: number; module: string; port: import("node:worker_threads").MessagePort }
+  | { type: "wrap"; req: number; module: string; port: import("node:worker_threads").MessagePort; base?: ModuleBase; label?: string }
   | { type: "close"; req: number };
 
 /** Messages from interpreter to creator. */
@@ -72,6 +83,22 @@ export interface CreateOptions {
   env?: Record<string, string>;
   /** Aborting terminates the interpreter (or cancels its creation). */
   signal?: AbortSignal;
+}
+
+export interface ExecOptions {
+  /** Globals to set in the interpreter first; channel ends among them move there. */
+  bind?: Record<string, Shareable>;
+  /**
+   * Close the channel ends found in `bind` (however deep in it) when the
+   * code settles: `"settled"` whether it succeeds or throws, `"failed"` only
+   * if it throws. Ends the code has already closed or moved on are left as
+   * they are. They are closed before `exec` settles, so a peer waiting on
+   * them is woken: a sender upstream fails with ChannelClosedError (no
+   * receivers left) instead of hanging, a receiver downstream sees the
+   * channel end. Default: ends bound stay open, held by the interpreter,
+   * until its code closes them or it exits.
+   */
+  release?: ReleaseBound;
 }
 
 interface Pending {
@@ -134,7 +161,11 @@ export class Interpreter extends Emitter {
   #attach(worker: Worker): void {
     worker.on("message", (message: ControlReply) => this.#onReply(message));
     worker.on("error", (err: Error) => {
-      this.#crash = new ExecutionFailed({ name: err?.name ?? "Error", message: err?.message ?? String(err), stack: err?.stack ?? "" }, `uncaught in ${this.#describe()}`);
+      this.#crash = new ExecutionFailed(
+        { name: err?.name ?? "Error", message: err?.message ?? String(err), stack: err?.stack ?? "" },
+        `uncaught in ${this.#describe()}`,
+        { cause: err },
+      );
       if (this.listenerCount("error") > 0) this.emit("error", this.#crash);
     });
     worker.on("exit", (code) => void this.#onExit(code));
@@ -147,10 +178,7 @@ export class Interpreter extends Emitter {
     this.#pending.delete(message.req);
     this.#refCount();
     if (message.ok) pending.resolve(message.value);
-    else {
-      const { name, message: text, stack } = message.error;
-      pending.reject(new ExecutionFailed({ name, message: text, stack }, `${pending.what} in ${this.#describe()}`));
-    }
+    else pending.reject(executionFailedFrom(message.error, `${pending.what} in ${this.#describe()}`));
   }
 
   async #onExit(code: number): Promise<void> {
@@ -212,31 +240,57 @@ export class Interpreter extends Emitter {
   /**
    * Runs `source` in the interpreter as an ES module body (top-level await
    * and `import` work; `import ... from "interpreters"` is this library).
-   * Each name in `bind` becomes a global there first. Resolves when the
-   * module has finished evaluating; rejects with ExecutionFailed (whose
-   * `.remote` is the error's name, message and stack) if it throws, or
-   * InterpreterClosedError if the interpreter dies meanwhile.
+   * Its imports resolve as they would in the file that called `exec`
+   * (relative ones against it, bare ones from its node_modules), or against
+   * the current directory when no calling file is known. Each name in
+   * `bind` becomes a global there first; `release` closes the ends bound
+   * when the code settles (see ExecOptions).
+   *
+   * Resolves when the module has finished evaluating. Rejects with
+   * ExecutionFailed if it throws: `.remote` is the error's name, message
+   * and stack, `.cause` the error itself rebuilt here (an instance of the
+   * library's own class with its fields, e.g. a DeadlockError with its
+   * `.cycle`; or of the built-in class); a SyntaxError in the source says
+   * its line and column. Rejects with InterpreterClosedError if the
+   * interpreter dies meanwhile, NotShareableError (nothing sent) for a
+   * value in `bind` that cannot cross, TypeError for bad arguments.
    */
-  async exec(source: string, options?: { bind?: Record<string, Shareable> }): Promise<void> {
+  async exec(source: string, options?: ExecOptions): Promise<void> {
     if (typeof source !== "string") throw new TypeError(`exec: source must be a string, got ${typeof source}`);
+    const release = options?.release;
+    if (release !== undefined && release !== "settled" && release !== "failed") {
+      throw new TypeError(`exec: release must be "settled" or "failed", got ${JSON.stringify(release)}`);
+    }
     this.#checkUsable("exec");
+    const base = /\bimport\b/.test(source) ? callerBase() : undefined;
     const bind = encodeForPost(options?.bind ?? {}, this.#slot, `to ${this.#describe()}`);
-    await this.#request({ type: "exec", req: this.#nextRequest++, source, bind }, "exec");
+    await this.#request({ type: "exec", req: this.#nextRequest++, source, bind, base, release }, "exec");
   }
 
   /**
    * Imports `module` in the interpreter and calls its export `exportName`
    * (default: "default") with `args`; resolves with the (awaited) result,
-   * which crosses back like a channel message. Rejects with ExecutionFailed
-   * if the call throws or the export is not a function.
+   * which crosses back like a channel message.
+   *
+   * `module` is a URL (`new URL("./worker.js", import.meta.url)`), an
+   * absolute path, or a specifier resolved as an `import` in the calling
+   * file would resolve it (relative ones against that file; against the
+   * current directory when no calling file is known). A `.ts` module works
+   * when the main program runs under tsx.
+   *
+   * Rejects with ExecutionFailed if the module cannot be imported (the
+   * message names the specifier and what it was resolved against), the
+   * call throws (`.cause` is the error, rebuilt here as for exec) or the
+   * export is not a function; NotShareableError (nothing sent) for an
+   * argument that cannot cross; InterpreterClosedError if it dies meanwhile.
    */
   async call<R = unknown>(module: string | URL, exportName = "default", ...args: Shareable[]): Promise<R> {
     this.#checkUsable("call");
-    const href = module instanceof URL ? module.href : moduleHref(module);
+    const target = resolveModule(module, "call");
     const posted = encodeForPost(args, this.#slot, `to ${this.#describe()}`);
     const value = (await this.#request(
-      { type: "call", req: this.#nextRequest++, module: href, exportName, args: posted, creatorSlot: mySlot },
-      `call of ${exportName} from ${href}`,
+      { type: "call", req: this.#nextRequest++, module: target.module, exportName, args: posted, creatorSlot: mySlot, base: target.base, label: target.label },
+      `call of ${exportName} from ${target.specifier}`,
     )) as PostedValue;
     return decodeFromPost(value) as R;
   }
@@ -244,20 +298,42 @@ export class Interpreter extends Emitter {
   /**
    * A comlink proxy to `module`'s exports in the interpreter: the RPC
    * control plane (calls are structured-cloned postMessages, not channels).
-   * Calls pending when the interpreter dies reject with InterpreterClosedError.
+   * `T` is the module's type (`typeof import("./worker.js")`): each function
+   * export becomes an async function with the same parameters (comlink's
+   * `Remote<T>`, see Remote). `module` is resolved as for `call`.
+   *
+   * Returns at once; the module is imported in the background. Every call
+   * through the proxy settles: if the import fails, each call (pending or
+   * later) rejects with the same ExecutionFailed (the import error as
+   * `.cause`, the specifier and what it was resolved against in the
+   * message); calls pending when the interpreter dies reject with
+   * InterpreterClosedError (or the ExecutionFailed it died of).
    */
-  wrap<T>(module: string | URL): Comlink.Remote<T> {
+  wrap<T>(module: string | URL): Remote<T> {
     this.#checkUsable("wrap");
-    const href = module instanceof URL ? module.href : moduleHref(module);
+    const target = resolveModule(module, "wrap");
     const { port1, port2 } = new MessageChannel();
-    void this.#request({ type: "wrap", req: this.#nextRequest++, module: href, port: port2 }, `wrap of ${href}`, [port2]).catch(() => {});
+    const exposed = this.#request(
+      { type: "wrap", req: this.#nextRequest++, module: target.module, port: port2, base: target.base, label: target.label },
+      `wrap of ${target.specifier}`,
+      [port2],
+    );
+    // Settles only if the import fails (or the interpreter dies first): then every call must fail with it.
+    const importFailed = exposed.then(
+      () => new Promise<never>(() => {}),
+      (err: unknown) => {
+        port1.close();
+        throw err;
+      },
+    );
     const died = this.#gone.then(() => {
-      throw this.#crash ?? new InterpreterClosedError(`${this.#describe()} exited while a call through wrap(${href}) was pending`);
+      throw this.#crash ?? new InterpreterClosedError(`${this.#describe()} exited while a call through wrap(${target.specifier}) was pending`);
     });
-    died.catch(() => {});
+    const broken = Promise.race([importFailed, died]);
+    broken.catch(() => {});
     port1.unref();
-    const remote = Comlink.wrap<T>(nodeEndpoint(port1));
-    return guardRemote(remote, died, () => this.#worker?.ref(), () => this.#refCount()) as Comlink.Remote<T>;
+    const remote = Comlink.wrap(nodeEndpoint(port1));
+    return guardRemote(remote, broken, () => this.#worker?.ref(), () => this.#refCount()) as Remote<T>;
   }
 
   /**
@@ -316,15 +392,6 @@ export class Interpreter extends Emitter {
   }
 }
 
-/** Resolves a module specifier given to call/wrap: absolute URLs and paths pass, relative paths are against cwd. */
-function moduleHref(module: string): string {
-  if (/^[a-z][a-z0-9+.-]*:/i.test(module)) return module;
-  if (module.startsWith("/") || module.startsWith("./") || module.startsWith("../")) {
-    return new URL(module, `file://${process.cwd()}/`).href;
-  }
-  return module; // a bare specifier: resolved by the interpreter
-}
-
 /** Waits (without blocking) until the supervisor has released slot `slot` of interpreter `id`. */
 async function waitForRelease(slot: number, id: number): Promise<void> {
   const release = holdProcess();
@@ -348,8 +415,8 @@ async function waitForState(slot: number, id: number): Promise<void> {
   }
 }
 
-/** Wraps a comlink proxy so that each call also rejects when `died` does. */
-function guardRemote(remote: unknown, died: Promise<never>, hold: () => void, release: () => void): unknown {
+/** Wraps a comlink proxy so that each call also rejects when `broken` does (the import failed, or the interpreter died). */
+function guardRemote(remote: unknown, broken: Promise<never>, hold: () => void, release: () => void): unknown {
   return new Proxy(remote as object, {
     get(target, property) {
       const value = Reflect.get(target, property);
@@ -357,13 +424,13 @@ function guardRemote(remote: unknown, died: Promise<never>, hold: () => void, re
       if (property === "then") {
         if (typeof value !== "function") return value;
         return (onFulfilled: (v: unknown) => unknown, onRejected: (e: unknown) => unknown) =>
-          Promise.race([{ then: (value as (...a: unknown[]) => unknown).bind(target) } as PromiseLike<unknown>, died]).then(onFulfilled, onRejected);
+          Promise.race([{ then: (value as (...a: unknown[]) => unknown).bind(target) } as PromiseLike<unknown>, broken]).then(onFulfilled, onRejected);
       }
-      return guardRemote(value, died, hold, release);
+      return guardRemote(value, broken, hold, release);
     },
     apply(target, thisArg, args) {
       hold();
-      const call = Promise.race([Reflect.apply(target as (...a: unknown[]) => unknown, thisArg, args) as Promise<unknown>, died]);
+      const call = Promise.race([Reflect.apply(target as (...a: unknown[]) => unknown, thisArg, args) as Promise<unknown>, broken]);
       void call.finally(release).catch(() => {});
       return call;
     },

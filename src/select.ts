@@ -46,7 +46,7 @@ import {
 } from "./waiting.js";
 
 /** A case: a receive end, or `[sendEnd, value]`. */
-export type SelectCase = RecvChannel<any> | [SendChannel<any>, unknown];
+export type SelectCase = RecvChannel<any> | readonly [SendChannel<any>, unknown];
 
 export interface SelectResult {
   /** Which case completed (its index in the array given). */
@@ -54,6 +54,33 @@ export interface SelectResult {
   /** What a receive case received (undefined for a send case). */
   value?: unknown;
 }
+
+/** What case `Case` at index `Index` completes with. */
+type CaseResult<Index extends number, Case> = Case extends RecvChannel<infer T>
+  ? { index: Index; value: T }
+  : { index: Index; value?: undefined };
+
+/** The value a case of `Case` (a union of cases) may receive: its channel's type, undefined for a send. */
+type ReceivedBy<Case> = Case extends RecvChannel<infer T> ? T : undefined;
+
+/**
+ * What a select over `Cases` returns, typed from its cases. For cases
+ * written as an array literal (a tuple), one variant per case, so that
+ * checking `index` narrows `value` to that channel's type:
+ *
+ * ```ts
+ * const got = await select([numbers, [namesTx, "x"]]);
+ * if (got.index === 0) got.value; // number
+ * ```
+ *
+ * For an array whose length is not known to TypeScript: `index` is a
+ * number and `value` the union of what its receive cases carry.
+ */
+export type SelectResultOf<Cases extends readonly SelectCase[]> = number extends Cases["length"]
+  ? Cases[number] extends RecvChannel<any>
+    ? { index: number; value: ReceivedBy<Cases[number]> }
+    : { index: number; value?: ReceivedBy<Cases[number]> }
+  : { [K in keyof Cases]: K extends `${infer Index extends number}` ? CaseResult<Index, Cases[K]> : never }[number];
 
 interface Armed {
   index: number;
@@ -82,7 +109,7 @@ function arm(cases: readonly SelectCase[]): Armed[] {
 
 function armOne(entry: SelectCase, index: number, armed: Armed[]): Armed {
   if (Array.isArray(entry)) {
-    const [channel, value] = entry;
+    const [channel, value] = entry as readonly [SendChannel<any>, unknown];
     const end = endOf(channel);
     if (!end || end.side !== "send") throw new TypeError(`select: case ${index} is an array but its first item is not a SendChannel`);
     end.ensureOpen("select send");
@@ -163,7 +190,7 @@ function finishCommitted(op: DrivenOp): void {
  * (nothing happened), DeadlockError when detection finds this wait can never
  * complete, RangeError for no cases or a bad timeout.
  */
-export function selectSync(cases: SelectCase[], options?: { timeout?: number }): SelectResult {
+export function selectSync<const Cases extends readonly SelectCase[]>(cases: Cases, options?: { timeout?: number }): SelectResultOf<Cases> {
   const timeout = checkTimeout(options?.timeout, "selectSync");
   const armed = arm(cases);
   const deadline = timeout === Infinity ? Infinity : now() + timeout;
@@ -185,7 +212,7 @@ export function selectSync(cases: SelectCase[], options?: { timeout?: number }):
         winner = outcome.committed;
         disarm(armed, winner);
         finishCommitted(winner.op);
-        return resultOf(winner);
+        return resultOf(winner) as SelectResultOf<Cases>;
       }
       if (now() >= deadline) throw timeoutError(describeCases(cases), timeout);
       parkSync(seen, deadline);
@@ -198,14 +225,17 @@ export function selectSync(cases: SelectCase[], options?: { timeout?: number }):
     clearWait();
   }
   disarm(armed, winner);
-  return resultOf(winner);
+  return resultOf(winner) as SelectResultOf<Cases>;
 }
 
 /**
  * Like selectSync, without blocking the event loop; also takes `signal`
  * (aborting rejects with its reason, nothing completed).
  */
-export function select(cases: SelectCase[], options?: { timeout?: number; signal?: AbortSignal }): Promise<SelectResult> {
+export function select<const Cases extends readonly SelectCase[]>(
+  cases: Cases,
+  options?: { timeout?: number; signal?: AbortSignal },
+): Promise<SelectResultOf<Cases>> {
   let armed: Armed[];
   let timeout: number;
   try {
@@ -219,7 +249,7 @@ export function select(cases: SelectCase[], options?: { timeout?: number; signal
     disarm(armed, undefined);
     return Promise.reject(signal.reason);
   }
-  return new Promise<SelectResult>((resolve, reject) => {
+  return new Promise<SelectResultOf<Cases>>((resolve, reject) => {
     let settled = false;
     let timer: NodeJS.Timeout | undefined;
     let committed: Armed | undefined;
@@ -235,7 +265,7 @@ export function select(cases: SelectCase[], options?: { timeout?: number; signal
       }
       disarm(armed, winner);
       try {
-        resolve(resultOf(winner));
+        resolve(resultOf(winner) as SelectResultOf<Cases>);
       } catch (err) {
         reject(err);
       }

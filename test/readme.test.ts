@@ -1,7 +1,10 @@
 /**
  * The README's snippets run as written: each ```ts block is run in its own
  * Node process against this checkout (with "interpreters" pointing at the
- * source), and must exit 0 printing what its comments say.
+ * source), and must exit 0 printing what its comments say. A block whose
+ * first line is `// file: NAME` is a module the snippets use: it is written
+ * as NAME beside them (in a folder whose package.json says ESM, as a user's
+ * project would), not run.
  */
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
@@ -19,12 +22,19 @@ const readme = readFileSync(join(root, "README.md"), "utf8");
  * page), found in its output in that order. A block without one must
  * still exit 0.
  */
-const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```\n(?:<!-- prints: (.*?) -->\n)?/g)].map((m) => ({
+const COMPANION = /^\/\/ file: (\S+)\n/;
+const allBlocks = [...readme.matchAll(/```ts\n([\s\S]*?)```\n(?:<!-- prints: (.*?) -->\n)?/g)].map((m) => ({
   code: m[1]!,
   prints: m[2] ? m[2].split(" | ") : [],
 }));
+const blocks = allBlocks.filter((block) => !COMPANION.test(block.code));
 const entry = pathToFileURL(join(root, "src/index.ts")).href;
 const dir = mkdtempSync(join(tmpdir(), "interpreters-readme-"));
+writeFileSync(join(dir, "package.json"), JSON.stringify({ type: "module" }));
+for (const { code } of allBlocks) {
+  const name = COMPANION.exec(code)?.[1];
+  if (name) writeFileSync(join(dir, name), code.replaceAll('from "interpreters"', `from ${JSON.stringify(entry)}`));
+}
 
 test("the README has snippets, and most say what they print", () => {
   assert.ok(blocks.length >= 8, `${blocks.length} snippets`);
