@@ -3,7 +3,7 @@
  * sources of every kind), errors that name the stage and the item, deaths,
  * hangs, cancellation in every form, and no interpreter left behind.
  */
-import { create, createChannel, list, pipeline, Pipeline, stage, StageFailed, DeadlockError, ChannelClosedError } from "../src/index.js";
+import { create, createChannel, list, NotShareableError, pipeline, Pipeline, stage, StageFailed, DeadlockError, ChannelClosedError } from "../src/index.js";
 import { suite, assert, withTimeout } from "./_harness.js";
 
 const test = suite("pipeline");
@@ -147,6 +147,21 @@ test("onError skip: the item is counted in failed, a 'skip' event carries StageF
   assert.equal(fromGenerator, range(23).slice(1).filter((n) => n % 5 !== 0));
   assert.is((await g.done).stages[0]!.failed, 4);
   assertNoInterpreters("after skipping");
+});
+
+test("items and outputs that cannot cross to an interpreter are named by their position", async () => {
+  const p = pipeline({ source: [1, 2, { handler: () => 3 }], stages: [s("passItem")] });
+  const err = (await settled(p)) as NotShareableError;
+  assert.instance(err, NotShareableError);
+  assert.match(err.message, /source item 2 .*handler.* cannot be sent to stage "pipeline-stages.passItem"/);
+  assert.is(err.path, "value.handler");
+  const q = pipeline({ source: [1, 2, 3], stages: [s("makeFunction")] });
+  const failed = (await settled(q)) as StageFailed;
+  assert.instance(failed, StageFailed);
+  assert.is(failed.item?.index, 1);
+  assert.is(failed.remote.name, "NotShareableError");
+  assert.match(failed.remote.message, /the output for item 1 cannot be sent to the next stage/);
+  assertNoInterpreters("after unshareable items");
 });
 
 test("a stage module that cannot load, an export that is not a function, a non-Error thrown: each a clear StageFailed", async () => {

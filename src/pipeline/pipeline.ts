@@ -29,6 +29,8 @@ import {
   create,
   createChannel,
   type Interpreter,
+  isShareable,
+  NotShareableError,
   type RecvChannel,
   type RemoteErrorInfo,
   SendChannel,
@@ -594,7 +596,13 @@ export class Pipeline<O = unknown> extends Emitter {
         const { values, done } = pulled;
         if (values.length < got) control.give(0, got - values.length);
         if (this.#tearingDown) break;
-        if (values.length > 0) outlet.sendReserved(values, index);
+        if (values.length > 0) {
+          try {
+            outlet.sendReserved(values, index);
+          } catch (err) {
+            throw err instanceof NotShareableError ? this.#unshareableSourceItem(err, values, index) : err;
+          }
+        }
         index += values.length;
         if (done) break;
       }
@@ -612,6 +620,16 @@ export class Pipeline<O = unknown> extends Emitter {
       }
       if (!source.exhausted) await source.close().catch(() => {});
     }
+  }
+
+  /** A source item that cannot cross to an interpreter, named by its position (the codec's path points into a batch). */
+  #unshareableSourceItem(err: NotShareableError, values: unknown[], first: number): NotShareableError {
+    const at = values.findIndex((value) => !isShareable(value));
+    if (at < 0) return err;
+    return new NotShareableError(
+      `pipeline "${this.name}": source item ${first + at} ${previewOf(values[at])} cannot be sent to stage "${this.#stages[0]!.name}": ${err.message.replace(/^[^:]*: /, "")} (items must be shareable: see isShareable())`,
+      err.path.replace(/^value\[1\]\[\d+\]/, "value"),
+    );
   }
 
   /** Moves the last stage's batches into the iterator's queue until the output channel ends. */

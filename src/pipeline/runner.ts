@@ -28,7 +28,7 @@
  * the worker waits.
  */
 import { inspect } from "node:util";
-import { ChannelClosedError, type RecvChannel, type RemoteErrorInfo, type SendChannel } from "../index.js";
+import { ChannelClosedError, isShareable, NotShareableError, type RecvChannel, type RemoteErrorInfo, type SendChannel } from "../index.js";
 import {
   BACKPRESSURED,
   BACKPRESSURED_MS,
@@ -112,6 +112,23 @@ export interface StageContext {
   worker: number;
   /** Aborted when the pipeline is cancelled or fails. */
   signal: AbortSignal;
+}
+
+/**
+ * A batch could not be sent because one of its outputs cannot cross to
+ * another interpreter: names the first such output and the item it came
+ * from (the codec's path points into the batch, which the user never saw).
+ */
+export class UnshareableOutput extends Error {
+  constructor(readonly index: number, readonly output: unknown, cause: NotShareableError) {
+    super(`the output for item ${index} cannot be sent to the next stage: ${cause.message.replace(/^[^:]*: /, "")} (outputs must be shareable: see isShareable())`, { cause });
+    this.name = "NotShareableError";
+  }
+}
+
+function unshareableOutput(err: NotShareableError, values: unknown[], indices: number[]): Error {
+  const at = values.findIndex((value) => !isShareable(value));
+  return at < 0 ? err : new UnshareableOutput(indices[at]!, values[at], err);
 }
 
 /** A short printable preview of an item (for errors). */
@@ -307,6 +324,8 @@ export async function runStage(config: RunnerConfig): Promise<RunnerResult> {
           reason: "full",
         },
       };
+    } else if (err instanceof UnshareableOutput) {
+      result = { ok: false, failure: { stage: config.stage, worker: config.worker, index: err.index, preview: previewOf(err.output), remote: errorInfo(err) } };
     } else if (err instanceof Cancelled || err instanceof DownstreamClosed) {
       // The next stage stopped taking items: so does this one, and siblings waiting for a turn stop too.
       control.endTurns(config.slot);
@@ -573,8 +592,12 @@ class Worker {
     const outlet = this.#outlet;
     const { values, indices } = finished;
     for (let i = 0; i < values.length; i++) outlet.push(values[i], indices[i]!);
-    if (this.#sync) outlet.flushSync();
-    else await outlet.flushAsync();
+    try {
+      if (this.#sync) outlet.flushSync();
+      else await outlet.flushAsync();
+    } catch (err) {
+      throw err instanceof NotShareableError ? unshareableOutput(err, values, indices) : err;
+    }
     this.#recorder.countOut(values.length);
     this.#control.give(this.#slot, finished.inputs);
   }
