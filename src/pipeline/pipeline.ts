@@ -247,7 +247,11 @@ export class Pipeline<O = unknown> extends Emitter {
     }
     this.#statsTimer = setInterval(() => this.#tick(), STATS_INTERVAL_MS);
     this.#statsTimer.unref();
-    void this.#run();
+    this.#run().catch((err: unknown) => {
+      // Not expected (every part handles its own errors); if it happens, it fails the pipeline, never silently.
+      this.#fail(err);
+      void this.#finish();
+    });
   }
 
   /**
@@ -278,7 +282,12 @@ export class Pipeline<O = unknown> extends Emitter {
     const previous = this.#recent[this.#recent.length - 1]!;
     this.#recent = [previous, now];
     const stats = this.#reader.compute(this.name, this.#startedAt, previous, now);
-    if (this.listenerCount("stats") > 0) this.emit("stats", stats);
+    try {
+      if (this.listenerCount("stats") > 0) this.emit("stats", stats);
+    } catch (err) {
+      this.#fail(err); // a 'stats' listener that throws fails the pipeline (rather than the process, from a timer)
+      return;
+    }
     this.#watchPools(stats);
   }
 
@@ -653,6 +662,8 @@ export class Pipeline<O = unknown> extends Emitter {
         this.#outQueue.push(batch);
         this.#wake();
       }
+    } catch (err) {
+      this.#fail(err); // never lose outputs silently: whatever broke the output channel fails the pipeline
     } finally {
       rx.close();
       this.#collected = true;
@@ -675,6 +686,8 @@ export class Pipeline<O = unknown> extends Emitter {
         const error = this.#failureOf({ stage: event.stage, worker: event.worker, index: event.index, preview: event.preview, remote: event.remote }, "skipped");
         if (this.listenerCount("skip") > 0) this.emit("skip", error);
       }
+    } catch (err) {
+      this.#fail(err); // a 'skip' listener that throws, or a broken events channel: surfaced, not swallowed
     } finally {
       rx.close();
     }
