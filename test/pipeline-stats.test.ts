@@ -100,4 +100,19 @@ test("statistics off: counts are kept, times are not measured", async () => {
   assert.equal(st!.serviceUs, { p50: 0, p99: 0 });
 });
 
+test("a 'stats' listener that throws fails the pipeline with its error (not the process)", async () => {
+  const p = pipeline({ source: items(5), stages: [s("sleepThen")] });
+  p.on("stats", () => {
+    throw new RangeError("listener broke");
+  });
+  let failure: unknown;
+  try {
+    for await (const _ of p) void _;
+  } catch (err) {
+    failure = err;
+  }
+  assert.instance(failure, RangeError);
+  assert.match((failure as Error).message, /listener broke/);
+});
+
 test.run();
