@@ -8,6 +8,7 @@
  *   cpuUsPerItem CPU time of the whole process per item, steady part only
  *
  * Cases: cpu-pipeline-2x1, cpu-thread-2, cpu-pipeline-1x2, cpu-thread-1,
+ * cpu-workers-2 (two plain worker_threads: the machine's ceiling now),
  * trivial-pipeline-K (K stages, numbers), trivial-pipeline-3-objects,
  * trivial-node-3, trivial-node-3-objects, trivial-pipeline-3-nostats.
  */
@@ -96,6 +97,8 @@ runChild(async (args) => {
     notes = JSON.stringify((await p.done).stages.map((s) => [s.name, s.busyMsPerSecond, s.backpressuredMsPerSecond, s.idleMsPerSecond]));
   } else if (name === "cpu-thread-1") {
     timing = timeLoop(total, (i) => spin(i), same);
+  } else if (name === "cpu-workers-2") {
+    timing = await twoPlainWorkers(total);
   } else if (name.startsWith("trivial-pipeline-")) {
     const objectItems = name.endsWith("-objects");
     const statsOn = !name.endsWith("-nostats");
@@ -144,6 +147,41 @@ runChild(async (args) => {
   }
   return { metrics: { ...timing }, notes };
 });
+
+/**
+ * The machine's own ceiling for CPU-parallel work right now: the same spin
+ * in two plain worker_threads (no library), each doing half the items, timed
+ * from their start (after a warm-up) to the last one's end. On an idle
+ * 2-core machine this is about 2x one thread; on a busy one, much less.
+ */
+async function twoPlainWorkers(total: number): Promise<Timing> {
+  const { Worker } = await import("node:worker_threads");
+  const spinModule = new URL(`./pipeline-stages.${import.meta.url.endsWith(".ts") ? "ts" : "js"}`, import.meta.url).href;
+  const code = `
+    const { parentPort, workerData } = require("node:worker_threads");
+    import(workerData.module).then(({ spin }) => {
+      for (let i = 0; i < 200; i++) spin(i);
+      parentPort.postMessage("ready");
+      parentPort.once("message", () => {
+        let s = 0;
+        for (let i = 0; i < workerData.n; i++) s += spin(i);
+        parentPort.postMessage(s);
+      });
+    });`;
+  const cpu0 = process.cpuUsage();
+  const workers = [0, 1].map(() => new Worker(code, { eval: true, workerData: { module: spinModule, n: Math.ceil(total / 2) } }));
+  await Promise.all(workers.map((w) => new Promise((resolve) => w.once("message", resolve))));
+  const t0 = performance.now();
+  const cpuStart = process.cpuUsage();
+  const done = Promise.all(workers.map((w) => new Promise((resolve) => w.once("message", resolve))));
+  for (const w of workers) w.postMessage("go");
+  await done;
+  const tEnd = performance.now();
+  const steady = process.cpuUsage(cpuStart);
+  const cpu = process.cpuUsage(cpu0);
+  await Promise.all(workers.map((w) => w.terminate()));
+  return { itemsPerSec: (total / (tEnd - t0)) * 1000, totalMs: tEnd - t0, cpuMs: (cpu.user + cpu.system) / 1000, cpuUsPerItem: (steady.user + steady.system) / total };
+}
 
 function fail(value: unknown, i: number): never {
   throw new Error(`wrong output ${JSON.stringify(value)} for item ${i}`);

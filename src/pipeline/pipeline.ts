@@ -199,7 +199,8 @@ export class Pipeline<O = unknown> extends Emitter {
     const infos: StageInfo[] = [];
     let statsSlot = 0;
     this.#stages.forEach((s, k) => {
-      this.#control.initSlot(k, creditsOf(s), s.workers, Math.ceil(batchOf(creditsOf(s), s.workers) / 2));
+      const wakeAt = k === 0 ? feederLeast(s) : Math.ceil(batchOf(creditsOf(s), s.workers) / 2);
+      this.#control.initSlot(k, creditsOf(s), s.workers, wakeAt);
       infos.push({ name: s.name, workers: s.workers, capacity: s.capacity, overflow: s.overflow, firstWorker: statsSlot });
       for (let w = 0; w < s.workers; w++) {
         this.#runs.push({ stage: k, worker: w, statsSlot: statsSlot++, name: `${this.name}/${s.name}#${w}` });
@@ -562,6 +563,7 @@ export class Pipeline<O = unknown> extends Emitter {
       stage: s.name,
       slot: run.stage,
       worker: run.worker,
+      workers: s.workers,
       statsSlot: run.statsSlot,
       module: s.module,
       exportName: s.export,
@@ -591,8 +593,9 @@ export class Pipeline<O = unknown> extends Emitter {
           await new Promise((resolve) => setImmediate(resolve)); // a lossy intake never waits: let the loop breathe
           continue;
         }
-        const want = outlet.spec.batch;
-        const least = Math.ceil(want / 2); // see Outlet.#least
+        // The main thread is woken only when a good part of the first stage's room is free (see feederLeast).
+        const least = feederLeast(this.#stages[0]!);
+        const want = Math.max(outlet.spec.batch, least);
         const got = control.tryTake(0, want, least) || (await control.takeAsync(0, want, least));
         if (got === 0) break; // cancelled, or the first stage stopped taking items
         let pulled;
@@ -844,6 +847,19 @@ function creditsOf(s: Stage): number {
  */
 function batchOf(credits: number, workers: number): number {
   return Math.max(1, Math.min(MAX_BATCH, Math.floor(credits / (2 * workers))));
+}
+
+/**
+ * How many free credits of the first stage wake the source reader: half the
+ * stage's room (at least half a batch, at most 4 batches). Waking the main
+ * thread costs tens of microseconds (a turn of its event loop), so it reads
+ * and sends a good part of the room at a time rather than a few items each
+ * time a worker finishes some.
+ */
+function feederLeast(first: Stage): number {
+  const credits = creditsOf(first);
+  const batch = batchOf(credits, first.workers);
+  return Math.max(1, Math.min(credits, Math.max(Math.ceil(batch / 2), Math.min(Math.floor(credits / 2), 4 * batch))));
 }
 
 function remoteOf(err: unknown): RemoteErrorInfo {

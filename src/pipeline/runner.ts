@@ -51,6 +51,7 @@ import {
   SINCE,
   STARTED,
   STATE,
+  TOTAL,
   WORKER_STATS,
   bucketOf,
 } from "./control.js";
@@ -64,6 +65,8 @@ export interface RunnerConfig {
   slot: number;
   /** This worker's index within its stage. */
   worker: number;
+  /** How many workers the stage has. */
+  workers: number;
   /** This worker's index in the statistics arrays (across all stages). */
   statsSlot: number;
   module: string;
@@ -388,6 +391,9 @@ interface Finished {
   inputs: number;
 }
 
+/** Most inputs a worker holds, done, before it sends their outputs on (see #runUnordered). */
+const MAX_HELD_INPUTS = 1024;
+
 /** take() found no batch it may take without sleeping while it has a stash: wait for a turn instead. */
 const WAIT_TURN = Symbol("wait for turn");
 
@@ -482,7 +488,8 @@ class Worker {
 
   async runFunction(fn: StageFunction, isAsync: boolean): Promise<RunnerResult> {
     this.#sync = !isAsync;
-    const ordered = this.#config.ordered;
+    if (!this.#config.ordered) return this.#runUnordered(fn);
+    const ordered = true;
     const stash: Finished[] = [];
     for (;;) {
       if (ordered) await this.#emitReady(stash);
@@ -508,6 +515,45 @@ class Worker {
         stash.push(finished);
       }
     }
+    return { ok: true };
+  }
+
+  /**
+   * A function stage whose outputs need not wait for turns (one worker, or
+   * order "completion" or key). While more input is there at once, the
+   * outputs of several batches go on together, up to half a batch of the
+   * next hop or this worker's share of its stage's credits, so that a stage
+   * of costly items (a few per batch) does not wake its receiver, maybe the
+   * main thread, for every few items. Before it would wait for input it
+   * always sends what it holds and gives the credits back.
+   */
+  async #runUnordered(fn: StageFunction): Promise<RunnerResult> {
+    const input = this.#config.input;
+    const share = Math.max(1, Math.min(MAX_HELD_INPUTS, Math.floor(this.#control.read(this.#slot, TOTAL) / this.#config.workers)));
+    const enough = Math.max(1, Math.ceil(this.#outlet.spec.batch / 2));
+    let held: Finished = { seq: -1, values: [], indices: [], inputs: 0 };
+    for (;;) {
+      let taken: Taken | null;
+      const tried = input.tryRecv();
+      if (tried.ok) taken = this.#taken(tried.value, -1);
+      else {
+        if (held.inputs > 0) {
+          await this.#emit(held);
+          held = { seq: -1, values: [], indices: [], inputs: 0 };
+        }
+        if (tried.closed) break;
+        taken = await this.#sleepForInput(-1);
+        if (taken === null) break;
+      }
+      held.inputs += taken.values.length;
+      const failed = await this.#process(fn, taken, held);
+      if (failed) return failed;
+      if (held.values.length >= enough || held.inputs >= share) {
+        await this.#emit(held);
+        held = { seq: -1, values: [], indices: [], inputs: 0 };
+      }
+    }
+    if (held.inputs > 0) await this.#emit(held);
     return { ok: true };
   }
 
