@@ -48,7 +48,9 @@
  * | 12   | async waits: operations of this party pending in its async pump | the party                         |
  * | 13   | registrations posted: channels and objects this party has told | the party (before each post);     |
  * |      | the supervisor of, ever (wrapping); see supervisor-link.ts     | reset by the creator at claim     |
- * | 14-15| reserved                                                       |                                   |
+ * | 14   | async waits since: wall-clock ms (mod 2^31) when the pump's    | the party                         |
+ * |      | pending set last went from empty to not (inspect() shows it)   |                                   |
+ * | 15   | reserved                                                       |                                   |
  *
  * Slot 0 is always the main thread. Slot SUPERVISOR_SLOT is reserved for
  * the supervisor (it owns channel locks while cleaning up after a death).
@@ -163,6 +165,8 @@ export const P_VERDICT = 10;
 export const P_WAIT_SINCE = 11;
 export const P_ASYNC_WAITS = 12;
 export const P_POSTED = 13;
+/** When this party's async waits began (inspect, src/inspect/collect.ts). */
+export const P_ASYNC_SINCE = 14;
 
 /** What a worker started by this library finds under this key of `workerData`. */
 export const WORKER_DATA_KEY = "__interpreters";

@@ -52,3 +52,10 @@ export type { PipelineStats, StageStats } from "./pipeline/stats.js";
 export type { StageContext } from "./pipeline/runner.js";
 export { merge } from "./pipeline/merge.js";
 export type { MergeOptions } from "./pipeline/merge.js";
+
+// Seeing a running system (src/inspect/); INTERPRETERS_INSPECT=host:port starts the page in any program.
+export { inspect } from "./inspect/inspect.js";
+export { serveInspector } from "./inspect/server.js";
+export type { Inspector, InspectorOptions } from "./inspect/server.js";
+export type { ChannelSnapshot, DeadlockSnapshot, InterpreterSnapshot, Snapshot, WaitForEdge, WaitSnapshot } from "./inspect/types.js";
+import "./inspect/auto.js";

@@ -43,7 +43,8 @@ export type SupervisorRequest =
   /** Up to `count` channel ids no live channel has (after the 2^31 - 1 fresh ones ran out; registry.ts). */
   | { type: "ids"; count: number; slot: number }
   | { type: "attach"; slot: number; id: number; port: MessagePort }
-  | { type: "exited"; slot: number; id: number };
+  | { type: "exited"; slot: number; id: number }
+  | { type: "snapshot"; slot: number; seq: number };
 
 /** What a fetch asks for: a channel's memory, a shared object, or a generation of a channel's data area. */
 export type FetchKind = "channel" | "object" | "data";
@@ -51,7 +52,8 @@ export type FetchKind = "channel" | "object" | "data";
 /** What the supervisor posts to a party: fetch answers and deadlock verdicts. */
 export type SupervisorMessage =
   | { kind: "fetch"; buffer: SharedArrayBuffer | null; ids?: number[] }
-  | { kind: "verdict"; mode: "throw" | "report"; message: string; cycle: DeadlockParty[] };
+  | { kind: "verdict"; mode: "throw" | "report"; message: string; cycle: DeadlockParty[] }
+  | { kind: "snapshot"; seq: number; snapshot: unknown };
 
 /** Messages read from the port while looking for another kind. */
 const inbox: SupervisorMessage[] = [];
@@ -166,6 +168,45 @@ export function registrationsPosted(slot: number): number {
 /** The supervisor's side of a fetch: post the answer, then raise the flag. */
 export function answerFetch(target: MessagePort, slot: number, buffer: SharedArrayBuffer | null, ids?: number[]): void {
   target.postMessage((ids ? { kind: "fetch", buffer, ids } : { kind: "fetch", buffer }) satisfies SupervisorMessage);
+  const flag = slotWord(slot, FETCH_FIELD);
+  Atomics.store(control, flag, 1);
+  Atomics.notify(control, flag);
+}
+
+// ---- inspect() (src/inspect/): a snapshot of every channel, built by the supervisor ----
+
+/**
+ * Asks the supervisor for a snapshot of the process (src/inspect/collect.ts
+ * builds it there, reading shared memory without taking any lock) and
+ * waits for it synchronously, like a fetch, at most `timeoutMs`. Returns
+ * undefined when there is no supervisor or it did not answer in time.
+ */
+let snapshotSeq = 0;
+export function snapshotFromSupervisor(timeoutMs: number): unknown {
+  if (!port) return undefined;
+  const seq = ++snapshotSeq;
+  const flag = slotWord(mySlot, FETCH_FIELD);
+  const deadline = performance.now() + timeoutMs;
+  Atomics.store(control, flag, 0);
+  postToSupervisor({ type: "snapshot", slot: mySlot, seq });
+  for (;;) {
+    // Woken by answerSnapshot's notify; re-checks the flag. An answer to an
+    // earlier request that timed out may raise it too: it is skipped.
+    while (Atomics.load(control, flag) === 0) {
+      const remaining = deadline - performance.now();
+      if (remaining <= 0) return undefined;
+      Atomics.wait(control, flag, 0, remaining);
+    }
+    Atomics.store(control, flag, 0);
+    for (let answer = takeFromSupervisor("snapshot"); answer; answer = takeFromSupervisor("snapshot")) {
+      if (answer.seq === seq) return answer.snapshot;
+    }
+  }
+}
+
+/** The supervisor's side: post the snapshot, then raise the party's flag. */
+export function answerSnapshot(target: MessagePort, slot: number, seq: number, snapshot: unknown): void {
+  target.postMessage({ kind: "snapshot", seq, snapshot } satisfies SupervisorMessage);
   const flag = slotWord(slot, FETCH_FIELD);
   Atomics.store(control, flag, 1);
   Atomics.notify(control, flag);

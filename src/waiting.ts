@@ -25,6 +25,7 @@ import {
   control,
   MAX_PUBLISHED_CASES,
   mySlot,
+  P_ASYNC_SINCE,
   P_ASYNC_WAITS,
   P_WAIT_CHANNEL,
   P_WAIT_FLAGS,
@@ -227,6 +228,8 @@ let releasePump: (() => void) | undefined;
  * stays free; a ref'd timer keeps the process alive while anything waits.
  */
 export function pumpUntilSettled(op: AsyncStep): void {
+  // Published for inspect(): how long this thread's async waits have stood.
+  if (pending.size === 0) Atomics.store(control, slotWord(mySlot, P_ASYNC_SINCE), Date.now() % 2 ** 31);
   pending.add(op);
   Atomics.store(control, slotWord(mySlot, P_ASYNC_WAITS), pending.size);
   releasePump ??= holdProcess();

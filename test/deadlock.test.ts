@@ -218,9 +218,9 @@ test("report-only mode warns and keeps waiting", async () => {
     `
     import { createChannel, configureDeadlockDetection } from "./src/index.ts";
     configureDeadlockDetection({ mode: "report", after: 200 });
-    const [rx] = createChannel({ capacity: 0, name: "reported" });
+    const [rx, tx] = createChannel({ capacity: 0, name: "reported" });
     rx.recvSync();
-    console.log("returned?!");
+    console.log("returned?!", tx.id);
     `,
     "report-only child",
     { killWhen: /DeadlockWarning: deadlock:.*"reported"/ },

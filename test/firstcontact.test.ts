@@ -311,9 +311,10 @@ test("exec release 'settled' closes bound ends (however deep in bind) on success
     await interpreter.exec(`c.sendSync("c");`, { bind: { c: cTx }, release: "failed" });
     assert.is(cRx.stats().senders, 1, "a successful exec with release: 'failed' keeps its ends");
 
-    const [, dTx] = createChannel<string>({ capacity: 4, name: "d" });
+    const [dRx, dTx] = createChannel<string>({ capacity: 4, name: "d" });
     await assert.rejects(interpreter.exec(`1`, { bind: { d: dTx }, release: "always" as never }), TypeError, /release must be/);
     assert.ok(dTx.trySend("nothing was sent: the end is still here"));
+    dRx.close();
   });
 });
 

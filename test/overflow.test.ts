@@ -68,14 +68,16 @@ test("capacity 0: drop-newest discards a message no receiver waits for, error fa
   assert.is(await receiving, 2, "a waiting receiver gets the message");
   assert.is(tx.stats().dropped, 1);
 
-  const [, errTx] = createChannel<number>({ capacity: 0, overflow: "error", name: "meet" });
+  const [errRx, errTx] = createChannel<number>({ capacity: 0, overflow: "error", name: "meet" });
   await assert.rejects(errTx.send(1), ChannelFullError, /meet.*no receiver is waiting/);
   assert.not.ok(errTx.trySend(1), "trySend keeps its meaning: false");
+  errRx.close(); // used after the checks: a receive handle dropped unused may be closed by the garbage collector
 
   assert.throws(() => createChannel({ capacity: 0, overflow: "drop-oldest" }), RangeError, /drop-oldest.*capacity above 0/);
-  const [, dropOldest] = createChannel({ capacity: 2, overflow: "drop-oldest", name: "resized" });
+  const [dropOldestRx, dropOldest] = createChannel({ capacity: 2, overflow: "drop-oldest", name: "resized" });
   assert.throws(() => dropOldest.setCapacity(0), RangeError, /resized.*drop-oldest/);
   assert.is(dropOldest.stats().capacity, 2, "the refused change left the capacity alone");
+  dropOldestRx.close();
 });
 
 test("an unknown overflow policy is a RangeError naming the option and what is allowed", () => {
@@ -186,16 +188,18 @@ test("channel ends inside a discarded message are closed (drop-newest and drop-o
 });
 
 test("select send cases: a dropping policy makes the case ready (dropped, counted); under error the case waits", async () => {
-  const [, dropTx] = createChannel<number>({ capacity: 1, overflow: "drop-newest" });
+  const [dropRx, dropTx] = createChannel<number>({ capacity: 1, overflow: "drop-newest" });
   dropTx.trySend(0);
-  const [slowRx] = createChannel<number>();
+  const [slowRx, slowTx] = createChannel<number>();
   const chosen = await select([slowRx, [dropTx, 1]], { timeout: 5000 });
   assert.is(chosen.index, 1);
   assert.is(dropTx.stats().dropped, 1);
 
-  const [, errTx] = createChannel<number>({ capacity: 1, overflow: "error" });
+  const [errRx, errTx] = createChannel<number>({ capacity: 1, overflow: "error" });
   errTx.trySend(0);
   await assert.rejects(select([[errTx, 1]], { timeout: 100 }), TimeoutError);
+  // Used after the selects: handles dropped unused may be closed by the garbage collector.
+  for (const end of [dropRx, slowTx, errRx]) end.close();
 });
 
 test("sendSync inside an interpreter under each policy", async () => {
@@ -216,10 +220,11 @@ test("sendSync inside an interpreter under each policy", async () => {
       const expected = overflow === "drop-oldest" ? [7, 8, 9] : [0, 1, 2];
       assert.equal(got, expected, overflow);
     }
-    const [, tx] = createChannel<number>({ capacity: 1, overflow: "error" });
+    const [keptRx, tx] = createChannel<number>({ capacity: 1, overflow: "error" });
     tx.trySend(0);
     const failing = interp.exec(`tx.sendSync(1)`, { bind: { tx } });
     await assert.rejects(failing, ExecutionFailed, /ChannelFullError/);
+    keptRx.close();
   } finally {
     await interp.close();
   }

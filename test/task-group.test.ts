@@ -90,7 +90,7 @@ test("await using: the group's interpreters do not outlive the block", async () 
 });
 
 test("an interpreter of the group dying of an uncaught error cancels the group", async () => {
-  const [rx] = createChannel<number>({ capacity: 0 });
+  const [rx, tx] = createChannel<number>({ capacity: 0 });
   await assert.rejects(
     TaskGroup.run(async (group) => {
       const crasher = await group.create({ name: "crasher" });
@@ -100,10 +100,11 @@ test("an interpreter of the group dying of an uncaught error cancels the group",
     Error,
     /late crash/,
   );
+  tx.close(); // used after the wait: a send handle dropped unused may be closed by the garbage collector
 });
 
 test("waits inside a task join the group's cancellation even without its signal", async () => {
-  const [rx] = createChannel<number>({ capacity: 0, name: "forgotten-signal" });
+  const [rx, tx] = createChannel<number>({ capacity: 0, name: "forgotten-signal" });
   const lock = new Lock();
   await lock.acquire();
   const outcomes: string[] = [];
@@ -123,6 +124,7 @@ test("waits inside a task join the group's cancellation even without its signal"
   assert.equal(outcomes.sort(), ["acquire: stop all", "recv: stop all", "select: stop all"]);
   assert.is(rx.stats().waitingReceivers, 0);
   lock.release();
+  tx.close();
 });
 
 test("spawn after the group finished is refused", async () => {

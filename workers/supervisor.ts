@@ -20,11 +20,12 @@ import { type ClaimRecord, control, MAX_ID, MAX_PARTIES, PartyState, takeClaims,
 import { ChannelMemory, H, installDataBuffers, type Token } from "../src/ring.js";
 import { ChannelTable } from "../src/channel-table.js";
 import { DeadlockDetector, detectionMillis, setVerdictFlag } from "../src/deadlock.js";
-import { answerFetch, registrationsPosted, type SupervisorMessage, type SupervisorRequest } from "../src/supervisor-link.js";
+import { answerFetch, answerSnapshot, registrationsPosted, type SupervisorMessage, type SupervisorRequest } from "../src/supervisor-link.js";
 import { anyoneBlocked, clearWaitOf, wakeParty } from "../src/waiting.js";
 import { carriedEnds, releaseTransitEnd } from "../src/transfer.js";
 import { lockStateOf, releasePrimitivesOfDeadParty } from "../src/sync.js";
 import { CorruptDataError } from "../src/errors.js";
+import { collectSnapshot } from "../src/inspect/collect.js";
 
 /** Every channel that may be alive, by id (dead ones are dropped soon: see channel-table.ts). */
 const channels = new ChannelTable();
@@ -190,7 +191,15 @@ function handle(request: SupervisorRequest, port: MessagePort, from: number): vo
       }
       partyGone(request.slot, request.id);
       return;
+    case "snapshot":
+      answerSnapshot(port, from, request.seq, snapshotForInspect());
+      return;
   }
+}
+
+/** inspect() (src/inspect/): every party and channel, read without taking any lock; never throws. */
+function snapshotForInspect(): unknown {
+  return collectSnapshot(channels.values(), (id) => lockStateOf(objects.get(id), id)?.owner);
 }
 
 /** Why `request` is not a request this supervisor understands (user code can post anything on its port), or "". */
@@ -216,6 +225,8 @@ function malformed(request: unknown): string {
       return isId(r.slot) && (r.slot as number) >= 0 && (r.slot as number) < SUPERVISOR_SLOT && isId(r.id) && r.port instanceof MessagePort ? "" : "attach without a slot, an id and a port";
     case "exited":
       return isId(r.slot) && (r.slot as number) >= 0 && (r.slot as number) < SUPERVISOR_SLOT && isId(r.id) ? "" : "exited without a slot and an id";
+    case "snapshot":
+      return isId(r.seq) ? "" : "snapshot without a seq";
     default:
       return `unknown type ${String(r.type)}`;
   }
