@@ -436,6 +436,14 @@ function runAsync<T>(
   const timeout = checkTimeout(options?.timeout, verb);
   const signal = effectiveSignal(options?.signal);
   if (signal?.aborted) {
+    try {
+      // A send a batch already began (sendMany: a rendezvous offer in the
+      // ring) is taken back first, or a receiver would still take it.
+      if (op instanceof SendOp && op.started && withdrawOnce(op, false) === "done") return Promise.resolve(done());
+    } catch (err) {
+      undo();
+      return Promise.reject(err);
+    }
     undo();
     return Promise.reject(signal.reason);
   }
@@ -715,6 +723,7 @@ export class SendChannel<T = unknown> {
         if (pending.length === 0) return;
         const fast = this.#sendPendingFast(pending);
         sent += fast.done;
+        if (fast.failed) throw fast.failed.error;
         if (pending.length === 0) continue;
         // The first pending message needs waiting (or the full protocol): one send of it, then batches again.
         const message = pending.shift()!;
@@ -741,6 +750,7 @@ export class SendChannel<T = unknown> {
         if (pending.length === 0) return;
         const fast = this.#sendPendingFast(pending);
         sent += fast.done;
+        if (fast.failed) throw fast.failed.error;
         if (pending.length === 0) continue;
         const message = pending.shift()!;
         const op = fast.midFlight ?? this.#op(message, false);
@@ -765,32 +775,42 @@ export class SendChannel<T = unknown> {
    * of the next one if it is already under way (a rendezvous offer: the
    * caller drives it to its end before anything else).
    */
-  #sendPendingFast(pending: ChannelMessage[]): { done: number; midFlight?: SendOp } {
+  #sendPendingFast(pending: ChannelMessage[]): { done: number; midFlight?: SendOp; failed?: { error: unknown } } {
     const memory = this.#end.memory;
     let index = 0;
     let op: SendOp | undefined;
     let done = 0;
     const dropped: boolean[] = [];
-    const stopped = attemptFastBatch(
-      memory,
-      Locks.SEND,
-      () => {
-        if (index >= pending.length) return undefined;
-        const message = pending[index++]!;
-        op = op?.reuse(message) ?? this.#op(message, false);
-        return op;
-      },
-      (completed) => {
-        dropped.push(completed.droppedOwn);
-        done++;
-      },
-    );
+    let stopped: { op: SendOp; outcome: Fast } | undefined;
+    let failed: { error: unknown } | undefined;
+    try {
+      stopped = attemptFastBatch(
+        memory,
+        Locks.SEND,
+        () => {
+          if (index >= pending.length) return undefined;
+          const message = pending[index++]!;
+          op = op?.reuse(message) ?? this.#op(message, false);
+          return op;
+        },
+        (completed) => {
+          dropped.push(completed.droppedOwn);
+          done++;
+        },
+      );
+    } catch (error) {
+      // A send that throws (overflow "error": ChannelFullError) stops the
+      // batch, but those before it are in the ring: they are settled and
+      // counted like any other, and the caller rethrows (err.sent).
+      failed = { error };
+    }
     // Settled after unlocking: closing the ends of a discarded message takes their channels' locks.
     for (let i = 0; i < done; i++) {
       if (dropped[i]) pending[i]!.discard(memory);
       else pending[i]!.commit(memory);
     }
     pending.splice(0, done);
+    if (failed) return { done, failed };
     return stopped?.op.started ? { done, midFlight: stopped.op } : { done };
   }
 

@@ -52,6 +52,19 @@ export type { PipelineStats, StageStats } from "./pipeline/stats.js";
 export type { StageContext } from "./pipeline/runner.js";
 export { merge } from "./pipeline/merge.js";
 export type { MergeOptions } from "./pipeline/merge.js";
+export { offload } from "./offload/offload.js";
+export type {
+  ConnectionInfo,
+  Offload,
+  OffloadInterpreterStats,
+  OffloadOptions,
+  OffloadStats,
+  ProtocolConnection,
+  ProtocolContext,
+  ProtocolModule,
+  Reply,
+  ReplyBytes,
+} from "./offload/types.js";
 
 // Seeing a running system (src/inspect/); INTERPRETERS_INSPECT=host:port starts the page in any program.
 export { inspect } from "./inspect/inspect.js";

@@ -87,6 +87,12 @@ const freeIds: number[] = [];
 /** Where this thread looks for reusable ids before the supervisor exists (main only). */
 let localIdCursor = 0;
 const FREE_IDS_PER_ASK = 1024;
+// Ids main found free in its own table are free no longer once interpreters
+// exist: from then on only the supervisor, which sees every channel, hands
+// out reusable ids (it would hand these to others too).
+onSupervisorLinked(() => {
+  freeIds.length = 0;
+});
 
 /**
  * An id for a new channel: a fresh one while any of the 2^31 - 1 are left;

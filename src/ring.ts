@@ -302,8 +302,14 @@ export class ChannelMemory {
   data: Uint8Array;
   dataWords: Int32Array;
   private dataGen = 0;
-  /** The newest data buffer this thread knows of (from its own growth, a fetch, or the supervisor's registrations). */
-  private newestData: { gen: number; buffer: SharedArrayBuffer } | undefined;
+  /**
+   * The data buffers this thread knows of, by generation, from the one
+   * DATA_GEN names on (from its own growth, a fetch, or the supervisor's
+   * registrations). More than the newest: a grower killed between
+   * publishing a generation and naming it in DATA_GEN leaves a newer one
+   * that never becomes current, while the current one is still needed.
+   */
+  private dataByGen = new Map<number, SharedArrayBuffer>();
   readonly id: number;
   readonly name: string;
   /** The overflow policy (Overflow.*), fixed at creation. */
@@ -384,6 +390,18 @@ export class ChannelMemory {
     header[at + 1] = index;
     header[at + 2] = old;
     Atomics.store(header, SEND_JOURNAL_UNDO_WORD, count + 1);
+  }
+  /**
+   * Under both locks, between two complete steps of one section: if `entries`
+   * more undo entries would overflow the journal, ends the section there
+   * (its steps so far stand) and opens a fresh one.
+   */
+  checkpointForUndo(entries: number): void {
+    const header = this.header;
+    if (Atomics.load(header, SEND_JOURNAL_VALID_WORD) !== JOURNAL_BOTH_LOCKS) return;
+    if (Atomics.load(header, SEND_JOURNAL_UNDO_WORD) + entries <= JOURNAL_MAX_ENTRIES) return;
+    this.endJournal(Locks.BOTH);
+    this.beginJournal(Locks.BOTH);
   }
   /**
    * Undoes the send-lock part of a critical section its owner died in (call
@@ -562,6 +580,10 @@ export class ChannelMemory {
       victimSeq = seq;
     });
     if (victim < 0) return false;
+    // Each drop logs an undo entry (its tombstone), and a send may drop many
+    // to make room: past what the journal holds, the drops so far are made
+    // permanent first (a consistent state: whole drops, nothing else begun).
+    this.checkpointForUndo(1);
     const flags = this.recordFlags(victim);
     const carried = flags & R_ATTACH ? this.payload(victim).slice() : true;
     this.forEachRecord((offset) => {
@@ -725,14 +747,21 @@ export class ChannelMemory {
     this.offerData(gen, buffer);
   }
 
-  /** Remembers `buffer` as data generation `gen` of this channel, if newer than what this thread knows. */
+  /** Remembers `buffer` as data generation `gen` of this channel (the latest offer of a generation wins). */
   offerData(gen: number, buffer: SharedArrayBuffer): void {
-    if (gen > 0 && (!this.newestData || gen > this.newestData.gen)) this.newestData = { gen, buffer };
+    if (gen <= 0) return;
+    // A generation offered again replaces the earlier one: that was published
+    // by a grower killed before naming it (its section rolled back), and the
+    // generation was made anew by the next growth.
+    this.dataByGen.set(gen, buffer);
+    // Generations before the current one are never needed again.
+    const current = Atomics.load(this.header, H.DATA_GEN);
+    for (const known of this.dataByGen.keys()) if (known < current) this.dataByGen.delete(known);
   }
 
   /** The data buffer of generation `gen` if this thread already knows it. */
   knownData(gen: number): SharedArrayBuffer | undefined {
-    return this.newestData?.gen === gen ? this.newestData.buffer : undefined;
+    return this.dataByGen.get(gen);
   }
 
   /**
@@ -1010,6 +1039,13 @@ export class ChannelMemory {
       this.set(H.TAIL, head + used); // the records may have ended exactly at the old end (TAIL was 0)
     } else {
       // Records are [head, recordsEnd), padding, then [0, tail): move [0, tail) to recordsEnd.
+      // The move overwrites the padding record's header, which a rollback of
+      // this section (DATA_SIZE, HEAD and TAIL back to the wrapped ring) needs
+      // again: its words are journaled like any other record word.
+      if (size - recordsEnd >= RECORD_HEADER_BYTES) {
+        const word = recordsEnd >>> 2;
+        for (let i = 0; i < RECORD_HEADER_BYTES >>> 2; i++) this.logUndo(AREA_DATA, word + i, this.dataWords[word + i]!);
+      }
       this.data.copyWithin(recordsEnd, 0, tail);
       this.set(H.TAIL, recordsEnd + tail);
       Atomics.store(this.header, H.WRITTEN, (this.get(H.READ) + (recordsEnd + tail - head)) | 0);

@@ -38,10 +38,14 @@ export type SupervisorRequest =
   | { type: "object"; id: number; token: Token; buffer: SharedArrayBuffer }
   /** Generation `gen` of channel `id`'s data area (ring.ts, grow). */
   | { type: "data"; id: number; token: Token; gen: number; buffer: SharedArrayBuffer }
-  /** `token` is the capability (ring.ts TOKEN, or the object's): without it nothing is handed out. */
-  | { type: "fetch"; kind: FetchKind; id: number; gen?: number; token: Token; slot: number }
+  /**
+   * `token` is the capability (ring.ts TOKEN, or the object's): without it
+   * nothing is handed out. `req` numbers the asker's requests; the answer
+   * carries it back (see askSupervisor).
+   */
+  | { type: "fetch"; kind: FetchKind; id: number; gen?: number; token: Token; slot: number; req?: number }
   /** Up to `count` channel ids no live channel has (after the 2^31 - 1 fresh ones ran out; registry.ts). */
-  | { type: "ids"; count: number; slot: number }
+  | { type: "ids"; count: number; slot: number; req?: number }
   | { type: "attach"; slot: number; id: number; port: MessagePort }
   | { type: "exited"; slot: number; id: number }
   | { type: "snapshot"; slot: number; seq: number };
@@ -51,7 +55,7 @@ export type FetchKind = "channel" | "object" | "data";
 
 /** What the supervisor posts to a party: fetch answers and deadlock verdicts. */
 export type SupervisorMessage =
-  | { kind: "fetch"; buffer: SharedArrayBuffer | null; ids?: number[] }
+  | { kind: "fetch"; req?: number; buffer: SharedArrayBuffer | null; ids?: number[] }
   | { kind: "verdict"; mode: "throw" | "report"; message: string; cycle: DeadlockParty[] }
   | { kind: "snapshot"; seq: number; snapshot: unknown };
 
@@ -136,17 +140,41 @@ export function fetchFreeChannelIds(count: number): number[] {
   return askSupervisor({ type: "ids", count, slot: mySlot }, `${count} free channel ids`).ids ?? [];
 }
 
+/** Numbers this thread's requests, so that an answer is matched to its own (see askSupervisor). */
+let lastRequest = 0;
+
+/** The answer to request `req` if it has arrived; answers to earlier requests (that gave up) are dropped. */
+function takeAnswer(req: number): Extract<SupervisorMessage, { kind: "fetch" }> | undefined {
+  for (;;) {
+    const answer = takeFromSupervisor("fetch");
+    if (!answer || answer.req === req) return answer;
+  }
+}
+
 /**
  * Posts `request` and waits (synchronously, at most FETCH_TIMEOUT_MS) for
- * the answer. Woken by the supervisor's notify after it posted the answer;
- * re-checks this party's fetch flag.
+ * its answer. Woken by the supervisor's notify after it posted an answer;
+ * re-checks this party's fetch flag. An answer may also be a late one to an
+ * earlier request that gave up at its deadline: it is recognised by its
+ * number and dropped (taken for this one's, it would hand over another
+ * id's buffer, or null for a live channel).
  */
-function askSupervisor(request: SupervisorRequest, what: string): Extract<SupervisorMessage, { kind: "fetch" }> {
+function askSupervisor(request: SupervisorRequest & { type: "fetch" | "ids" }, what: string): Extract<SupervisorMessage, { kind: "fetch" }> {
   const flag = slotWord(mySlot, FETCH_FIELD);
+  const req = (lastRequest = (lastRequest + 1) | 0);
   Atomics.store(control, flag, 0);
-  postToSupervisor(request);
+  postToSupervisor({ ...request, req });
   const deadline = performance.now() + FETCH_TIMEOUT_MS;
-  while (Atomics.load(control, flag) === 0) {
+  for (;;) {
+    if (Atomics.load(control, flag) !== 0) {
+      const answer = takeAnswer(req);
+      if (answer) return answer;
+      // Raised for a late answer (dropped): wait on. An answer posted before
+      // this reset is in the port already; one posted after raises the flag.
+      Atomics.store(control, flag, 0);
+      const arrived = takeAnswer(req);
+      if (arrived) return arrived;
+    }
     const remaining = deadline - performance.now();
     if (remaining <= 0) {
       throw new InterpretersError(
@@ -155,9 +183,6 @@ function askSupervisor(request: SupervisorRequest, what: string): Extract<Superv
     }
     Atomics.wait(control, flag, 0, remaining);
   }
-  const answer = takeFromSupervisor("fetch");
-  if (!answer) throw new InterpretersError(`the supervisor flagged an answer for ${what} but none arrived`);
-  return answer;
 }
 
 /** Registrations party `slot` has posted to the supervisor, ever (wrapping int32). */
@@ -165,9 +190,9 @@ export function registrationsPosted(slot: number): number {
   return Atomics.load(control, slotWord(slot, P_POSTED));
 }
 
-/** The supervisor's side of a fetch: post the answer, then raise the flag. */
-export function answerFetch(target: MessagePort, slot: number, buffer: SharedArrayBuffer | null, ids?: number[]): void {
-  target.postMessage((ids ? { kind: "fetch", buffer, ids } : { kind: "fetch", buffer }) satisfies SupervisorMessage);
+/** The supervisor's side of a fetch: post the answer (with the request's number `req`), then raise the flag. */
+export function answerFetch(target: MessagePort, slot: number, req: number | undefined, buffer: SharedArrayBuffer | null, ids?: number[]): void {
+  target.postMessage((ids ? { kind: "fetch", req, buffer, ids } : { kind: "fetch", req, buffer }) satisfies SupervisorMessage);
   const flag = slotWord(slot, FETCH_FIELD);
   Atomics.store(control, flag, 1);
   Atomics.notify(control, flag);

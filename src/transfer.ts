@@ -398,8 +398,8 @@ function readTable(payload: Uint8Array): { entries: TableEntry[]; bodyStart: num
   return { entries, bodyStart };
 }
 
-/** The channel ends listed in a payload's attachment table (empty if none or unreadable). */
-export function carriedEnds(payload: Uint8Array): Array<{ id: number; kind: number }> {
+/** The channel ends listed in a payload's attachment table, with their capabilities (empty if none or unreadable). */
+export function carriedEnds(payload: Uint8Array): Array<{ id: number; kind: number; token: Token }> {
   try {
     return readTable(payload).entries.filter((entry) => isEnd(entry.kind));
   } catch {

@@ -101,7 +101,7 @@ async function waitFlag(flag: Int32Array, index: number, what: string, ms = 20_0
  * when `idle`, for conditions that take a while) until it holds.
  */
 async function pollUntil(condition: () => boolean, what: string, options: { ms?: number; idle?: boolean } = {}): Promise<void> {
-  const ms = options.ms ?? 20_000;
+  const ms = options.ms ?? 60_000; // generous: seen to take over 20 s at load 27
   const deadline = Date.now() + ms;
   while (!condition()) {
     if (Date.now() > deadline) throw new Error(`seed=${SEED}: timed out after ${ms} ms waiting for ${what}`);

@@ -90,7 +90,7 @@ function listen(port: MessagePort, slot: number, id: number): void {
     const problem = malformed(request);
     if (problem) {
       refuse(`a malformed request (${problem})`, slot);
-      if (isFetchLike(request)) answerFetch(port, slot, null); // whoever waits for an answer gets one
+      if (isFetchLike(request)) answerFetch(port, slot, requestNumber(request), null); // whoever waits for an answer gets one
       return;
     }
     try {
@@ -101,7 +101,7 @@ function listen(port: MessagePort, slot: number, id: number): void {
       // is refused like any other bad request, and its sender's fetch answered.
       if (!(err instanceof CorruptDataError)) throw err;
       refuse(`a request naming corrupt memory (${err.message})`, slot);
-      if (isFetchLike(request)) answerFetch(port, slot, null);
+      if (isFetchLike(request)) answerFetch(port, slot, requestNumber(request), null);
       else if (isRegistration(request)) registrationHandled(slot, ""); // counted, so fetches do not wait for it
 
     }
@@ -117,8 +117,9 @@ function handle(request: SupervisorRequest, port: MessagePort, from: number): vo
   switch (request.type) {
     case "channel": {
       const memory = new ChannelMemory(request.buffer);
-      const existing = channels.get(request.id);
-      if (existing && !existing.hasToken(memory.token())) {
+      // The table is keyed by the id in the memory: a request naming another is refused.
+      const existing = channels.get(memory.id);
+      if (memory.id !== request.id || (existing && !existing.hasToken(memory.token()))) {
         refuse(`a registration of channel ${request.id}, which is another live channel`, from);
         registrationHandled(from, `channel:${request.id}`);
         return;
@@ -152,16 +153,16 @@ function handle(request: SupervisorRequest, port: MessagePort, from: number): vo
       const found = lookUp(request);
       if (found === "refused") {
         refuse(`a fetch of ${request.kind} ${request.id} with a wrong capability`, from);
-        answerFetch(port, from, null);
+        answerFetch(port, from, request.req, null);
         return;
       }
       if (found) {
-        answerFetch(port, from, found);
+        answerFetch(port, from, request.req, found);
         return;
       }
       const behind = partiesBehind();
       if (behind.size === 0) {
-        answerFetch(port, from, null); // nothing is on its way: this id can never be resolved
+        answerFetch(port, from, request.req, null); // nothing is on its way: this id can never be resolved
         return;
       }
       const key = request.kind === "data" ? `data:${request.id}:${request.gen}` : `${request.kind}:${request.id}`;
@@ -171,7 +172,7 @@ function handle(request: SupervisorRequest, port: MessagePort, from: number): vo
       return;
     }
     case "ids":
-      answerFetch(port, from, null, freeChannelIds(request.count));
+      answerFetch(port, from, request.req, null, freeChannelIds(request.count));
       return;
     case "attach":
       // Only the creator of a slot attaches it, once (the new party may already be running).
@@ -183,19 +184,30 @@ function handle(request: SupervisorRequest, port: MessagePort, from: number): vo
       }
       listen(request.port, request.slot, request.id);
       return;
-    case "exited":
+    case "exited": {
       // Only the creator reports its interpreter's exit (the port's close reports it anyway).
       if (slotCreator(request.slot) !== from) {
         refuse(`an "exited" for slot ${request.slot}, which it did not create`, from);
         return;
       }
-      partyGone(request.slot, request.id);
+      // Its own port closes after every message it posted has been handled
+      // here; released now, registrations still queued there would come
+      // after the release (its ends of those channels never released, fetches
+      // of them answered null). So the port's close releases it, with this
+      // as a backstop in case the close never comes.
+      const { slot, id } = request;
+      if (partyPorts.has(slot)) setTimeout(() => partyGone(slot, id), EXITED_BACKSTOP_MS);
+      else partyGone(slot, id);
       return;
+    }
     case "snapshot":
       answerSnapshot(port, from, request.seq, snapshotForInspect());
       return;
   }
 }
+
+/** How long after its creator's "exited" a party is released if its port has not closed by then (ms). */
+const EXITED_BACKSTOP_MS = 2000;
 
 /** inspect() (src/inspect/): every party and channel, read without taking any lock; never throws. */
 function snapshotForInspect(): unknown {
@@ -237,6 +249,11 @@ function isToken(v: unknown): v is Token {
 function isRegistration(request: unknown): boolean {
   const type = (request as { type?: unknown } | null)?.type;
   return type === "channel" || type === "object" || type === "data";
+}
+/** The asker's number for `request` (echoed in the answer), if it gave a usable one. */
+function requestNumber(request: unknown): number | undefined {
+  const req = (request as { req?: unknown } | null)?.req;
+  return typeof req === "number" && Number.isInteger(req) ? req : undefined;
 }
 function isFetchLike(request: unknown): boolean {
   const type = (request as { type?: unknown } | null)?.type;
@@ -293,22 +310,53 @@ function partiesBehind(): Map<number, number> {
   return behind;
 }
 
-/** Party `from`'s registration of `key` was handled: answers fetches waiting for it (if their capability opens it), and those it was the last hope of. */
+/**
+ * Has a live party posted a registration not handled yet? (A party found
+ * dead is left out: one killed between counting a registration and
+ * posting it would be behind until its slot is freed, and the cleanup
+ * that asks must not wait for that.)
+ */
+function registrationOnItsWay(): boolean {
+  for (const slot of partiesBehind().keys()) {
+    const state = slotState(slot);
+    if (state === PartyState.LIVE || state === PartyState.STARTING) return true;
+  }
+  return false;
+}
+
+/**
+ * Party `from`'s registration of `key` was handled: answers fetches waiting
+ * for it if it made them resolvable (or their capability is refused), and
+ * those it was the last hope of. A fetch it did not make resolvable waits
+ * on while other registrations are on their way: a data generation
+ * registered before its channel is found only once the channel is.
+ */
 function registrationHandled(from: number, key: string): void {
   handled[from] = (handled[from]! + 1) | 0;
   const waiting = awaiting.get(key);
   if (waiting) {
-    awaiting.delete(key);
-    for (const { port, slot, request } of waiting) {
-      const found = lookUp(request);
-      if (found === "refused") refuse(`a fetch of ${request.kind} ${request.id} with a wrong capability`, slot);
-      answerFetch(port, slot, found === "refused" ? null : (found ?? null));
-    }
+    const unresolved = waiting.filter((pending) => !answerIfFound(pending));
+    if (unresolved.length === 0) awaiting.delete(key);
+    else awaiting.set(key, unresolved);
   }
   if (awaiting.size > 0) settleAwaiting(from);
 }
 
-/** Party `from` caught up (or is gone): fetches that were waiting only for it get null. */
+/** Answers `pending` if what it asks for is here (or its capability is refused); false if not here. */
+function answerIfFound(pending: PendingFetch, orNull = false): boolean {
+  const found = lookUp(pending.request);
+  if (found === undefined && !orNull) return false;
+  if (found === "refused") refuse(`a fetch of ${pending.request.kind} ${pending.request.id} with a wrong capability`, pending.slot);
+  answerFetch(pending.port, pending.slot, pending.request.req, found === "refused" ? null : (found ?? null));
+  return true;
+}
+
+/**
+ * Party `from` caught up (or is gone): fetches that were waiting only for
+ * it are answered with what is here now (a registration under another key
+ * may have made them resolvable: a channel brings its data generations
+ * registered ahead of it), or null.
+ */
 function settleAwaiting(from: number, gone = false): void {
   for (const [key, list] of awaiting) {
     for (let i = list.length - 1; i >= 0; i--) {
@@ -317,7 +365,7 @@ function settleAwaiting(from: number, gone = false): void {
       if (target === undefined) continue;
       if (gone || ((handled[from]! - target) | 0) >= 0) pending.behind.delete(from);
       if (pending.behind.size === 0) {
-        answerFetch(pending.port, pending.slot, null);
+        answerIfFound(pending, true);
         list.splice(i, 1);
       }
     }
@@ -357,6 +405,9 @@ function releaseChannels(slot: number, pending: ChannelMemory[], attempt: number
   releasePrimitivesOfDeadParty(objects, slot);
   handled[slot] = 0; // its next occupant's posted count starts at 0 (control.ts initSlot)
   setSlotState(slot, PartyState.FREE);
+  // Fetches that came after its death may wait for registrations it counted
+  // and never posted (killed in between): nothing more will come from it.
+  if (awaiting.size > 0) settleAwaiting(slot, true);
   sweepClosedChannels();
 }
 
@@ -387,6 +438,7 @@ function releaseUnclaimedEnds(slot: number): boolean {
   while (record.ends.length > 0) {
     const { id, kind } = record.ends[0]!;
     const memory = channels.get(id);
+    if (!memory && registrationOnItsWay()) return false; // its registration may be on its way (see releaseTransit)
     if (memory) {
       const released = onChannel(memory, { value: { wake: 0, discarded: [] } }, () => tryLockedAfterDeath(memory, slot, () => releaseTransitEnd(kind, memory)));
       if (!released) return false; // retried later, from the first end not yet released
@@ -439,7 +491,7 @@ function releaseOnChannel(memory: ChannelMemory, slot: number): boolean {
  * only this supervisor can recover (after some other death), so a
  * blocking lock here could wait forever.
  */
-const transitToRelease: Array<{ id: number; kind: number }> = [];
+const transitToRelease: Array<{ id: number; kind: number; token: Token }> = [];
 let transitRetry: NodeJS.Timeout | undefined;
 
 function releaseCarriedEndsLater(payloads: Uint8Array[]): void {
@@ -450,10 +502,21 @@ function releaseCarriedEndsLater(payloads: Uint8Array[]): void {
 function releaseTransit(attempt: number): void {
   transitRetry = undefined;
   for (let i = 0; i < transitToRelease.length; ) {
-    const { id, kind } = transitToRelease[i]!;
+    const { id, kind, token } = transitToRelease[i]!;
     const memory = channels.get(id);
+    if (memory && !memory.hasToken(token)) {
+      // An entry naming a live channel without its capability (written by
+      // hand into a ring): releasing it would close someone else's end.
+      refuse(`a carried end of channel ${id} without its capability`, -1);
+      transitToRelease.splice(i, 1);
+      continue;
+    }
     if (!memory) {
-      transitToRelease.splice(i, 1); // no such channel here any more
+      // Not here yet: its registration may be on its way (an end travels as
+      // soon as its channel is made), and it is retried until none is. Else
+      // no such channel lives (a carried end keeps its channel alive).
+      if (registrationOnItsWay()) i++;
+      else transitToRelease.splice(i, 1);
       continue;
     }
     const released = onChannel(memory, { value: { wake: 0, discarded: [] } }, () => tryLockedAfterDeath(memory, -1, () => releaseTransitEnd(kind, memory)));
