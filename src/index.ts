@@ -46,6 +46,14 @@ export type { DeadlockParty, RemoteErrorInfo, StageItem } from "./errors.js";
 export function isShareable(value: unknown): boolean {
   return isCloneable(value, isAttachable);
 }
+export { stage } from "./pipeline/stage.js";
+export type { Stage, StageOptions, Overflow, Order, OnError } from "./pipeline/stage.js";
+export { pipeline, Pipeline } from "./pipeline/pipeline.js";
+export type { PipelineOptions, PipelineEvents } from "./pipeline/pipeline.js";
+export type { PipelineStats, StageStats } from "./pipeline/stats.js";
+export type { StageContext } from "./pipeline/runner.js";
+export { merge } from "./pipeline/merge.js";
+export type { MergeOptions } from "./pipeline/merge.js";
 export { offload } from "./offload/offload.js";
 export type {
   ConnectionInfo,
