@@ -43,3 +43,5 @@ export type { DeadlockParty, RemoteErrorInfo, StageItem } from "./errors.js";
 export function isShareable(value: unknown): boolean {
   return isCloneable(value, isAttachable);
 }
+export { connectChannel } from "./remote/connect-channel.js";
+export type { ConnectChannelOptions } from "./remote/connect-channel.js";

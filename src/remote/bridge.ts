@@ -1,0 +1,296 @@
+/**
+ * The bridge: the module a process's bridge interpreter runs
+ * (connect-channel.ts starts it and calls these exports). It owns the
+ * process's NATS connection for one server list and serves every remote
+ * channel connected through it:
+ *
+ *     user thread(s)                 bridge interpreter                      NATS JetStream
+ *     SendChannel ── rendezvous ──▶ SendPump ── publish (msg id) ──────────▶ stream ICH_<name>
+ *     RecvChannel ◀─ rendezvous ─── RecvPump ◀─ fetch / ackAck ──────────── consumer "receivers"
+ *                                   Membership ◀─ compare-and-set / watch ─▶ KV ICHMETA_<name>
+ *
+ * The user's ends are ordinary local channels of capacity 0, so everything
+ * a local channel does works on them unchanged, in any interpreter: sync and
+ * async calls, select, timeouts, signals, moving ends. Because the bridge has
+ * its own thread, a `sendSync`/`recvSync` blocking the caller's thread (main
+ * thread included) does not block the network I/O that completes it.
+ */
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import type { RecvChannel, SendChannel } from "../channel.js";
+import { InterpretersError } from "../errors.js";
+import { Membership } from "./membership.js";
+import { newMemberId, senderSubject, streamName } from "./naming.js";
+import { provision, type ChannelShape, type Provisioned } from "./provision.js";
+import { RecvPump, type RecvCounts } from "./recv-pump.js";
+import { SendPump, type SendCounts } from "./send-pump.js";
+import { SequenceCheck } from "./sequence-check.js";
+import type { ChannelState } from "./state.js";
+
+/** The oldest server whose JetStream API the client (@nats-io/jetstream v3) supports. */
+const MIN_SERVER_VERSION = [2, 9, 4] as const;
+
+interface Broker {
+  nc: NatsConnection;
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  maxPayload: number;
+  timeout: number;
+}
+
+let broker: Broker | undefined;
+
+export interface BrokerInfo {
+  server: string;
+  version: string;
+  maxPayload: number;
+}
+
+/** Connects to one of `servers` (reconnecting for ever after that) and checks that JetStream is there. */
+export async function connectBroker(servers: string[], timeout: number): Promise<BrokerInfo> {
+  if (broker) throw new InterpretersError("internal error: this bridge is already connected");
+  let nc: NatsConnection;
+  try {
+    nc = await connect({
+      servers,
+      timeout,
+      name: `interpreters bridge (pid ${process.pid})`,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+      pingInterval: 10_000,
+    });
+  } catch (err) {
+    throw new InterpretersError(
+      `connectChannel: cannot reach a NATS server at ${servers.join(", ")} within ${timeout} ms (${(err as Error).message}); is nats-server running, with JetStream on (-js)?`,
+      { cause: err },
+    );
+  }
+  const version = nc.info?.version ?? "0.0.0";
+  if (olderThan(version, MIN_SERVER_VERSION)) {
+    await nc.close();
+    throw new InterpretersError(`connectChannel: the NATS server at ${nc.getServer()} is version ${version}; remote channels need ${MIN_SERVER_VERSION.join(".")} or later`);
+  }
+  let jsm: JetStreamManager;
+  try {
+    jsm = await jetstreamManager(nc, { timeout });
+  } catch (err) {
+    await nc.close();
+    throw new InterpretersError(
+      `connectChannel: the NATS server at ${nc.getServer()} has no JetStream (${(err as Error).message}); start it with -js (and a store directory: -sd DIR)`,
+      { cause: err },
+    );
+  }
+  const js = jetstream(nc, { timeout });
+  broker = { nc, js, jsm, maxPayload: nc.info?.max_payload ?? 1024 * 1024, timeout };
+  return { server: nc.getServer(), version, maxPayload: broker.maxPayload };
+}
+
+/** Drains and closes the connection (after every session has ended). */
+export async function disconnectBroker(): Promise<void> {
+  const b = broker;
+  broker = undefined;
+  if (b && !b.nc.isClosed()) await b.nc.drain().catch(() => b.nc.close());
+}
+
+export interface ChannelSpec {
+  name: string;
+  role: "both" | "send" | "recv";
+  capacity?: number;
+  replicas?: number;
+  storage?: "file" | "memory";
+  maxBufferBytes?: number;
+  ackWait: number;
+  lease: number;
+}
+
+export interface Prepared {
+  id: number;
+  shape: ChannelShape;
+}
+
+/** What a session did, returned when it ends (for tests and diagnostics). */
+export interface SessionReport {
+  channel: string;
+  member: string;
+  send?: SendCounts & { outcome: string };
+  recv?: RecvCounts & { outcome: string; duplicatesSuppressed: number; outOfOrder: number };
+}
+
+const sessions = new Map<number, Session>();
+let nextSession = 1;
+
+/**
+ * Creates or finds the channel's objects in the broker and joins its state
+ * as a sender and/or receiver (as `spec.role` says). The ends come with
+ * serveChannel.
+ */
+export async function prepareChannel(spec: ChannelSpec): Promise<Prepared> {
+  const b = connected();
+  const provisioned = await provision(b.js, b.jsm, { ...spec }, b.maxPayload);
+  const session = new Session(b, spec, provisioned);
+  await session.join();
+  const id = nextSession++;
+  sessions.set(id, session);
+  return { id, shape: provisioned.shape };
+}
+
+/** Serves session `id` with the bridge's ends of its two local channels; resolves when both directions are done. */
+export async function serveChannel(id: number, toBroker: RecvChannel<unknown>, fromBroker: SendChannel<unknown>): Promise<SessionReport> {
+  const session = sessions.get(id);
+  if (!session) throw new InterpretersError(`internal error: no prepared session ${id}`);
+  try {
+    return await session.serve(toBroker, fromBroker);
+  } finally {
+    sessions.delete(id);
+  }
+}
+
+/** Counts of the sessions being served right now, by session id (diagnostics). */
+export function liveCounts(): Record<number, SessionReport> {
+  const out: Record<number, SessionReport> = {};
+  for (const [id, session] of sessions) out[id] = session.report();
+  return out;
+}
+
+function connected(): Broker {
+  if (!broker) throw new InterpretersError("internal error: the bridge is not connected");
+  return broker;
+}
+
+class Session {
+  readonly #b: Broker;
+  readonly #spec: ChannelSpec;
+  readonly #p: Provisioned;
+  readonly #id = newMemberId();
+  readonly #membership: Membership;
+  readonly #check = new SequenceCheck();
+  #sendPump: SendPump | undefined;
+  #recvPump: RecvPump | undefined;
+  #sendOutcome = "";
+  #recvOutcome = "";
+  #purged = false;
+
+  constructor(b: Broker, spec: ChannelSpec, provisioned: Provisioned) {
+    this.#b = b;
+    this.#spec = spec;
+    this.#p = provisioned;
+    this.#membership = new Membership({
+      kv: provisioned.kv,
+      channel: spec.name,
+      id: this.#id,
+      lease: spec.lease,
+      onState: (state) => this.#onState(state),
+      onEvicted: (role) => (role === "senders" ? this.#sendPump?.stopRemotely() : this.#recvPump?.stopRemotely()),
+    });
+  }
+
+  async join(): Promise<void> {
+    const roles: Array<"senders" | "receivers"> = [];
+    if (this.#spec.role !== "recv") roles.push("senders");
+    if (this.#spec.role !== "send") roles.push("receivers");
+    await this.#membership.start(roles);
+  }
+
+  async serve(toBroker: RecvChannel<unknown>, fromBroker: SendChannel<unknown>): Promise<SessionReport> {
+    const warn = (message: string): void => process.emitWarning(message, "RemoteChannelWarning");
+    const shape = this.#p.shape;
+    const directions: Array<Promise<void>> = [];
+    if (this.#membership.holds("senders")) {
+      this.#sendPump = new SendPump({
+        js: this.#b.js,
+        channel: this.#spec.name,
+        subject: senderSubject(this.#spec.name, this.#id),
+        senderId: this.#id,
+        window: shape.capacity === Infinity ? 128 : 1,
+        publishTimeout: this.#b.timeout,
+        local: toBroker,
+        warn,
+      });
+      if (this.#membership.state?.recvClosed) this.#sendPump.stopRemotely();
+      directions.push(
+        this.#sendPump.run().then(async (outcome) => {
+          this.#sendOutcome = outcome;
+          await this.#leave("senders");
+        }),
+      );
+    } else {
+      toBroker.close(); // role "recv", or the channel was closed: local sends fail with ChannelClosedError
+      this.#sendOutcome = "not connected";
+    }
+    if (this.#membership.holds("receivers")) {
+      this.#recvPump = new RecvPump({
+        nc: this.#b.nc,
+        consumer: this.#p.consumer,
+        jsm: this.#b.jsm,
+        stream: streamName(this.#spec.name),
+        channel: this.#spec.name,
+        local: fromBroker,
+        window: shape.capacity === Infinity ? 256 : Math.min(shape.capacity, 64),
+        hold: Math.min(1000, this.#spec.ackWait / 4),
+        ackWait: this.#spec.ackWait,
+        ackTimeout: this.#b.timeout,
+        check: this.#check,
+        sendClosed: () => this.#membership.state?.sendClosed === true,
+        warn,
+      });
+      directions.push(
+        this.#recvPump.run().then(async (outcome) => {
+          this.#recvOutcome = outcome;
+          const state = await this.#leave("receivers");
+          if (state?.recvClosed) await this.#purge();
+        }),
+      );
+    } else {
+      fromBroker.close(); // role "send", or every receiver was gone: local receives fail with ChannelClosedError
+      this.#recvOutcome = "not connected";
+    }
+    try {
+      await Promise.all(directions);
+    } finally {
+      this.#membership.stop();
+    }
+    return this.report();
+  }
+
+  report(): SessionReport {
+    const report: SessionReport = { channel: this.#spec.name, member: this.#id };
+    if (this.#sendPump) report.send = { ...this.#sendPump.counts, outcome: this.#sendOutcome };
+    if (this.#recvPump) {
+      report.recv = { ...this.#recvPump.counts, outcome: this.#recvOutcome, duplicatesSuppressed: this.#check.duplicates, outOfOrder: this.#check.outOfOrder };
+    }
+    return report;
+  }
+
+  async #leave(role: "senders" | "receivers"): Promise<ChannelState | undefined> {
+    try {
+      return await this.#membership.leave(role);
+    } catch {
+      return undefined; // the broker stayed unreachable: the lease will run out and others remove us
+    }
+  }
+
+  #onState(state: ChannelState): void {
+    if (state.recvClosed) {
+      this.#sendPump?.stopRemotely();
+      this.#recvPump?.stopRemotely();
+      void this.#purge();
+    }
+    this.#recvPump?.wake();
+  }
+
+  /** Drops what the stream holds once every receiver is gone (nobody can receive it: local channels drop too). */
+  async #purge(): Promise<void> {
+    if (this.#purged) return;
+    this.#purged = true;
+    await this.#b.jsm.streams.purge(streamName(this.#spec.name)).catch(() => {});
+  }
+}
+
+function olderThan(version: string, minimum: readonly number[]): boolean {
+  const parts = version.split(/[.-]/).map((p) => Number.parseInt(p, 10));
+  for (let i = 0; i < minimum.length; i++) {
+    const have = parts[i] ?? 0;
+    if (have !== minimum[i]) return have < minimum[i]!;
+  }
+  return false;
+}
