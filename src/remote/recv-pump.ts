@@ -1,42 +1,51 @@
 /**
  * The receive pump of one connected channel, in the bridge: pulls messages
- * from the channel's durable consumer and hands each to one of this
- * process's receivers through the local rendezvous channel `local`, then
- * acknowledges it.
+ * from the channel's durable consumer and offers each to this process's
+ * receivers on the local rendezvous channel `local`, then acknowledges it.
  *
- * Order of events for one message: pulled (the broker now counts it as
- * pending for this process) → offered on `local` → taken by a local receiver
- * (its `recv` returns) → acknowledged (`ackAck`: the broker deletes it and
- * confirms). If this process dies before the acknowledgement, the broker
- * redelivers the message to another receiver after `ackWait`
- * (at-least-once). A message this process already handed over, delivered
- * again, is acknowledged and suppressed by the per-sender sequence check.
+ * One message: pulled (the broker now counts it as pending for this
+ * process) → offered: an async `send` on the capacity-0 local channel, which
+ * puts it in the ring and completes when a local receiver has taken it →
+ * taken (that receiver's `recv` returns it) → acknowledged (`ackAck`: the
+ * broker deletes it and confirms; retried in the background). If this
+ * process dies before the acknowledgement, the broker redelivers the message
+ * to another receiver after `ackWait` (at-least-once). A message this
+ * process has handed over already, delivered again, is acknowledged and
+ * dropped by the per-sender sequence check (sequence-check.ts).
+ *
+ * Several offers are pending at once (they queue in the ring in stream
+ * order, and the receivers take them in that order), so a receiver that
+ * comes back for the next message finds it there: no wake-up of the bridge
+ * per message. But each is still an offer, not a buffer: the pump knows
+ * exactly which messages were taken (their `send` completed), and can
+ * withdraw the others, which nobody then receives.
  *
  * Two modes:
  *
  * - **active**: some local receiver wants messages. The pump keeps up to
- *   `credit` messages pulled ahead (fetches of at most that many, two open at
- *   a time); `credit` starts at 1 and doubles, up to `window`, each time a
- *   message is taken at once (a receiver was already waiting: the pump is the
- *   bottleneck). An offer nobody takes within `hold` ms is withdrawn (nobody
- *   receives it) and the pump goes idle.
- * - **idle**: nobody local is waiting. Everything pulled is released (nak:
- *   the broker offers it to other processes at once) once no fetch of ours
- *   is open (releasing earlier would hand it back to our own open fetch).
- *   The pump polls the local channel's waiting receivers (1 ms doubling to
- *   IDLE_POLL_CAP_MS) and goes active when one waits.
+ *   `credit` messages pulled or offered; `credit` starts at 1 and doubles,
+ *   up to `window`, each time an offer is taken within QUICK_TAKE_MS (the
+ *   receivers were waiting for the pump), and halves when one waited more
+ *   than `hold` / 2. When offers are pending and none was taken for `hold`
+ *   ms, all are withdrawn and the pump goes idle.
+ * - **idle**: no local receiver is waiting. What was pulled is released
+ *   (nak: the broker offers it to other processes at once), once no fetch of
+ *   ours is open (releasing earlier could hand it straight back to our own
+ *   open fetch). The pump polls the local channel's waiting receivers (1 ms
+ *   doubling to IDLE_POLL_CAP_MS) and goes active when one waits.
  *
- * So a process that stops receiving holds other processes' messages for at
- * most `hold` ms plus one fetch's expiry, and a message waits in this
- * process only while one of its receivers is there to take it.
+ * So a process that stops receiving keeps other processes' messages for at
+ * most `hold` ms plus one fetch's expiry, and a message is offered in this
+ * process only while its receivers take messages.
  *
  * Closing: when the send side is closed (every remote sender gone) and the
  * stream holds nothing (nothing stored, nothing pending anywhere), the pump
  * closes its local send handle: local receivers then get ChannelClosedError.
  */
+import { setMaxListeners } from "node:events";
 import type { Consumer, JetStreamManager, JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { ChannelClosedError, CorruptDataError, TimeoutError } from "../errors.js";
+import { ChannelClosedError, CorruptDataError } from "../errors.js";
 import type { SendChannel } from "../channel.js";
 import { senderOfSubject } from "./naming.js";
 import type { SequenceCheck } from "./sequence-check.js";
@@ -45,9 +54,15 @@ import { backoff, sleep } from "./timing.js";
 
 export const IDLE_POLL_CAP_MS = 25;
 /** A fetch's expiry: how long one pull request waits for messages. */
-const FETCH_EXPIRES_MS = 2000;
-/** While active with nothing to offer, how often to look whether the channel is drained (also on every state change). */
-const DRAIN_CHECK_MS = 1000;
+const FETCH_EXPIRES_MS = 1000;
+/** While active, how often the loop looks at the channel when nothing else wakes it. */
+const LOOK_EVERY_MS = 250;
+/**
+ * Offers pending at once. Enough that a receiver coming back finds the next
+ * message there; few, because this thread's pending async operations are
+ * all re-attempted on every wake-up of the thread (waiting.ts), one per take.
+ */
+const MAX_OFFERS = 16;
 /** An offer taken within this many ms found a receiver waiting (or about to). */
 const QUICK_TAKE_MS = 2;
 
@@ -58,9 +73,9 @@ export interface RecvPumpOptions {
   stream: string;
   channel: string;
   local: SendChannel<unknown>;
-  /** Most messages pulled ahead of the local receivers. */
+  /** Most messages pulled or offered ahead of the local receivers. */
   window: number;
-  /** Milliseconds an offer waits for a local receiver before the pump goes idle. */
+  /** Milliseconds pending offers wait without any being taken before the pump withdraws them and goes idle. */
   hold: number;
   ackWait: number;
   ackTimeout: number;
@@ -85,18 +100,34 @@ export interface RecvCounts {
   acksUnconfirmed: number;
 }
 
+interface Offer {
+  sender: string;
+  seq: number;
+  at: number;
+}
+
 type Mode = "idle" | "active";
+
+/** The reason pending offers are aborted with when the pump withdraws them. */
+const WITHDRAW = new Error("withdrawn by the bridge");
 
 export class RecvPump {
   readonly #o: RecvPumpOptions;
   readonly counts: RecvCounts = { delivered: 0, redelivered: 0, released: 0, corrupt: 0, acksUnconfirmed: 0 };
   #mode: Mode = "idle";
   #finished = false;
-  /** Pulled, to be offered, in arrival order. */
-  #held: JsMsg[] = [];
-  /** Pulled while idle: released when no fetch of ours is open. */
+  /** Pulled while idle, or withdrawn: released (nak) when no fetch of ours is open. */
   #parked: JsMsg[] = [];
-  #offering: JsMsg | undefined;
+  /** Pulled while active, waiting for a free offer slot (at most MAX_OFFERS are offered at once). */
+  #held: JsMsg[] = [];
+  /** Offered on the local channel, not yet taken. */
+  readonly #offers = new Map<JsMsg, Offer>();
+  /** "<sender>:<seq>" of every pending offer (the same message stored twice is offered once). */
+  readonly #offeredKeys = new Set<string>();
+  #withdraw = new AbortController();
+  /** When the pending offers last made progress (one was taken, or the first was made). */
+  #progressAt = 0;
+  #localClosed = false;
   /** Messages asked for by open fetches and not yet arrived. */
   #requested = 0;
   #fetches = 0;
@@ -111,7 +142,7 @@ export class RecvPump {
     this.#o = options;
   }
 
-  /** Something changed (the channel's state, a message arrived): the loop looks again. */
+  /** Something changed (the channel's state, an offer settled): the loop looks again. */
   wake(): void {
     const wakeUp = this.#wakeUp;
     this.#wakeUp = undefined;
@@ -121,36 +152,41 @@ export class RecvPump {
   /** Every receiver everywhere is gone, or this member was evicted: stop and release everything. */
   stopRemotely(): void {
     this.#stop.abort();
+    this.#withdraw.abort(WITHDRAW);
     this.wake();
   }
 
   async run(): Promise<RecvOutcome> {
-    const keepAlive = setInterval(() => this.#working(), Math.max(100, this.#o.ackWait / 3));
+    const tick = setInterval(() => this.#tick(), Math.max(50, Math.min(this.#o.hold / 4, this.#o.ackWait / 3)));
     try {
       for (;;) {
         if (this.#stop.signal.aborted) return "closed-remotely";
         if (this.#mode === "idle") {
           const why = await this.#idle();
           if (why !== "demand") return why;
-          this.#mode = "active";
-          this.#credit = 1;
+          this.#goActive();
           continue;
         }
-        const message = await this.#nextHeld();
-        if (message === undefined) {
-          if (this.#o.local.stats().receivers === 0) return "closed-locally";
-          if (await this.#drainedNow()) return "drained";
+        await this.#sleepOrWake(LOOK_EVERY_MS);
+        if (this.#localClosed) return "closed-locally";
+        if (this.#withdraw.signal.aborted) {
+          if (this.#offers.size === 0) this.#goIdle();
           continue;
         }
-        const outcome = await this.#offer(message);
-        if (outcome === "withdrawn") this.#goIdle();
-        else if (outcome === "closed") return "closed-locally";
+        if (this.#offers.size === 0 && this.#o.local.stats().receivers === 0) return "closed-locally";
+        if (await this.#drainedNow()) return "drained";
+        this.#pull();
       }
     } finally {
-      clearInterval(keepAlive);
+      clearInterval(tick);
       this.#finished = true;
-      this.#mode = "idle";
-      this.#releaseAll();
+      this.#withdraw.abort(WITHDRAW);
+      // Withdrawn offers settle (and are released) in a later microtask; closing
+      // the local end afterwards keeps a withdrawal from turning into ChannelClosedError.
+      await this.#offersSettled();
+      this.#parked.push(...this.#held);
+      this.#held = [];
+      this.#releaseParked(true);
       this.#o.local.close();
     }
   }
@@ -160,7 +196,7 @@ export class RecvPump {
     let delay = 1;
     for (;;) {
       if (this.#stop.signal.aborted) return "closed-remotely";
-      this.#releaseParkedIfNoFetch();
+      this.#releaseParked(false);
       const stats = this.#o.local.stats();
       if (stats.receivers === 0) return "closed-locally";
       if (stats.waitingReceivers > 0) return "demand";
@@ -170,18 +206,46 @@ export class RecvPump {
     }
   }
 
-  /** The next pulled message, or undefined after a while with none (or on a wake-up) so the caller can look at the channel. */
-  async #nextHeld(): Promise<JsMsg | undefined> {
-    if (this.#held.length === 0) {
-      this.#pull();
-      await this.#sleepOrWake(DRAIN_CHECK_MS);
-      if (this.#held.length === 0) return undefined;
-    }
-    this.#pull(); // keep the pipeline full behind the one taken now
-    return this.#held.shift();
+  #goActive(): void {
+    this.#mode = "active";
+    this.#credit = 1;
+    this.#withdraw = new AbortController();
+    setMaxListeners(MAX_OFFERS + 2, this.#withdraw.signal); // one listener per pending offer
+    this.#pull();
   }
 
-  async #offer(message: JsMsg): Promise<"taken" | "skipped" | "withdrawn" | "closed"> {
+  #goIdle(): void {
+    this.#mode = "idle";
+    this.#parked.push(...this.#held);
+    this.#held = [];
+  }
+
+  /** Every interval: keeps held messages from being redelivered, and withdraws offers nobody takes. */
+  #tick(): void {
+    for (const message of this.#parked) message.working();
+    for (const message of this.#held) message.working();
+    for (const message of this.#offers.keys()) message.working();
+    if (this.#mode === "active" && this.#offers.size > 0 && performance.now() - this.#progressAt > this.#o.hold) {
+      this.#withdraw.abort(WITHDRAW);
+      this.wake();
+    }
+  }
+
+  #arrive(message: JsMsg): void {
+    if (this.#finished) this.#release(message);
+    else if (this.#mode === "idle" || this.#withdraw.signal.aborted) this.#parked.push(message);
+    else if (this.#offers.size >= MAX_OFFERS) this.#held.push(message);
+    else this.#offer(message);
+  }
+
+  /** Offers held messages while there are free offer slots. */
+  #offerHeld(): void {
+    while (this.#held.length > 0 && this.#offers.size < MAX_OFFERS && this.#mode === "active" && !this.#withdraw.signal.aborted && !this.#finished) {
+      this.#offer(this.#held.shift()!);
+    }
+  }
+
+  #offer(message: JsMsg): void {
     let seq: number;
     let value: unknown;
     try {
@@ -191,36 +255,61 @@ export class RecvPump {
       this.counts.corrupt++;
       message.term();
       this.#o.warn(`remote channel "${this.#o.channel}": stream message ${message.seq} was terminated, never delivered: ${err.message}`);
-      return "skipped";
+      return;
     }
     const sender = senderOfSubject(message.subject);
-    if (this.#o.check.isDuplicate(sender, seq)) {
+    const key = `${sender}:${seq}`;
+    if (this.#offeredKeys.has(key) || this.#o.check.isDuplicate(sender, seq)) {
       this.#ack(message);
-      return "skipped";
+      return;
     }
-    const local = this.#o.local;
-    this.#offering = message;
-    const offered = performance.now();
-    try {
-      if (!local.trySend(value)) await local.send(value, { timeout: this.#o.hold, signal: this.#stop.signal });
-    } catch (err) {
-      this.#offering = undefined;
-      this.#held.unshift(message); // withdrawn: nobody received it
-      if (err instanceof ChannelClosedError) return "closed";
-      if (err instanceof TimeoutError || this.#stop.signal.aborted) return "withdrawn";
-      throw err;
-    }
-    const waited = performance.now() - offered;
-    this.#offering = undefined;
-    this.#o.check.delivered(sender, seq);
+    const now = performance.now();
+    if (this.#offers.size === 0) this.#progressAt = now;
+    this.#offers.set(message, { sender, seq, at: now });
+    this.#offeredKeys.add(key);
+    this.#o.local.send(value, { signal: this.#withdraw.signal }).then(
+      () => this.#taken(message),
+      (err: unknown) => this.#notTaken(message, err),
+    );
+  }
+
+  #taken(message: JsMsg): void {
+    const offer = this.#settle(message);
+    this.#o.check.delivered(offer.sender, offer.seq);
     this.counts.delivered++;
     if (message.redelivered) this.counts.redelivered++;
     this.#ack(message);
-    // Taken at once: a receiver was waiting, so pulling one at a time is what it waits for; pull more ahead.
+    const now = performance.now();
+    this.#progressAt = now;
+    // Taken at once: the receivers wait for the pump, so pull further ahead.
     // Taken late: the receivers are the slower side; hold less for them.
+    const waited = now - offer.at;
     if (waited < QUICK_TAKE_MS) this.#credit = Math.min(this.#o.window, this.#credit * 2);
     else if (waited > this.#o.hold / 2) this.#credit = Math.max(1, this.#credit >> 1);
-    return "taken";
+    this.#offerHeld();
+    this.#pull();
+  }
+
+  #notTaken(message: JsMsg, err: unknown): void {
+    this.#settle(message);
+    this.#parked.push(message); // withdrawn: nobody received it
+    if (err instanceof ChannelClosedError) this.#localClosed = true;
+    else if (err !== WITHDRAW) this.#o.warn(`remote channel "${this.#o.channel}": offering a message failed: ${(err as Error).message}`);
+    this.wake();
+  }
+
+  #settle(message: JsMsg): Offer {
+    const offer = this.#offers.get(message)!;
+    this.#offers.delete(message);
+    this.#offeredKeys.delete(`${offer.sender}:${offer.seq}`);
+    if (this.#offers.size === 0) this.#settledWaiter?.();
+    return offer;
+  }
+
+  #settledWaiter: (() => void) | undefined;
+  #offersSettled(): Promise<void> {
+    if (this.#offers.size === 0) return Promise.resolve();
+    return new Promise((resolve) => (this.#settledWaiter = resolve));
   }
 
   /** Acknowledges with confirmation, retrying through broker trouble, in the background. */
@@ -246,15 +335,16 @@ export class RecvPump {
   }
 
   #pull(): void {
-    if (this.#mode !== "active" || this.#finished || this.#stop.signal.aborted) return;
+    if (this.#mode !== "active" || this.#finished || this.#withdraw.signal.aborted) return;
     const wait = this.#fetchPausedUntil - performance.now();
     if (wait > 0) {
-      setTimeout(() => this.wake(), wait);
+      setTimeout(() => this.#pull(), wait);
       return;
     }
     while (this.#fetches < 2) {
-      const want = this.#credit - this.#held.length - this.#requested - (this.#offering ? 1 : 0);
-      if (want <= 0) return;
+      const want = this.#credit - this.#held.length - this.#offers.size - this.#requested;
+      // Refill in batches (a quarter of the credit at least), unless nothing at all is asked for.
+      if (want <= 0 || (this.#requested > 0 && want < this.#credit / 4)) return;
       void this.#fetch(want);
     }
   }
@@ -277,41 +367,17 @@ export class RecvPump {
     } finally {
       this.#requested -= count - arrived;
       this.#fetches--;
+      this.#pull();
       this.wake();
     }
   }
 
-  #arrive(message: JsMsg): void {
-    if (this.#finished) {
-      this.#release(message);
-    } else if (this.#mode === "idle" || this.#stop.signal.aborted) {
-      this.#parked.push(message);
-    } else {
-      this.#held.push(message);
-      this.wake();
-    }
-  }
-
-  #goIdle(): void {
-    this.#mode = "idle";
-    this.#parked.push(...this.#held);
-    this.#held = [];
-  }
-
-  #releaseParkedIfNoFetch(): void {
-    if (this.#fetches > 0) return;
-    const parked = this.#parked;
+  /** Releases parked messages to other processes, once no fetch of ours is open (or at the end, whatever). */
+  #releaseParked(finally_: boolean): void {
+    if (this.#fetches > 0 && !finally_) return;
+    const parked = this.#parked.sort((a, b) => a.seq - b.seq);
     this.#parked = [];
     for (const message of parked) this.#release(message);
-  }
-
-  #releaseAll(): void {
-    const all = [...this.#held, ...this.#parked];
-    if (this.#offering) all.push(this.#offering);
-    this.#held = [];
-    this.#parked = [];
-    this.#offering = undefined;
-    for (const message of all) this.#release(message);
   }
 
   #release(message: JsMsg): void {
@@ -319,22 +385,15 @@ export class RecvPump {
     message.nak();
   }
 
-  /** Tells the broker that messages held here are still being worked on (so it does not redeliver them after ackWait). */
-  #working(): void {
-    for (const message of this.#held) message.working();
-    for (const message of this.#parked) message.working();
-    this.#offering?.working();
-  }
-
   /** Whether the channel is closed and drained: the send side closed, nothing held here, nothing left in the stream. */
   async #drainedNow(): Promise<boolean> {
-    if (!this.#o.sendClosed() || this.#held.length > 0 || this.#parked.length > 0 || this.#offering) return false;
+    if (!this.#o.sendClosed() || this.#parked.length > 0 || this.#held.length > 0 || this.#offers.size > 0) return false;
     const now = performance.now();
     if (now - this.#lastDrainCheck < 50) return false; // a wake-up storm must not flood the broker with requests
     this.#lastDrainCheck = now;
     try {
       const info = await this.#o.jsm.streams.info(this.#o.stream);
-      return info.state.messages === 0;
+      return info.state.messages === 0 && this.#offers.size === 0 && this.#parked.length === 0;
     } catch {
       return false;
     }

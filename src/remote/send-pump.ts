@@ -87,7 +87,9 @@ export class SendPump {
       for (;;) {
         let value: unknown;
         try {
-          value = await this.#o.local.recv({ signal: this.#stop.signal });
+          const got = this.#o.local.tryRecv();
+          if (got.ok) value = got.value;
+          else value = await this.#o.local.recv({ signal: this.#stop.signal });
         } catch (err) {
           if (this.#stop.signal.aborted) outcome = "closed-remotely";
           else if (!(err instanceof ChannelClosedError)) throw err;
