@@ -117,12 +117,22 @@ export interface Prepared {
   shape: ChannelShape;
 }
 
-/** What a session did, returned when it ends (for tests and diagnostics). */
+/** What a session did (remoteChannelStats): counts of this process's two pumps, and the channel as the broker has it. */
 export interface SessionReport {
   channel: string;
+  /** This connection's member id (the sender id in message ids). */
   member: string;
+  capacity: number;
+  replicas: number;
+  /** The channel's shared state as last seen: connected ends (all processes) and whether each side is closed. */
+  state: { senders: number; receivers: number; sendClosed: boolean; recvClosed: boolean };
+  /** Messages the broker holds for the channel (stored, or delivered and not yet acknowledged); undefined once this connection has ended. */
+  stream?: { messages: number; bytes: number };
+  /** This process's sends, while connected as a sender. */
   send?: SendCounts & { outcome: string };
   recv?: RecvCounts & { outcome: string; duplicatesSuppressed: number; outOfOrder: number };
+  /** The last warnings (dropped messages and the like), oldest first. */
+  warnings: string[];
 }
 
 const sessions = new Map<number, Session>();
@@ -154,11 +164,21 @@ export async function serveChannel(id: number, toBroker: RecvChannel<unknown>, f
   }
 }
 
-/** Counts of the sessions being served right now, by session id (diagnostics). */
-export function liveCounts(): Record<number, SessionReport> {
-  const out: Record<number, SessionReport> = {};
-  for (const [id, session] of sessions) out[id] = session.report();
-  return out;
+/** Session `id`'s report with the stream's state from the broker; undefined once the session has ended. */
+export async function sessionStats(id: number): Promise<SessionReport | undefined> {
+  const session = sessions.get(id);
+  if (!session) return undefined;
+  const report = session.report();
+  const info = await connected().jsm.streams.info(streamName(report.channel)).catch(() => undefined);
+  if (info) report.stream = { messages: info.state.messages, bytes: info.state.bytes };
+  return report;
+}
+
+/** Ends a prepared session that will never be served (its caller failed before passing the ends). */
+export async function abandonChannel(id: number): Promise<void> {
+  const session = sessions.get(id);
+  sessions.delete(id);
+  await session?.abandon();
 }
 
 function connected(): Broker {
@@ -178,6 +198,7 @@ class Session {
   #sendOutcome = "";
   #recvOutcome = "";
   #purged = false;
+  readonly #warnings: string[] = [];
 
   constructor(b: Broker, spec: ChannelSpec, provisioned: Provisioned) {
     this.#b = b;
@@ -201,7 +222,11 @@ class Session {
   }
 
   async serve(toBroker: RecvChannel<unknown>, fromBroker: SendChannel<unknown>): Promise<SessionReport> {
-    const warn = (message: string): void => process.emitWarning(message, "RemoteChannelWarning");
+    const warn = (message: string): void => {
+      this.#warnings.push(message);
+      if (this.#warnings.length > 20) this.#warnings.shift();
+      process.emitWarning(message, "RemoteChannelWarning");
+    };
     const shape = this.#p.shape;
     const directions: Array<Promise<void>> = [];
     if (this.#membership.holds("senders")) {
@@ -261,8 +286,28 @@ class Session {
     return this.report();
   }
 
+  /** Leaves the channel without having served it. */
+  async abandon(): Promise<void> {
+    await this.#leave("senders");
+    await this.#leave("receivers");
+    this.#membership.stop();
+  }
+
   report(): SessionReport {
-    const report: SessionReport = { channel: this.#spec.name, member: this.#id };
+    const state = this.#membership.state;
+    const report: SessionReport = {
+      channel: this.#spec.name,
+      member: this.#id,
+      capacity: this.#p.shape.capacity,
+      replicas: this.#p.shape.replicas,
+      state: {
+        senders: state ? Object.keys(state.senders).length : 0,
+        receivers: state ? Object.keys(state.receivers).length : 0,
+        sendClosed: state?.sendClosed ?? false,
+        recvClosed: state?.recvClosed ?? false,
+      },
+      warnings: [...this.#warnings],
+    };
     if (this.#sendPump) report.send = { ...this.#sendPump.counts, outcome: this.#sendOutcome };
     if (this.#recvPump) {
       report.recv = { ...this.#recvPump.counts, outcome: this.#recvOutcome, duplicatesSuppressed: this.#check.duplicates, outOfOrder: this.#check.outOfOrder };

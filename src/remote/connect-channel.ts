@@ -57,6 +57,16 @@ interface Bridge {
 /** This thread's bridges, by server list. */
 const bridges = new Map<string, Promise<Bridge>>();
 
+/** The connection behind each end connectChannel returned in this thread (for remoteChannelStats). */
+interface Connection {
+  bridge: Bridge;
+  session: number;
+  /** Settles when the session has ended (final is then set, unless the bridge failed). */
+  served?: Promise<void>;
+  final?: SessionReport;
+}
+const connections = new WeakMap<object, Connection>();
+
 /**
  * Connects to the remote channel `name` on the NATS JetStream servers
  * `servers` (URLs such as "nats://10.0.0.5:4222", an array, or a
@@ -125,21 +135,57 @@ export async function connectChannel<T = unknown>(
     throw unwrap(err);
   }
   const channelOptions = { capacity: 0, name: localName(name), maxMessageBytes: prepared.shape.maxMessageBytes };
-  const [userRx, pumpTx] = createChannel<T>(channelOptions);
+  let userRx: RecvChannel<T>, pumpTx: SendChannel<T>, pumpRx: RecvChannel<T>, userTx: SendChannel<T>;
+  try {
+    [userRx, pumpTx] = createChannel<T>(channelOptions);
   // Unbounded: sends go into a local buffer the bridge drains in batches (a rendezvous per message would
   // cost a wake-up of the bridge each, a third of the throughput). Bounded: the bridge takes a message
   // only when it can publish it, so the broker's limit is the channel's.
-  const sendBuffer = prepared.shape.capacity === Infinity ? LOCAL_SEND_BUFFER : 0;
-  const [pumpRx, userTx] = createChannel<T>({ ...channelOptions, capacity: sendBuffer });
+    const sendBuffer = prepared.shape.capacity === Infinity ? LOCAL_SEND_BUFFER : 0;
+    [pumpRx, userTx] = createChannel<T>({ ...channelOptions, capacity: sendBuffer });
+  } catch (err) {
+    await bridge.interpreter.call(bridgeModule, "abandonChannel", prepared.id).catch(() => {});
+    releaseBridge(serverList, bridge);
+    throw err;
+  }
   if (spec.role === "send") userRx.close();
   if (spec.role === "recv") userTx.close();
-  bridge.interpreter
+  const connection: Connection = { bridge, session: prepared.id };
+  connections.set(userRx, connection);
+  connections.set(userTx, connection);
+  connection.served = bridge.interpreter
     .call<SessionReport>(bridgeModule, "serveChannel", prepared.id, pumpRx, pumpTx)
-    .catch((err: unknown) => {
-      process.emitWarning(`remote channel "${name}": its bridge failed, so its ends here are closed: ${(err as Error).message}`, "RemoteChannelWarning");
-    })
+    .then(
+      (report) => {
+        connection.final = report;
+      },
+      (err: unknown) => {
+        process.emitWarning(`remote channel "${name}": its bridge failed, so its ends here are closed: ${(err as Error).message}`, "RemoteChannelWarning");
+      },
+    )
     .finally(() => releaseBridge(serverList, bridge));
   return [userRx, userTx];
+}
+
+/**
+ * What this process's bridge knows about the remote channel behind `end`
+ * (one of the two handles connectChannel returned in this thread; not a
+ * clone): this connection's counts (messages stored, publishes retried,
+ * delivered, redelivered, duplicates suppressed, dropped with a warning,
+ * ...), the channel's shared state, and how many messages the broker holds.
+ * Once the connection has ended (both of its directions done), its final
+ * counts. Rejects with TypeError for any other object.
+ */
+export async function remoteChannelStats(end: RecvChannel<unknown> | SendChannel<unknown>): Promise<SessionReport> {
+  const connection = connections.get(end);
+  if (!connection) throw new TypeError("remoteChannelStats: this is not an end returned by connectChannel in this thread");
+  if (!connection.final) {
+    const live = await connection.bridge.interpreter.call<SessionReport | undefined>(bridgeModule, "sessionStats", connection.session).catch(() => undefined);
+    if (live) return live;
+    await connection.served; // it has just ended
+  }
+  if (connection.final) return connection.final;
+  throw new InterpretersError("remoteChannelStats: the connection's bridge has gone");
 }
 
 function checkServers(servers: unknown): string[] {

@@ -104,6 +104,8 @@ interface Offer {
   sender: string;
   seq: number;
   at: number;
+  /** How it ended: taken by a receiver, or withdrawn (its error); pending while neither. */
+  outcome?: { taken: true; at: number } | { taken: false; error: unknown };
 }
 
 type Mode = "idle" | "active";
@@ -128,8 +130,6 @@ export class RecvPump {
   /** When the pending offers last made progress (one was taken, or the first was made). */
   #progressAt = 0;
   #localClosed = false;
-  /** Messages asked for by open fetches and not yet arrived. */
-  #requested = 0;
   #fetches = 0;
   #fetchFailures = 0;
   #fetchPausedUntil = 0;
@@ -274,36 +274,48 @@ export class RecvPump {
   }
 
   #taken(message: JsMsg): void {
-    const offer = this.#settle(message);
-    this.#o.check.delivered(offer.sender, offer.seq);
-    this.counts.delivered++;
-    if (message.redelivered) this.counts.redelivered++;
-    this.#ack(message);
-    const now = performance.now();
-    this.#progressAt = now;
-    // Taken at once: the receivers wait for the pump, so pull further ahead.
-    // Taken late: the receivers are the slower side; hold less for them.
-    const waited = now - offer.at;
-    if (waited < QUICK_TAKE_MS) this.#credit = Math.min(this.#o.window, this.#credit * 2);
-    else if (waited > this.#o.hold / 2) this.#credit = Math.max(1, this.#credit >> 1);
-    this.#offerHeld();
-    this.#pull();
+    this.#offers.get(message)!.outcome = { taken: true, at: performance.now() };
+    this.#settleInOrder();
   }
 
   #notTaken(message: JsMsg, err: unknown): void {
-    this.#settle(message);
-    this.#parked.push(message); // withdrawn: nobody received it
-    if (err instanceof ChannelClosedError) this.#localClosed = true;
-    else if (err !== WITHDRAW) this.#o.warn(`remote channel "${this.#o.channel}": offering a message failed: ${(err as Error).message}`);
-    this.wake();
+    this.#offers.get(message)!.outcome = { taken: false, error: err };
+    this.#settleInOrder();
   }
 
-  #settle(message: JsMsg): Offer {
-    const offer = this.#offers.get(message)!;
-    this.#offers.delete(message);
-    this.#offeredKeys.delete(`${offer.sender}:${offer.seq}`);
+  /**
+   * Settles offers from the oldest while they have an outcome. Receivers take
+   * offers in the order they were made (the ring's), but the sends' promises
+   * may settle in another order; the bookkeeping (the sequence check, acks,
+   * order counts) follows the order of the takes.
+   */
+  #settleInOrder(): void {
+    for (const [message, offer] of this.#offers) {
+      const outcome = offer.outcome;
+      if (!outcome) break;
+      this.#offers.delete(message);
+      this.#offeredKeys.delete(`${offer.sender}:${offer.seq}`);
+      if (outcome.taken) {
+        this.#o.check.delivered(offer.sender, offer.seq);
+        this.counts.delivered++;
+        if (message.redelivered) this.counts.redelivered++;
+        this.#ack(message);
+        this.#progressAt = outcome.at;
+        // Taken at once: the receivers wait for the pump, so pull further ahead.
+        // Taken late: the receivers are the slower side; hold less for them.
+        const waited = outcome.at - offer.at;
+        if (waited < QUICK_TAKE_MS) this.#credit = Math.min(this.#o.window, this.#credit * 2);
+        else if (waited > this.#o.hold / 2) this.#credit = Math.max(1, this.#credit >> 1);
+      } else {
+        this.#parked.push(message); // withdrawn: nobody received it
+        if (outcome.error instanceof ChannelClosedError) this.#localClosed = true;
+        else if (outcome.error !== WITHDRAW) this.#o.warn(`remote channel "${this.#o.channel}": offering a message failed: ${(outcome.error as Error).message}`);
+        this.wake();
+      }
+    }
     if (this.#offers.size === 0) this.#settledWaiter?.();
-    return offer;
+    this.#offerHeld();
+    this.#pull();
   }
 
   #settledWaiter: (() => void) | undefined;
@@ -341,31 +353,25 @@ export class RecvPump {
       setTimeout(() => this.#pull(), wait);
       return;
     }
-    while (this.#fetches < 2) {
-      const want = this.#credit - this.#held.length - this.#offers.size - this.#requested;
-      // Refill in batches (a quarter of the credit at least), unless nothing at all is asked for.
-      if (want <= 0 || (this.#requested > 0 && want < this.#credit / 4)) return;
-      void this.#fetch(want);
-    }
+    // One fetch at a time: messages of two open fetches can be handed to their
+    // iterators out of stream order. A fetch stays open until it has all it
+    // asked for or expires, so one is enough to keep messages coming.
+    if (this.#fetches > 0) return;
+    const want = this.#credit - this.#held.length - this.#offers.size;
+    if (want <= 0) return;
+    void this.#fetch(want);
   }
 
   async #fetch(count: number): Promise<void> {
     this.#fetches++;
-    this.#requested += count;
-    let arrived = 0;
     try {
       const messages = await this.#o.consumer.fetch({ max_messages: count, expires: FETCH_EXPIRES_MS });
-      for await (const message of messages) {
-        arrived++;
-        this.#requested--;
-        this.#arrive(message);
-      }
+      for await (const message of messages) this.#arrive(message);
       this.#fetchFailures = 0;
     } catch {
       // broker trouble (restart, leader election, consumer gone): pause, then pull again
       this.#fetchPausedUntil = performance.now() + backoff(this.#fetchFailures++);
     } finally {
-      this.#requested -= count - arrived;
       this.#fetches--;
       this.#pull();
       this.wake();
