@@ -130,7 +130,7 @@ export interface SessionReport {
   stream?: { messages: number; bytes: number };
   /** This process's sends, while connected as a sender. */
   send?: SendCounts & { outcome: string };
-  recv?: RecvCounts & { outcome: string; duplicatesSuppressed: number; outOfOrder: number };
+  recv?: RecvCounts & { outcome: string; duplicatesSuppressed: number; outOfOrder: number; pump: ReturnType<RecvPump["inside"]> };
   /** The last warnings (dropped messages and the like), oldest first. */
   warnings: string[];
 }
@@ -271,7 +271,8 @@ class Session {
         this.#recvPump.run().then(async (outcome) => {
           this.#recvOutcome = outcome;
           const state = await this.#leave("receivers");
-          if (state?.recvClosed) await this.#purge();
+          // Drained: whatever the stream still holds was acknowledged already (see RecvPump's drainedNow).
+          if (state?.recvClosed || outcome === "drained") await this.#purge();
         }),
       );
     } else {
@@ -310,7 +311,13 @@ class Session {
     };
     if (this.#sendPump) report.send = { ...this.#sendPump.counts, outcome: this.#sendOutcome };
     if (this.#recvPump) {
-      report.recv = { ...this.#recvPump.counts, outcome: this.#recvOutcome, duplicatesSuppressed: this.#check.duplicates, outOfOrder: this.#check.outOfOrder };
+      report.recv = {
+        ...this.#recvPump.counts,
+        outcome: this.#recvOutcome,
+        duplicatesSuppressed: this.#check.duplicates,
+        outOfOrder: this.#check.outOfOrder,
+        pump: this.#recvPump.inside(),
+      };
     }
     return report;
   }

@@ -47,7 +47,7 @@ import type { Consumer, JetStreamManager, JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { ChannelClosedError, CorruptDataError } from "../errors.js";
 import type { SendChannel } from "../channel.js";
-import { senderOfSubject } from "./naming.js";
+import { CONSUMER_NAME, senderOfSubject } from "./naming.js";
 import type { SequenceCheck } from "./sequence-check.js";
 import { decodeWire } from "./wire.js";
 import { backoff, sleep } from "./timing.js";
@@ -140,6 +140,11 @@ export class RecvPump {
 
   constructor(options: RecvPumpOptions) {
     this.#o = options;
+  }
+
+  /** What the pump is doing now (diagnostics). */
+  inside(): { mode: Mode; credit: number; offers: number; held: number; parked: number; fetches: number } {
+    return { mode: this.#mode, credit: this.#credit, offers: this.#offers.size, held: this.#held.length, parked: this.#parked.length, fetches: this.#fetches };
   }
 
   /** Something changed (the channel's state, an offer settled): the loop looks again. */
@@ -391,15 +396,23 @@ export class RecvPump {
     message.nak();
   }
 
-  /** Whether the channel is closed and drained: the send side closed, nothing held here, nothing left in the stream. */
+  /**
+   * Whether the channel is closed and drained: the send side closed, nothing
+   * held here, and the consumer has nothing left to deliver (num_pending) and
+   * nothing delivered awaiting acknowledgement anywhere (num_ack_pending).
+   * The consumer's counts, not the stream's: after a crash of a 2.9 server,
+   * a work-queue stream can keep messages the consumer has already had
+   * acknowledged (their deletions were not on disk yet), which would never
+   * be delivered again.
+   */
   async #drainedNow(): Promise<boolean> {
     if (!this.#o.sendClosed() || this.#parked.length > 0 || this.#held.length > 0 || this.#offers.size > 0) return false;
     const now = performance.now();
     if (now - this.#lastDrainCheck < 50) return false; // a wake-up storm must not flood the broker with requests
     this.#lastDrainCheck = now;
     try {
-      const info = await this.#o.jsm.streams.info(this.#o.stream);
-      return info.state.messages === 0 && this.#offers.size === 0 && this.#parked.length === 0;
+      const info = await this.#o.jsm.consumers.info(this.#o.stream, CONSUMER_NAME);
+      return info.num_pending === 0 && info.num_ack_pending === 0 && this.#offers.size === 0 && this.#parked.length === 0 && this.#held.length === 0;
     } catch {
       return false;
     }
