@@ -103,7 +103,6 @@ export class NatsServer {
         conf,
         [
           `server_name: ${cluster.serverName}`,
-          `jetstream { store_dir: "${this.storeDir}" }`,
           `cluster {`,
           `  name: ${cluster.name}`,
           `  listen: ${this.host}:${cluster.port}`,
