@@ -31,7 +31,14 @@ function missingForNetns(): string | undefined {
 const missing = missingForNetns();
 const hosts = fileURLToPath(new URL("./fixtures/remote-netns-hosts.ts", import.meta.url));
 
-function runHosts(options: { count: number; capacity: number }): Promise<{ verdict: Verdict; duringCut: number; codes: number[] }> {
+interface HostsResult {
+  verdict: Verdict;
+  duringCut: number;
+  codes: number[];
+  receiverStats: { recv: { redelivered: number; duplicatesSuppressed: number } };
+}
+
+function runHosts(options: { count: number; capacity: number }): Promise<HostsResult> {
   return new Promise((resolve, reject) => {
     const child = spawn("unshare", ["-m", "-n", "--", process.execPath, "--import", "tsx", hosts, JSON.stringify(options)], {
       stdio: ["ignore", "pipe", "pipe"],
@@ -56,14 +63,16 @@ if (missing) {
   test(`a sender and a receiver on two hosts (network namespaces), the link cut mid-run [SKIPPED: ${missing}]`, () => {});
 } else {
   test(
-    "a sender and a receiver on two hosts (network namespaces joined by a veth pair), the link cut for 1.5 s mid-run: every message once, in order",
+    "a sender and a receiver on two hosts (network namespaces joined by a veth pair), the link cut for 1.5 s mid-run: every message once, in order but for redeliveries",
     async () => {
-      const { verdict, duringCut, codes } = await runHosts({ count: 300, capacity: 7 });
-      console.log(`    two hosts: ${describe(verdict)}; messages received while the link was down: ${duringCut}`);
+      const { verdict, duringCut, codes, receiverStats } = await runHosts({ count: 300, capacity: 7 });
+      const { redelivered, duplicatesSuppressed } = receiverStats.recv;
+      console.log(`    two hosts: ${describe(verdict)}; received while the link was down: ${duringCut}; redelivered ${redelivered}, duplicates suppressed ${duplicatesSuppressed}`);
       assert.is(verdict.lost.length, 0, describe(verdict));
       assert.is(verdict.unexpected.length, 0, describe(verdict));
       assert.is(verdict.duplicates, 0, describe(verdict));
-      assert.is(verdict.orderViolations, 0, describe(verdict));
+      // A message the broker sent into the cut link can come back after its successors (redelivered).
+      assert.ok(verdict.orderViolations <= redelivered, `${describe(verdict)}, but only ${redelivered} redelivered`);
       assert.equal(codes, [0, 0], "both processes exited on their own");
     },
     { timeout: 120_000 },

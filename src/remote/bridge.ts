@@ -254,7 +254,6 @@ class Session {
     if (this.#membership.holds("receivers")) {
       this.#recvPump = new RecvPump({
         nc: this.#b.nc,
-        consumer: this.#p.consumer,
         jsm: this.#b.jsm,
         stream: streamName(this.#spec.name),
         channel: this.#spec.name,

@@ -13,7 +13,6 @@ import {
   JetStreamApiError,
   RetentionPolicy,
   StorageType,
-  type Consumer,
   type JetStreamClient,
   type JetStreamManager,
   type StreamConfig,
@@ -51,7 +50,6 @@ const HEADROOM_BYTES = 256;
 
 export interface Provisioned {
   shape: ChannelShape;
-  consumer: Consumer;
   kv: KV;
 }
 
@@ -59,14 +57,13 @@ export async function provision(js: JetStreamClient, jsm: JetStreamManager, requ
   const stream = await ensureStream(jsm, request);
   const shape = shapeOf(stream, maxPayload);
   await ensureConsumer(jsm, request);
-  const consumer = await js.consumers.get(streamName(request.name), CONSUMER_NAME);
   const kv = await ensureBucket(js, request.name, shape);
   try {
     await kv.create(STATE_KEY, encodeState(initialState()));
   } catch (err) {
     if (!isWrongLastSequence(err)) throw err; // someone else made it first
   }
-  return { shape, consumer, kv };
+  return { shape, kv };
 }
 
 function wantedConfig(request: ChannelRequest): Partial<StreamConfig> & { name: string } {

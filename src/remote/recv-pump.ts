@@ -29,13 +29,13 @@
  *   than `hold` / 2. When offers are pending and none was taken for `hold`
  *   ms, all are withdrawn and the pump goes idle.
  * - **idle**: no local receiver is waiting. What was pulled is released
- *   (nak: the broker offers it to other processes at once), once no fetch of
- *   ours is open (releasing earlier could hand it straight back to our own
- *   open fetch). The pump polls the local channel's waiting receivers (1 ms
+ *   (nak: the broker offers it to other processes at once), once no pull
+ *   request of ours is open (releasing earlier could hand it straight back
+ *   to our own open request). The pump polls the local channel's waiting receivers (1 ms
  *   doubling to IDLE_POLL_CAP_MS) and goes active when one waits.
  *
  * So a process that stops receiving keeps other processes' messages for at
- * most `hold` ms plus one fetch's expiry, and a message is offered in this
+ * most `hold` ms plus one pull request's expiry, and a message is offered in this
  * process only while its receivers take messages.
  *
  * Closing: when the send side is closed (every remote sender gone) and the
@@ -43,18 +43,19 @@
  * closes its local send handle: local receivers then get ChannelClosedError.
  */
 import { setMaxListeners } from "node:events";
-import type { Consumer, JetStreamManager, JsMsg } from "@nats-io/jetstream";
+import type { JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { ChannelClosedError, CorruptDataError } from "../errors.js";
 import type { SendChannel } from "../channel.js";
 import { CONSUMER_NAME, senderOfSubject } from "./naming.js";
 import type { SequenceCheck } from "./sequence-check.js";
 import { decodeWire } from "./wire.js";
+import { Puller, type Delivery } from "./puller.js";
 import { backoff, sleep } from "./timing.js";
 
 export const IDLE_POLL_CAP_MS = 25;
-/** A fetch's expiry: how long one pull request waits for messages. */
-const FETCH_EXPIRES_MS = 1000;
+/** How long one pull request waits for messages. */
+const PULL_EXPIRES_MS = 1000;
 /** While active, how often the loop looks at the channel when nothing else wakes it. */
 const LOOK_EVERY_MS = 250;
 /**
@@ -68,7 +69,6 @@ const QUICK_TAKE_MS = 2;
 
 export interface RecvPumpOptions {
   nc: NatsConnection;
-  consumer: Consumer;
   jsm: JetStreamManager;
   stream: string;
   channel: string;
@@ -118,21 +118,21 @@ export class RecvPump {
   readonly counts: RecvCounts = { delivered: 0, redelivered: 0, released: 0, corrupt: 0, acksUnconfirmed: 0 };
   #mode: Mode = "idle";
   #finished = false;
-  /** Pulled while idle, or withdrawn: released (nak) when no fetch of ours is open. */
-  #parked: JsMsg[] = [];
+  /** Pulled while idle, or withdrawn: released (nak) when no pull request of ours is open. */
+  #parked: Delivery[] = [];
   /** Pulled while active, waiting for a free offer slot (at most MAX_OFFERS are offered at once). */
-  #held: JsMsg[] = [];
+  #held: Delivery[] = [];
   /** Offered on the local channel, not yet taken. */
-  readonly #offers = new Map<JsMsg, Offer>();
+  readonly #offers = new Map<Delivery, Offer>();
   /** "<sender>:<seq>" of every pending offer (the same message stored twice is offered once). */
   readonly #offeredKeys = new Set<string>();
   #withdraw = new AbortController();
   /** When the pending offers last made progress (one was taken, or the first was made). */
   #progressAt = 0;
   #localClosed = false;
-  #fetches = 0;
-  #fetchFailures = 0;
-  #fetchPausedUntil = 0;
+  readonly #puller: Puller;
+  #pullFailures = 0;
+  #pullPausedUntil = 0;
   #credit = 1;
   readonly #stop = new AbortController();
   #wakeUp: (() => void) | undefined;
@@ -140,11 +140,28 @@ export class RecvPump {
 
   constructor(options: RecvPumpOptions) {
     this.#o = options;
+    this.#puller = new Puller({
+      nc: options.nc,
+      stream: options.stream,
+      consumer: CONSUMER_NAME,
+      deliver: (delivery) => {
+        this.#pullFailures = 0;
+        this.#arrive(delivery);
+      },
+      ended: (status, description) => {
+        if (description) {
+          // Refused (409: consumer deleted, too many waiting requests, ...): pause before asking again.
+          this.#pullPausedUntil = performance.now() + backoff(this.#pullFailures++);
+        }
+        this.#pull();
+        this.wake();
+      },
+    });
   }
 
   /** What the pump is doing now (diagnostics). */
-  inside(): { mode: Mode; credit: number; offers: number; held: number; parked: number; fetches: number } {
-    return { mode: this.#mode, credit: this.#credit, offers: this.#offers.size, held: this.#held.length, parked: this.#parked.length, fetches: this.#fetches };
+  inside(): { mode: Mode; credit: number; offers: number; held: number; parked: number; requested: number } {
+    return { mode: this.#mode, credit: this.#credit, offers: this.#offers.size, held: this.#held.length, parked: this.#parked.length, requested: this.#puller.requested };
   }
 
   /** Something changed (the channel's state, an offer settled): the loop looks again. */
@@ -193,6 +210,9 @@ export class RecvPump {
       this.#held = [];
       this.#releaseParked(true);
       this.#o.local.close();
+      // Our open requests may still deliver: listen until they end (arrivals are released), then stop.
+      while (this.#puller.openRequests > 0) await this.#sleepOrWake(50);
+      this.#puller.close();
     }
   }
 
@@ -227,16 +247,16 @@ export class RecvPump {
 
   /** Every interval: keeps held messages from being redelivered, and withdraws offers nobody takes. */
   #tick(): void {
-    for (const message of this.#parked) message.working();
-    for (const message of this.#held) message.working();
-    for (const message of this.#offers.keys()) message.working();
+    for (const message of this.#parked) this.#tell(message, "+WPI");
+    for (const message of this.#held) this.#tell(message, "+WPI");
+    for (const message of this.#offers.keys()) this.#tell(message, "+WPI");
     if (this.#mode === "active" && this.#offers.size > 0 && performance.now() - this.#progressAt > this.#o.hold) {
       this.#withdraw.abort(WITHDRAW);
       this.wake();
     }
   }
 
-  #arrive(message: JsMsg): void {
+  #arrive(message: Delivery): void {
     if (this.#finished) this.#release(message);
     else if (this.#mode === "idle" || this.#withdraw.signal.aborted) this.#parked.push(message);
     else if (this.#offers.size >= MAX_OFFERS) this.#held.push(message);
@@ -250,7 +270,7 @@ export class RecvPump {
     }
   }
 
-  #offer(message: JsMsg): void {
+  #offer(message: Delivery): void {
     let seq: number;
     let value: unknown;
     try {
@@ -258,7 +278,7 @@ export class RecvPump {
     } catch (err) {
       if (!(err instanceof CorruptDataError)) throw err;
       this.counts.corrupt++;
-      message.term();
+      this.#tell(message, "+TERM");
       this.#o.warn(`remote channel "${this.#o.channel}": stream message ${message.seq} was terminated, never delivered: ${err.message}`);
       return;
     }
@@ -278,12 +298,12 @@ export class RecvPump {
     );
   }
 
-  #taken(message: JsMsg): void {
+  #taken(message: Delivery): void {
     this.#offers.get(message)!.outcome = { taken: true, at: performance.now() };
     this.#settleInOrder();
   }
 
-  #notTaken(message: JsMsg, err: unknown): void {
+  #notTaken(message: Delivery, err: unknown): void {
     this.#offers.get(message)!.outcome = { taken: false, error: err };
     this.#settleInOrder();
   }
@@ -303,7 +323,7 @@ export class RecvPump {
       if (outcome.taken) {
         this.#o.check.delivered(offer.sender, offer.seq);
         this.counts.delivered++;
-        if (message.redelivered) this.counts.redelivered++;
+        if (message.deliveries > 1) this.counts.redelivered++;
         this.#ack(message);
         this.#progressAt = outcome.at;
         // Taken at once: the receivers wait for the pump, so pull further ahead.
@@ -329,20 +349,25 @@ export class RecvPump {
     return new Promise((resolve) => (this.#settledWaiter = resolve));
   }
 
-  /** Acknowledges with confirmation, retrying through broker trouble, in the background. */
-  #ack(message: JsMsg): void {
-    message.ackAck({ timeout: this.#o.ackTimeout }).then(
-      () => {},
-      () => void this.#retryAck(message),
-    );
+  /** Tells the broker about a message: "+WPI" still working on it, "-NAK" give it to someone else, "+TERM" never deliver it again. */
+  #tell(message: Delivery, what: "+WPI" | "-NAK" | "+TERM"): void {
+    try {
+      this.#o.nc.publish(message.reply, what);
+    } catch {
+      // the connection is closed: the broker will redeliver after ackWait
+    }
   }
 
-  async #retryAck(message: JsMsg): Promise<void> {
-    const reply = (message as unknown as { reply?: string }).reply;
-    for (let attempt = 0; reply && attempt < 8; attempt++) {
-      await sleep(backoff(attempt, 2000));
+  /** Acknowledges with confirmation (the broker answers an acknowledgement that has a reply subject), retrying through broker trouble, in the background. */
+  #ack(message: Delivery): void {
+    void this.#ackConfirmed(message);
+  }
+
+  async #ackConfirmed(message: Delivery): Promise<void> {
+    for (let attempt = 0; attempt < 8; attempt++) {
+      if (attempt > 0) await sleep(backoff(attempt, 2000));
       try {
-        await this.#o.nc.request(reply, "+ACK", { timeout: this.#o.ackTimeout });
+        await this.#o.nc.request(message.reply, "+ACK", { timeout: this.#o.ackTimeout });
         return;
       } catch {
         // try again
@@ -353,47 +378,30 @@ export class RecvPump {
 
   #pull(): void {
     if (this.#mode !== "active" || this.#finished || this.#withdraw.signal.aborted) return;
-    const wait = this.#fetchPausedUntil - performance.now();
+    const wait = this.#pullPausedUntil - performance.now();
     if (wait > 0) {
       setTimeout(() => this.#pull(), wait);
       return;
     }
-    // One fetch at a time: messages of two open fetches can be handed to their
-    // iterators out of stream order. A fetch stays open until it has all it
-    // asked for or expires, so one is enough to keep messages coming.
-    if (this.#fetches > 0) return;
-    const want = this.#credit - this.#held.length - this.#offers.size;
-    if (want <= 0) return;
-    void this.#fetch(want);
+    const requested = this.#puller.requested;
+    if (this.#puller.openRequests >= 2) return;
+    const want = this.#credit - this.#held.length - this.#offers.size - requested;
+    // Ask in batches (a quarter of the credit at least), unless nothing at all is asked for.
+    if (want <= 0 || (requested > 0 && want < this.#credit / 4)) return;
+    this.#puller.pull(want, PULL_EXPIRES_MS);
   }
 
-  async #fetch(count: number): Promise<void> {
-    this.#fetches++;
-    try {
-      const messages = await this.#o.consumer.fetch({ max_messages: count, expires: FETCH_EXPIRES_MS });
-      for await (const message of messages) this.#arrive(message);
-      this.#fetchFailures = 0;
-    } catch {
-      // broker trouble (restart, leader election, consumer gone): pause, then pull again
-      this.#fetchPausedUntil = performance.now() + backoff(this.#fetchFailures++);
-    } finally {
-      this.#fetches--;
-      this.#pull();
-      this.wake();
-    }
-  }
-
-  /** Releases parked messages to other processes, once no fetch of ours is open (or at the end, whatever). */
+  /** Releases parked messages to other processes, once no pull request of ours is open (or at the end, whatever). */
   #releaseParked(finally_: boolean): void {
-    if (this.#fetches > 0 && !finally_) return;
+    if (this.#puller.openRequests > 0 && !finally_) return;
     const parked = this.#parked.sort((a, b) => a.seq - b.seq);
     this.#parked = [];
     for (const message of parked) this.#release(message);
   }
 
-  #release(message: JsMsg): void {
+  #release(message: Delivery): void {
     this.counts.released++;
-    message.nak();
+    this.#tell(message, "-NAK");
   }
 
   /**
