@@ -19,8 +19,8 @@
  */
 import { MAX_PARTIES, mySlot, PartyState, slotState, writeClaims } from "./control.js";
 import { carriedEnds } from "./transfer.js";
-import { ChannelClosedError, CorruptDataError, MessageTooLargeError } from "./errors.js";
-import type { Flavor } from "./flavors/index.js";
+import { ChannelClosedError, ChannelFullError, CorruptDataError, MessageTooLargeError } from "./errors.js";
+import { flavorFor } from "./flavors/index.js";
 import { lock, lockOwner, recoverLock, tryLock, unlock } from "./mutex.js";
 import {
   ChannelMemory,
@@ -28,6 +28,7 @@ import {
   CLOSED_NO_RECEIVERS,
   CLOSED_NO_SENDERS,
   H,
+  Overflow,
   R_ATTACH,
   R_FIRST,
   R_LAST,
@@ -152,9 +153,19 @@ export function leaveCritical(memory: ChannelMemory): void {
 
 /** Takes one side's lock (Locks.SEND or Locks.RECV) and opens a journaled section for it (pair with leaveSide). */
 export function enterSide(memory: ChannelMemory, side: Locks): void {
+  lockSide(memory, side);
+  memory.beginJournal(side);
+}
+
+/** Takes one side's lock without opening a section (a batch opens one per operation: see channel.ts attemptFastBatch). */
+export function lockSide(memory: ChannelMemory, side: Locks): void {
   if (side === Locks.SEND) lock(memory.header, H.SEND_LOCK, mySlot, memory.rollbackSendBound);
   else lock(memory.header, H.RECV_LOCK, mySlot, memory.rollbackRecvBound);
-  memory.beginJournal(side);
+}
+
+/** Releases one side's lock (its last section already ended). */
+export function unlockSide(memory: ChannelMemory, side: Locks): void {
+  unlock(memory.header, side === Locks.SEND ? H.SEND_LOCK : H.RECV_LOCK);
 }
 
 /** Closes a one-side section and releases that lock. */
@@ -206,6 +217,10 @@ function recoverLocksOfTheDead(memory: ChannelMemory, deadSlot: number): void {
  * and only the supervisor would notice).
  */
 export function tryLockedAfterDeath<T>(memory: ChannelMemory, deadSlot: number, body: () => T): { value: T } | undefined {
+  // Before any lock is touched: a rollback may write the data area, and the
+  // supervisor may not have its newest generation yet (it then throws, and
+  // the caller retries, with nothing changed).
+  memory.refreshData();
   recoverLocksOfTheDead(memory, deadSlot);
   if (!tryLock(memory.header, H.SEND_LOCK, mySlot, 1000)) return undefined;
   if (!tryLock(memory.header, H.RECV_LOCK, mySlot, 1000)) {
@@ -214,6 +229,7 @@ export function tryLockedAfterDeath<T>(memory: ChannelMemory, deadSlot: number, 
   }
   memory.beginJournal(Locks.BOTH);
   try {
+    memory.refreshData(); // grown since the check above? Throws before the body changes anything
     return { value: body() };
   } finally {
     leaveCritical(memory);
@@ -291,6 +307,8 @@ export function seqAfter(a: number, b: number): boolean {
 }
 
 const NOTHING_RECEIVED = new Uint8Array(0);
+/** Shared by every operation that discarded nothing (never written to). */
+const NO_DISCARDS: Uint8Array[] = [];
 
 /** A message ready to be written into a ring. */
 export interface OutgoingMessage {
@@ -308,6 +326,12 @@ const NO_MESSAGE: OutgoingMessage = { length: 0, flags: 0, copyTo() {} };
 /** Common part of send and receive operations: waiter registration. */
 abstract class Operation {
   wake = 0;
+  /**
+   * Payloads of messages this operation discarded (drop-oldest) that carry
+   * channel ends: released by whoever runs it, after unlocking
+   * (transfer.ts releaseCarriedEnds). Empty almost always.
+   */
+  discarded: Uint8Array[] = NO_DISCARDS;
   /** When set, a blocked attempt does not register as a waiter (the caller spins instead). */
   probing = false;
   private registered = false;
@@ -374,10 +398,11 @@ export class SendOp extends Operation {
   private phase = SendPhase.ADMIT;
   private seq = 0;
   private written = 0;
+  /** The send completed by discarding its own message (drop-newest): the caller releases the ends it carried. */
+  droppedOwn = false;
   /** Checked before each attempt: throws if the sending handle is no longer usable. */
   constructor(
     memory: ChannelMemory,
-    private readonly flavor: Flavor,
     private message: OutgoingMessage,
     private readonly isTry: boolean,
     private readonly checkHandle: () => void,
@@ -400,6 +425,7 @@ export class SendOp extends Operation {
     this.written = 0;
     this.wake = 0;
     this.probing = false;
+    this.droppedOwn = false;
     return this;
   }
 
@@ -429,20 +455,62 @@ export class SendOp extends Operation {
     const m = this.memory;
     if (this.phase === SendPhase.AWAIT_TAKE) {
       if (this.completedWithoutLock()) return Fast.DONE;
-      return m.get(H.CLOSED) & CLOSED_NO_RECEIVERS ? Fast.SLOW : Fast.BLOCKED;
+      // Closed, or setCapacity made it buffered (the offered message then stands): the full attempt decides.
+      return m.get(H.CLOSED) & CLOSED_NO_RECEIVERS || m.capacity !== 0 ? Fast.SLOW : Fast.BLOCKED;
     }
     this.checkHandle();
     if (m.get(H.CLOSED) & CLOSED_NO_RECEIVERS || m.get(H.STREAM_SENDER) !== 0) return Fast.SLOW;
-    if (!this.flavor.admits(m)) return Fast.BLOCKED;
+    const capacity = m.capacity;
+    // A rendezvous under a policy other than "wait" needs the waiting receivers, a both-locks word.
+    if (capacity === 0 && m.overflow !== Overflow.WAIT) return Fast.SLOW;
+    if (!flavorFor(capacity).admits(m)) return this.fullUnderOneLock();
     const total = this.message.length;
     const bytes = recordBytes(total);
     if (bytes > m.get(H.MAX_DATA_SIZE)) return Fast.SLOW;
     const at = m.findRoom(bytes);
     // No room now: growing or repositioning an empty ring needs both locks.
-    if (at < 0) return m.get(H.DATA_SIZE) < m.get(H.MAX_DATA_SIZE) || m.usedBytes() === 0 ? Fast.SLOW : Fast.BLOCKED;
+    if (at < 0) return m.get(H.DATA_SIZE) < m.get(H.MAX_DATA_SIZE) || m.usedBytes() === 0 ? Fast.SLOW : this.fullUnderOneLock();
     this.publish(at);
     if (this.phase === SendPhase.DONE) return Fast.DONE;
     return Fast.BLOCKED; // a rendezvous: published, now waiting for a receiver to take it
+  }
+
+  /**
+   * Under the send lock only: no room, by count or bytes. "wait": BLOCKED;
+   * "drop-newest": this message is discarded, the send complete; "error":
+   * ChannelFullError; "drop-oldest" needs both locks (SLOW).
+   */
+  private fullUnderOneLock(): Fast {
+    switch (this.memory.overflow) {
+      case Overflow.DROP_NEWEST:
+        this.dropOwn();
+        return Fast.DONE;
+      case Overflow.DROP_OLDEST:
+        return Fast.SLOW;
+      case Overflow.ERROR:
+        throw this.fullError();
+      default:
+        return Fast.BLOCKED;
+    }
+  }
+
+  /** drop-newest: the send completes and its message is discarded (counted in sent and in dropped). */
+  private dropOwn(): void {
+    const m = this.memory;
+    m.sent += 1;
+    m.dropped += 1;
+    this.droppedOwn = true;
+    this.phase = SendPhase.DONE;
+  }
+
+  private fullError(): ChannelFullError {
+    const m = this.memory;
+    const capacity = m.capacity;
+    const why =
+      capacity === 0 ? "no receiver is waiting for it, at capacity 0"
+      : capacity > 0 && !m.lengthBelow(capacity) ? `${capacity} messages are buffered (its capacity)`
+      : `its byte budget of ${m.get(H.MAX_DATA_SIZE)} bytes (maxBufferBytes) is used up`;
+    return new ChannelFullError(`send on ${m.describe()}: the channel is full (${why}) and its overflow policy is "error"; nothing was sent (retry later, or use overflow "wait" to wait for room)`);
   }
 
   /** Under the send lock: writes the whole message as one record at `at` (from reserve) and publishes it. */
@@ -454,7 +522,7 @@ export class SendOp extends Operation {
     m.sent += 1;
     this.writeRecord(at, 0, total, R_FIRST | R_LAST);
     this.wake |= WAKE_FOR_MESSAGE;
-    this.phase = this.flavor.awaitsTake && !this.isTry ? SendPhase.AWAIT_TAKE : SendPhase.DONE;
+    this.phase = m.capacity === 0 && !this.isTry ? SendPhase.AWAIT_TAKE : SendPhase.DONE;
   }
 
   /** Under both locks. Returns true when the send is complete; false when it waits (registered). */
@@ -508,7 +576,10 @@ export class SendOp extends Operation {
     const streamer = m.get(H.STREAM_SENDER);
     if (streamer < 0 || streamer > MAX_PARTIES) throw m.corrupt(`stream sender ${streamer}`);
     if (streamer !== 0) return false;
-    if (!(this.isTry ? this.flavor.tryAdmits(m, this.ownReceivers()) : this.flavor.admits(m))) return false;
+    if (!this.admitsByCount()) {
+      const made = this.onFull();
+      if (made !== "room") return made === "done";
+    }
     const total = this.message.length;
     if (recordBytes(total) > m.get(H.MAX_DATA_SIZE)) {
       if (this.isTry) {
@@ -523,13 +594,58 @@ export class SendOp extends Operation {
       this.phase = SendPhase.STREAM;
       return true;
     }
-    const at = m.reserve(recordBytes(total), true);
-    if (at < 0) {
-      this.shortOfBytes();
-      return false;
+    let at = m.reserve(recordBytes(total), true);
+    while (at < 0) {
+      if (m.overflow === Overflow.WAIT || (this.isTry && m.overflow === Overflow.ERROR)) {
+        this.shortOfBytes();
+        return false;
+      }
+      const made = this.onFull();
+      if (made !== "room") return made === "done";
+      at = m.reserve(recordBytes(total), true);
     }
     this.publish(at);
     return true;
+  }
+
+  /**
+   * Under both locks: may a new message go in now, by count? trySend and
+   * select send cases use the flavor's try rule; at capacity 0 a policy
+   * other than "wait" admits only when a receiver waits (as trySend).
+   */
+  private admitsByCount(): boolean {
+    const m = this.memory;
+    const flavor = flavorFor(m.capacity);
+    if (this.isTry || (m.capacity === 0 && m.overflow !== Overflow.WAIT)) return flavor.tryAdmits(m, this.ownReceivers());
+    return flavor.admits(m);
+  }
+
+  /**
+   * Under both locks: no room (by count, or by bytes after growing). What
+   * the overflow policy makes of it: "wait" (and trySend under "error"):
+   * not now; "drop-newest": done, this message discarded; "drop-oldest":
+   * room made by discarding the oldest message a receiver has not started
+   * to take (or not now, if there is none); "error": ChannelFullError.
+   */
+  private onFull(): "done" | "not now" | "room" {
+    const m = this.memory;
+    switch (m.overflow) {
+      case Overflow.DROP_NEWEST:
+        this.dropOwn();
+        return "done";
+      case Overflow.DROP_OLDEST: {
+        const dropped = m.dropOldest();
+        if (dropped === false) return "not now";
+        if (dropped !== true) this.discarded = this.discarded === NO_DISCARDS ? [dropped] : [...this.discarded, dropped];
+        this.wake |= WAKE_SENDERS; // bytes or a slot may be free for another sender too
+        return this.admitsByCount() ? "room" : this.onFull();
+      }
+      case Overflow.ERROR:
+        if (this.isTry) return "not now";
+        throw this.fullError();
+      default:
+        return "not now";
+    }
   }
 
   /**
@@ -585,7 +701,7 @@ export class SendOp extends Operation {
     m.set(H.STREAM_SENDER, 0);
     m.sent += 1;
     this.wake |= WAKE_SENDERS; // other senders wait for STREAM_SENDER to clear
-    this.phase = this.flavor.awaitsTake && !this.isTry ? SendPhase.AWAIT_TAKE : SendPhase.DONE;
+    this.phase = m.capacity === 0 && !this.isTry ? SendPhase.AWAIT_TAKE : SendPhase.DONE;
     return true;
   }
 
@@ -604,6 +720,8 @@ export class SendOp extends Operation {
   private checkTaken(): boolean {
     const m = this.memory;
     if (seqAfter(m.get(H.SEQ_HEAD), this.seq)) return this.finish();
+    // setCapacity made the channel buffered: a message in the ring is admitted.
+    if (m.capacity !== 0) return this.finish();
     if (m.get(H.CLOSED) & CLOSED_NO_RECEIVERS) {
       this.unregister();
       throw new ChannelClosedError(`send on ${m.describe()}: every receive handle was closed before a receiver took the message`);

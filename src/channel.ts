@@ -7,16 +7,16 @@
  * in channel-ops.ts; the capacity rules in flavors/; the memory layout in
  * ring.ts; how values are encoded and ends moved in transfer.ts.
  */
-import { mySlot, nextChannelId } from "./control.js";
+import { mySlot } from "./control.js";
 import { takeVerdict, verdictFlag } from "./deadlock.js";
 import { ChannelClosedError, CorruptDataError, MessageTooLargeError } from "./errors.js";
 import { ensureSupervisor } from "./supervisor-link.js";
 import { effectiveSignal } from "./cancellation.js";
-import { flavorFor, type Flavor } from "./flavors/index.js";
-import { enterCritical, enterSide, Fast, leaveCritical, leaveSide, locked, RecvOp, SendOp, wakeWaiters, type Withdrawal } from "./channel-ops.js";
+import { enterCritical, enterSide, Fast, leaveCritical, leaveSide, lockSide, locked, unlockSide, RecvOp, SendOp, WAKE_RECEIVERS, WAKE_SENDERS, wakeWaiters, type Withdrawal } from "./channel-ops.js";
 import { End } from "./handle.js";
-import { registerNewChannel } from "./registry.js";
-import { CLOSED_NO_RECEIVERS, CLOSED_NO_SENDERS, ChannelMemory, createChannelMemory, H } from "./ring.js";
+import { allocateChannelId, registerNewChannel } from "./registry.js";
+import { releaseCarriedEnds } from "./transfer.js";
+import { CLOSED_NO_RECEIVERS, CLOSED_NO_SENDERS, ChannelMemory, createChannelMemory, H, Locks, Overflow, OVERFLOW_NAMES, type OverflowPolicy } from "./ring.js";
 import { bindHandle, type ChannelMessage, decodeFromChannel, encodeForChannel, installHandleFactory } from "./transfer.js";
 import {
   checkTimeout,
@@ -32,7 +32,7 @@ import {
 } from "./waiting.js";
 
 /** Initial ring size when `bufferBytes` is not given. */
-export const DEFAULT_BUFFER_BYTES = 64 * 1024;
+export const DEFAULT_BUFFER_BYTES = 4 * 1024;
 /** The ring's budget when `maxBufferBytes` is not given (address space is reserved, memory is not). */
 export const DEFAULT_MAX_BUFFER_BYTES = 256 * 1024 * 1024;
 /** The largest ring budget a channel may have. */
@@ -43,7 +43,7 @@ export const LIMIT_MESSAGE_BYTES = 2 ** 31 - 1;
 export interface ChannelOptions {
   /** 0 = rendezvous, n = bounded, Infinity = unbounded (the default). */
   capacity?: number;
-  /** Initial size of the shared ring, in bytes (default 64 KiB). */
+  /** Initial size of the shared ring, in bytes (default 4 KiB; it grows as needed up to maxBufferBytes). */
   bufferBytes?: number;
   /** The ring's memory budget in bytes, for every capacity (default 256 MiB, at most 1 GiB). */
   maxBufferBytes?: number;
@@ -51,6 +51,17 @@ export interface ChannelOptions {
   maxMessageBytes?: number;
   /** Shown in stats, errors and deadlock reports. */
   name?: string;
+  /**
+   * What a send does when the channel has no room (its capacity is reached,
+   * or its byte budget is used up): "wait" (the default: backpressure),
+   * "drop-newest" (completes at once; this message is discarded),
+   * "drop-oldest" (completes at once; the oldest buffered message no
+   * receiver has started to take is discarded to make room; not at
+   * capacity 0), "error" (fails at once with ChannelFullError). Discarded
+   * messages are counted in `stats().dropped`; channel ends inside them are
+   * closed.
+   */
+  overflow?: OverflowPolicy;
 }
 
 export interface ChannelStats {
@@ -68,8 +79,13 @@ export interface ChannelStats {
   receivers: number;
   waitingSenders: number;
   waitingReceivers: number;
+  /** Sends that completed (a message discarded by drop-newest included): sent = received + dropped + length, for a channel at rest. */
   sent: number;
   received: number;
+  /** The overflow policy (see ChannelOptions.overflow). */
+  overflow: OverflowPolicy;
+  /** Messages the overflow policy discarded, ever. */
+  dropped: number;
   /** No message can ever be received again. */
   closed: boolean;
 }
@@ -83,26 +99,13 @@ export interface WaitOptions {
 
 export type TryRecvResult<T> = { ok: true; value: T } | { ok: false; closed: boolean };
 
-/**
- * Closes a handle that was garbage-collected while open (PEP 554's release
- * on GC). Nobody can catch what a finalizer throws, so a channel whose
- * memory is corrupt is reported as a warning instead of ending the process.
- */
-const closeForgotten = new FinalizationRegistry<End>((end) => {
-  try {
-    end.close();
-  } catch (err) {
-    if (!(err instanceof CorruptDataError)) throw err;
-    process.emitWarning(`interpreters: a garbage-collected handle of ${end.memory.describe()} could not be closed: ${err.message}`);
-  }
-});
-
 /** Only this module may construct handles. */
 const constructing = Symbol("constructing");
 
 export interface DrivenOp {
   readonly memory: ChannelMemory;
   wake: number;
+  discarded: Uint8Array[];
   probing: boolean;
   fastLock(): number;
   attemptFast(): Fast;
@@ -123,6 +126,12 @@ function leaveAndWake(op: DrivenOp, side: number): void {
   if (wake !== 0) {
     op.wake = 0;
     wakeWaiters(op.memory, wake);
+  }
+  if (op.discarded.length > 0) {
+    // Messages the overflow policy discarded carried channel ends: close them.
+    const discarded = op.discarded;
+    op.discarded = [];
+    releaseCarriedEnds(discarded);
   }
 }
 
@@ -145,6 +154,58 @@ function attemptFastOnce(op: DrivenOp, stamp?: { value: number }): Fast {
   } finally {
     leaveAndWake(op, side);
   }
+}
+
+/**
+ * Fast attempts of one operation after another under a single hold of
+ * their side's lock (batches: sendMany, recvMany). `next()` gives the next
+ * operation (reused or fresh), or undefined when there is none; `completed`
+ * is told of each that completed, in order, while the lock is held (a
+ * receive decodes its value there: the decoder runs no user code, and
+ * records with channel ends inside take the slow path). Each attempt is a
+ * journaled section of its own (ring.ts: a one-lock section has one commit
+ * point), so a thread killed in the middle leaves the earlier ones done.
+ * Stops at the first that does not complete and returns it (with its
+ * outcome, BLOCKED or SLOW), for the caller to drive; wake-ups are
+ * gathered and sent once, after unlocking.
+ */
+export function attemptFastBatch<Op extends DrivenOp>(
+  memory: ChannelMemory,
+  side: Locks,
+  next: () => Op | undefined,
+  completed: (op: Op) => void,
+): { op: Op; outcome: Fast } | undefined {
+  let wake = 0;
+  let discarded: Uint8Array[] = [];
+  let stopped: { op: Op; outcome: Fast } | undefined;
+  lockSide(memory, side);
+  try {
+    for (;;) {
+      const op = next();
+      if (op === undefined) break;
+      memory.beginJournal(side);
+      let outcome: Fast;
+      try {
+        outcome = op.fastLock() === side ? op.attemptFast() : Fast.SLOW;
+      } finally {
+        memory.endJournal(side);
+        wake |= op.wake;
+        op.wake = 0;
+        if (op.discarded.length > 0) discarded = [...discarded, ...op.discarded];
+        op.discarded = [];
+      }
+      if (outcome !== Fast.DONE) {
+        stopped = { op, outcome };
+        break;
+      }
+      completed(op);
+    }
+  } finally {
+    unlockSide(memory, side);
+    if (wake !== 0) wakeWaiters(memory, wake);
+    if (discarded.length > 0) releaseCarriedEnds(discarded);
+  }
+  return stopped;
 }
 
 /** One attempt: the fast path if it completes, else the full protocol under both locks (registering if blocked). */
@@ -443,6 +504,60 @@ function runAsync<T>(
   });
 }
 
+/** Most messages, and about the most bytes, one lock hold of sendMany writes. */
+const BATCH_MESSAGES = 256;
+const BATCH_BYTES = 256 * 1024;
+
+function deadlineOf(timeout: number): number {
+  return timeout === Infinity ? Infinity : now() + timeout;
+}
+function remainingOf(deadline: number): number {
+  return deadline === Infinity ? Infinity : Math.max(0, deadline - now());
+}
+
+/** `err` with `sent` (how many values of a sendMany went in); a thrown non-object is wrapped. */
+function withSent(err: unknown, sent: number): unknown {
+  if (typeof err === "object" && err !== null) {
+    Object.defineProperty(err, "sent", { value: sent, enumerable: true, configurable: true, writable: true });
+    return err;
+  }
+  const wrapped = new Error(String(err));
+  (wrapped as Error & { sent: number }).sent = sent;
+  return wrapped;
+}
+
+function checkMax(max: unknown, verb: string, memory: ChannelMemory): void {
+  if (typeof max !== "number" || !Number.isInteger(max) || max < 1) {
+    throw new RangeError(`${verb} on ${memory.describe()}: max must be a positive integer (the most messages to take), got ${String(max)}`);
+  }
+}
+
+/**
+ * A send completed: the ends its message carries now belong to whoever
+ * receives it, or, if the overflow policy discarded the message
+ * (drop-newest), are closed.
+ */
+export function settleSent(message: ChannelMessage, op: SendOp, carrier: ChannelMemory): void {
+  if (op.droppedOwn) message.discard(carrier);
+  else message.commit(carrier);
+}
+
+/**
+ * Changes the capacity of the channel behind `memory` (setCapacity on
+ * either end): under both locks, then wakes every waiter, which re-checks
+ * under the new rule. Buffered messages stay (above the new capacity,
+ * senders wait until the length falls below it).
+ */
+function setCapacityOf(memory: ChannelMemory, capacity: unknown, verb: string): void {
+  const checked = checkCapacity(capacity, `${verb} on ${memory.describe()}`);
+  if (checked === 0 && memory.overflow === Overflow.DROP_OLDEST) {
+    throw new RangeError(`${verb} on ${memory.describe()}: capacity 0 cannot go with overflow "drop-oldest" (a rendezvous buffers nothing to drop)`);
+  }
+  const stored = checked === Infinity ? -1 : checked;
+  locked(memory, () => memory.set(H.CAPACITY, stored));
+  wakeWaiters(memory, WAKE_SENDERS | WAKE_RECEIVERS);
+}
+
 function statsOf(memory: ChannelMemory): ChannelStats {
   return locked(memory, () => {
     const closedBits = memory.get(H.CLOSED);
@@ -460,6 +575,8 @@ function statsOf(memory: ChannelMemory): ChannelStats {
       waitingReceivers: memory.get(H.WAITING_RECEIVERS),
       sent: memory.sent,
       received: memory.received,
+      overflow: OVERFLOW_NAMES[memory.overflow] ?? "wait",
+      dropped: memory.dropped,
       closed: (closedBits & CLOSED_NO_RECEIVERS) !== 0 || ((closedBits & CLOSED_NO_SENDERS) !== 0 && drained),
     };
   });
@@ -472,15 +589,13 @@ function statsOf(memory: ChannelMemory): ChannelStats {
  */
 export class SendChannel<T = unknown> {
   readonly #end: End;
-  readonly #flavor: Flavor;
 
   /** @internal Use createChannel(). */
   constructor(token: symbol, end: End) {
     if (token !== constructing) throw new TypeError("use createChannel() to make channels");
     this.#end = end;
-    this.#flavor = flavorFor(end.memory.capacity);
     bindHandle(this, end);
-    closeForgotten.register(this, end, this);
+    end.watch();
   }
 
   /** The channel's id (the same for every handle of the channel, in every interpreter). */
@@ -507,7 +622,7 @@ export class SendChannel<T = unknown> {
   };
 
   #op(message: ChannelMessage, isTry: boolean): SendOp {
-    return new SendOp(this.#end.memory, this.#flavor, message, isTry, this.#checkOpen);
+    return new SendOp(this.#end.memory, message, isTry, this.#checkOpen);
   }
 
   /** The operation object sendSync reuses (a blocked thread runs one sync send at a time). */
@@ -535,7 +650,7 @@ export class SendChannel<T = unknown> {
     const op = this.#op(message, false);
     const memory = this.#end.memory;
     // A send that waits must own its bytes (the encoder's scratch and the caller's array move on).
-    return runAsync(op, options, "send", () => message.commit(memory), () => message.undo(), () => message.detach());
+    return runAsync(op, options, "send", () => settleSent(message, op, memory), () => message.undo(), () => message.detach());
   }
 
   /**
@@ -558,7 +673,125 @@ export class SendChannel<T = unknown> {
     } finally {
       op.forgetMessage(); // the reused operation must not keep the caller's value alive
     }
-    message.commit(memory);
+    settleSent(message, op, memory);
+  }
+
+  /**
+   * Encodes up to BATCH_MESSAGES of `values` (or BATCH_BYTES of them), each
+   * owning its bytes (the next encode reuses the encoder's scratch): what
+   * one lock hold of a batch writes.
+   */
+  #prepareBatch(values: Iterator<T>, into: ChannelMessage[]): void {
+    let bytes = 0;
+    while (into.length < BATCH_MESSAGES && bytes < BATCH_BYTES) {
+      const next = values.next();
+      if (next.done) return;
+      const message = this.#prepare(next.value);
+      message.detach();
+      into.push(message);
+      bytes += message.length;
+    }
+  }
+
+  /**
+   * Sends every value of `values`, in order, with the guarantees of one
+   * send each (exactly once, per-sender order), but amortising the lock and
+   * the wake-ups: as many as the channel has room for go in under one hold
+   * of the send lock, with one wake-up for all of them. Waits (without
+   * blocking the event loop) whenever the channel is full, as send does;
+   * `timeout` is for the whole batch. Rejects as send does; on a timeout or
+   * an abort the error has `sent`: how many of the values went in (those
+   * are delivered, the rest are not). Also rejects (with `sent`) when a
+   * value is not shareable, and nothing after it is sent.
+   */
+  async sendMany(values: Iterable<T>, options?: WaitOptions): Promise<void> {
+    let sent = 0;
+    const pending: ChannelMessage[] = [];
+    const deadline = deadlineOf(checkTimeout(options?.timeout, "sendMany"));
+    try {
+      const iterator = values[Symbol.iterator]();
+      for (;;) {
+        if (pending.length === 0) this.#prepareBatch(iterator, pending);
+        if (pending.length === 0) return;
+        const fast = this.#sendPendingFast(pending);
+        sent += fast.done;
+        if (pending.length === 0) continue;
+        // The first pending message needs waiting (or the full protocol): one send of it, then batches again.
+        const message = pending.shift()!;
+        const op = fast.midFlight ?? this.#op(message, false);
+        const memory = this.#end.memory;
+        await runAsync(op, { timeout: remainingOf(deadline), signal: options?.signal }, "sendMany", () => settleSent(message, op, memory), () => message.undo());
+        sent++;
+      }
+    } catch (err) {
+      for (const message of pending) message.undo();
+      throw withSent(err, sent);
+    }
+  }
+
+  /** Like sendMany, but blocks this thread (Atomics.wait). For interpreters. Throws what sendMany rejects with. */
+  sendManySync(values: Iterable<T>, options?: { timeout?: number }): void {
+    let sent = 0;
+    const pending: ChannelMessage[] = [];
+    const deadline = deadlineOf(checkTimeout(options?.timeout, "sendManySync"));
+    try {
+      const iterator = values[Symbol.iterator]();
+      for (;;) {
+        if (pending.length === 0) this.#prepareBatch(iterator, pending);
+        if (pending.length === 0) return;
+        const fast = this.#sendPendingFast(pending);
+        sent += fast.done;
+        if (pending.length === 0) continue;
+        const message = pending.shift()!;
+        const op = fast.midFlight ?? this.#op(message, false);
+        try {
+          if (attemptFastOnce(op) !== Fast.DONE) runSync(op, remainingOf(deadline), "sendManySync");
+        } catch (err) {
+          message.undo();
+          throw err;
+        }
+        settleSent(message, op, this.#end.memory);
+        sent++;
+      }
+    } catch (err) {
+      for (const message of pending) message.undo();
+      throw withSent(err, sent);
+    }
+  }
+
+  /**
+   * Writes pending messages from the front under one hold of the send lock,
+   * as far as they go without waiting; returns how many, and the operation
+   * of the next one if it is already under way (a rendezvous offer: the
+   * caller drives it to its end before anything else).
+   */
+  #sendPendingFast(pending: ChannelMessage[]): { done: number; midFlight?: SendOp } {
+    const memory = this.#end.memory;
+    let index = 0;
+    let op: SendOp | undefined;
+    let done = 0;
+    const dropped: boolean[] = [];
+    const stopped = attemptFastBatch(
+      memory,
+      Locks.SEND,
+      () => {
+        if (index >= pending.length) return undefined;
+        const message = pending[index++]!;
+        op = op?.reuse(message) ?? this.#op(message, false);
+        return op;
+      },
+      (completed) => {
+        dropped.push(completed.droppedOwn);
+        done++;
+      },
+    );
+    // Settled after unlocking: closing the ends of a discarded message takes their channels' locks.
+    for (let i = 0; i < done; i++) {
+      if (dropped[i]) pending[i]!.discard(memory);
+      else pending[i]!.commit(memory);
+    }
+    pending.splice(0, done);
+    return stopped?.op.started ? { done, midFlight: stopped.op } : { done };
   }
 
   /**
@@ -572,7 +805,7 @@ export class SendChannel<T = unknown> {
     const op = this.#op(message, true);
     try {
       if (attemptOnce(op)) {
-        message.commit(this.#end.memory);
+        settleSent(message, op, this.#end.memory);
         return true;
       }
       withdrawOnce(op, false);
@@ -590,6 +823,21 @@ export class SendChannel<T = unknown> {
    */
   close(): void {
     this.#end.close();
+  }
+
+  /**
+   * Changes the channel's capacity, for every handle in every interpreter,
+   * to any value createChannel accepts (0, a positive integer, Infinity).
+   * Buffered messages are never discarded: above the new capacity, senders
+   * wait until the length falls below it. Waiting senders and receivers
+   * re-check at once under the new rule (a rendezvous sender whose message
+   * is offered completes once the capacity is above 0). Throws RangeError
+   * for another value (and for 0 under overflow "drop-oldest"),
+   * ChannelClosedError if this handle is closed or moved.
+   */
+  setCapacity(capacity: number): void {
+    this.#end.ensureOpen("setCapacity");
+    setCapacityOf(this.#end.memory, capacity, "setCapacity");
   }
 
   /** A new, independently closable send handle of the same channel. Throws ChannelClosedError if this one is not open. */
@@ -619,7 +867,7 @@ export class RecvChannel<T = unknown> {
     if (token !== constructing) throw new TypeError("use createChannel() to make channels");
     this.#end = end;
     bindHandle(this, end);
-    closeForgotten.register(this, end, this);
+    end.watch();
   }
 
   get id(): number {
@@ -668,6 +916,76 @@ export class RecvChannel<T = unknown> {
     } finally {
       op.forgetReceived(); // the reused operation must not keep a received value alive
     }
+  }
+
+  /**
+   * Takes up to `max` messages there now, under one hold of the receive
+   * lock (one wake-up for the senders of all of them), appending their
+   * values to `into`.
+   */
+  #takeMany(max: number, into: T[]): void {
+    let op: RecvOp | undefined;
+    while (into.length < max) {
+      const stopped = attemptFastBatch(
+        this.#end.memory,
+        Locks.RECV,
+        () => {
+          if (into.length >= max) return undefined;
+          op = op?.reuse() ?? this.#op();
+          return op;
+        },
+        (completed) => {
+          into.push(decodeFromChannel(completed.received!) as T);
+          completed.forgetReceived();
+        },
+      );
+      if (!stopped || stopped.outcome === Fast.BLOCKED) return;
+      // A message the fast path does not take (channel ends inside, a stream, a
+      // withdrawn record first): the full protocol, still without waiting.
+      const slow = this.#op();
+      try {
+        if (!attemptOnce(slow)) {
+          const outcome = withdrawOnce(slow, false);
+          if (outcome === "withdrawn") return;
+          if (outcome === "busy") runSync(slow, Infinity, "recvMany"); // a streamed message begun is taken whole, as tryRecv does
+        }
+      } catch (err) {
+        if (err instanceof ChannelClosedError && into.length > 0) return;
+        throw err;
+      }
+      into.push(decodeFromChannel(slow.received!) as T);
+    }
+  }
+
+  /**
+   * Waits, like recv, until at least one message is there, then returns up
+   * to `max` messages that are there without waiting (tokio's recv_many),
+   * oldest first, taken under one hold of the receive lock where the
+   * channel allows it. Rejects with RangeError unless `max` is a positive
+   * integer, ChannelClosedError once the channel is closed and drained,
+   * TimeoutError or the signal's reason as recv does (nothing taken).
+   */
+  async recvMany(max: number, options?: WaitOptions): Promise<T[]> {
+    checkMax(max, "recvMany", this.#end.memory);
+    const values: T[] = [];
+    this.#end.ensureOpen("recvMany");
+    this.#takeMany(max, values);
+    if (values.length > 0) return values;
+    values.push(await this.recv(options));
+    this.#takeMany(max, values);
+    return values;
+  }
+
+  /** Like recvMany, but blocks this thread (Atomics.wait). For interpreters. */
+  recvManySync(max: number, options?: { timeout?: number }): T[] {
+    checkMax(max, "recvManySync", this.#end.memory);
+    const values: T[] = [];
+    this.#end.ensureOpen("recvManySync");
+    this.#takeMany(max, values);
+    if (values.length > 0) return values;
+    values.push(this.recvSync(options));
+    this.#takeMany(max, values);
+    return values;
   }
 
   /**
@@ -729,6 +1047,12 @@ export class RecvChannel<T = unknown> {
     this.#end.close();
   }
 
+  /** Changes the channel's capacity: see SendChannel.setCapacity. */
+  setCapacity(capacity: number): void {
+    this.#end.ensureOpen("setCapacity");
+    setCapacityOf(this.#end.memory, capacity, "setCapacity");
+  }
+
   clone(): RecvChannel<T> {
     this.#end.ensureOpen("clone");
     return new RecvChannel<T>(constructing, End.acquire(this.#end.memory, "recv"));
@@ -754,13 +1078,25 @@ function checkByteOption(name: string, value: unknown, fallback: number, limit: 
   return value;
 }
 
-function checkCapacity(capacity: unknown): number {
-  if (capacity === undefined) return Infinity;
+function checkCapacity(capacity: unknown, where = "createChannel"): number {
+  if (capacity === undefined && where === "createChannel") return Infinity;
   if (capacity === Infinity) return Infinity;
   if (typeof capacity !== "number" || !Number.isInteger(capacity) || capacity < 0 || capacity > 2 ** 31 - 1) {
-    throw new RangeError(`createChannel: capacity must be 0 (rendezvous), a positive integer (bounded) or Infinity (unbounded), got ${String(capacity)}`);
+    throw new RangeError(`${where}: capacity must be 0 (rendezvous), a positive integer (bounded) or Infinity (unbounded), got ${String(capacity)}`);
   }
   return capacity;
+}
+
+function checkOverflow(overflow: unknown, capacity: number): number {
+  if (overflow === undefined) return Overflow.WAIT;
+  const code = (OVERFLOW_NAMES as readonly unknown[]).indexOf(overflow);
+  if (code < 0) {
+    throw new RangeError(`createChannel: overflow must be one of ${OVERFLOW_NAMES.map((n) => `"${n}"`).join(", ")}, got ${typeof overflow === "string" ? `"${overflow}"` : String(overflow)}`);
+  }
+  if (code === Overflow.DROP_OLDEST && capacity === 0) {
+    throw new RangeError(`createChannel: overflow "drop-oldest" needs a capacity above 0 (a rendezvous buffers nothing to drop); use "drop-newest" or "error" at capacity 0`);
+  }
+  return code;
 }
 
 /**
@@ -778,7 +1114,8 @@ export function createChannel<T = unknown>(options: ChannelOptions = {}): [RecvC
   const maxMessageBytes = checkByteOption("maxMessageBytes", options.maxMessageBytes, LIMIT_MESSAGE_BYTES, LIMIT_MESSAGE_BYTES);
   const name = options.name ?? "";
   if (typeof name !== "string") throw new TypeError(`createChannel: name must be a string, got ${typeof name}`);
-  const buffer = createChannelMemory({ id: nextChannelId(), capacity, bufferBytes, maxBufferBytes, maxMessageBytes, name });
+  const overflow = checkOverflow(options.overflow, capacity);
+  const buffer = createChannelMemory({ id: allocateChannelId(), capacity, bufferBytes, maxBufferBytes, maxMessageBytes, name, overflow });
   const memory = new ChannelMemory(buffer);
   const recv = new RecvChannel<T>(constructing, End.acquire(memory, "recv"));
   const send = new SendChannel<T>(constructing, End.acquire(memory, "send"));

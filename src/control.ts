@@ -44,7 +44,9 @@
  * |      | supervisor port (see deadlock.ts)                              |                                   |
  * | 11   | wait since: wall-clock ms (mod 2^31) when the sync wait began   | the party                         |
  * | 12   | async waits: operations of this party pending in its async pump | the party                         |
- * | 13-15| reserved                                                       |                                   |
+ * | 13   | registrations posted: channels and objects this party has told | the party (before each post);     |
+ * |      | the supervisor of, ever (wrapping); see supervisor-link.ts     | reset by the creator at claim     |
+ * | 14-15| reserved                                                       |                                   |
  *
  * Slot 0 is always the main thread. Slot SUPERVISOR_SLOT is reserved for
  * the supervisor (it owns channel locks while cleaning up after a death).
@@ -76,8 +78,15 @@ const SELECTS_BYTES = NAMES_BYTES + MAX_PARTIES * NAME_BYTES;
 export const MAX_PUBLISHED_CASES = 8;
 const SELECT_WORDS = 1 + 2 * MAX_PUBLISHED_CASES;
 const CLAIMS_BYTES = SELECTS_BYTES + MAX_PARTIES * SELECT_WORDS * 4;
-/** Most carried ends per message whose claim survives the receiver's death (see claims below). */
-export const MAX_RECORDED_CLAIMS = 8;
+/**
+ * Most channel ends one message may carry: each is recorded in the
+ * receiver's claims (below), so that none is lost if the receiver dies
+ * while claiming them; a message carrying more is refused at the sender
+ * (NotShareableError). (This was 8 with no check: ends past the 8th of a
+ * message whose receiver died mid-claim stayed counted in transit forever,
+ * so their channels never closed.)
+ */
+export const MAX_RECORDED_CLAIMS = 64;
 const CLAIM_WORDS = 3 + 2 * MAX_RECORDED_CLAIMS;
 const CONTROL_BYTES = CLAIMS_BYTES + MAX_PARTIES * CLAIM_WORDS * 4;
 
@@ -149,6 +158,7 @@ export const P_WAIT_FLAGS = 9;
 export const P_VERDICT = 10;
 export const P_WAIT_SINCE = 11;
 export const P_ASYNC_WAITS = 12;
+export const P_POSTED = 13;
 
 /** What a worker started by this library finds under this key of `workerData`. */
 export const WORKER_DATA_KEY = "__interpreters";
@@ -200,14 +210,42 @@ export function slotWord(slot: number, field: number): number {
   return PARTY_TABLE_BYTES / 4 + slot * PARTY_WORDS + field;
 }
 
+/** Ids are positive int32s; 0 means "none" in shared words (waits, claims). */
+export const MAX_ID = 0x7fff_ffff;
+
+/**
+ * The next never-used channel id, or 0 once all 2^31 - 1 have been used
+ * (registry.ts then reuses the ids of dead channels). The counter is
+ * pinned at MAX_ID once passed, so it never wraps round to ids in use.
+ */
 export function nextChannelId(): number {
-  return Atomics.add(control, WORD_NEXT_CHANNEL_ID, 1);
+  return nextFresh(WORD_NEXT_CHANNEL_ID);
 }
+/** The next never-used shared-object id, or 0 once exhausted (see nextChannelId). */
 export function nextObjectId(): number {
-  return Atomics.add(control, WORD_NEXT_OBJECT_ID, 1);
+  return nextFresh(WORD_NEXT_OBJECT_ID);
 }
+/**
+ * The next interpreter id. Interpreter ids only name interpreters (slots
+ * identify parties), so after 2^31 - 1 interpreters they start again at 1
+ * rather than going negative or reaching main's 0.
+ */
 export function nextInterpreterId(): number {
-  return Atomics.add(control, WORD_NEXT_INTERPRETER_ID, 1);
+  for (;;) {
+    const id = Atomics.add(control, WORD_NEXT_INTERPRETER_ID, 1);
+    if (id > 0 && id < MAX_ID) return id;
+    Atomics.compareExchange(control, WORD_NEXT_INTERPRETER_ID, id + 1, 1);
+  }
+}
+function nextFresh(word: number): number {
+  const id = Atomics.add(control, word, 1);
+  if (id > 0 && id < MAX_ID) return id;
+  Atomics.store(control, word, MAX_ID); // later adds return MAX_ID, or wrap negative: both "exhausted"
+  return 0;
+}
+/** Tests only: makes the next fresh channel id `id` (to reach the end of the id space in a test). */
+export function setNextChannelIdForTesting(id: number): void {
+  Atomics.store(control, WORD_NEXT_CHANNEL_ID, id);
 }
 
 function initSlot(slot: number, id: number, creator: number, name: string): void {
@@ -217,6 +255,7 @@ function initSlot(slot: number, id: number, creator: number, name: string): void
   Atomics.store(control, slotWord(slot, P_FETCH), 0);
   Atomics.store(control, slotWord(slot, P_WAIT_OP), 0);
   Atomics.store(control, slotWord(slot, P_VERDICT), 0);
+  Atomics.store(control, slotWord(slot, P_POSTED), 0);
   const encoded = new TextEncoder().encode(name).subarray(0, NAME_BYTES);
   nameBytes.set(encoded, slot * NAME_BYTES);
   Atomics.store(control, slotWord(slot, P_NAME_LEN), encoded.length);

@@ -116,7 +116,7 @@ interface Observation {
 }
 
 function progressOf(memory: ChannelMemory): string {
-  return [H.SEQ_HEAD, H.SEQ_TAIL, H.READ, H.WRITTEN, H.REMOVED, H.WITHDRAWN, H.CLOSED, H.SEND_HANDLES, H.RECV_HANDLES, H.STREAM_SENDER].map((f) => memory.get(f)).join(",");
+  return [H.SEQ_HEAD, H.SEQ_TAIL, H.READ, H.WRITTEN, H.REMOVED, H.WITHDRAWN, H.CLOSED, H.SEND_HANDLES, H.RECV_HANDLES, H.STREAM_SENDER, H.CAPACITY].map((f) => memory.get(f)).join(",");
 }
 
 /** The supervisor's detector: call `scan` every detectionMillis() / 4. */

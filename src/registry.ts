@@ -8,67 +8,148 @@
  * the supervisor (supervisor-link.ts), which every thread that creates a
  * channel or sends a shared object has told about it first.
  *
- * Local entries are weak: an id this thread no longer uses can be fetched
- * again. Before the supervisor exists (only the main thread runs), the main
- * thread keeps deposited objects strongly and hands them over when it starts.
+ * Channels are cached strongly, for as long as the channel lives anywhere,
+ * and forgotten soon after it dies (see channel-table.ts: the table drops
+ * dead channels a little at every insertion; a thread that closes a
+ * channel's last handle drops it at once). Invariant: a channel found here
+ * is alive and is the one its id names (an id is only reused after its
+ * channel died everywhere, and a dead entry is never returned). Weak
+ * references would not do: a WeakRef keeps its target alive until the
+ * current job ends, so a loop that creates channels without yielding would
+ * keep every one of them (and its memory mappings) until it yields.
+ *
+ * Objects are cached weakly: an id this thread no longer uses can be
+ * fetched again. Before the supervisor exists (only the main thread runs),
+ * the main thread keeps deposited objects strongly and hands them over
+ * when it starts.
  */
 import { CorruptDataError } from "./errors.js";
-import { ChannelMemory } from "./ring.js";
-import { fetchFromSupervisor, isSupervisorLinked, onSupervisorLinked, postToSupervisor } from "./supervisor-link.js";
-import { nextObjectId } from "./control.js";
+import { ChannelMemory, H, installDataBuffers } from "./ring.js";
+import { ChannelTable } from "./channel-table.js";
+import { fetchFreeChannelIds, fetchFromSupervisor, isSupervisorLinked, onSupervisorLinked, postToSupervisor } from "./supervisor-link.js";
+import { MAX_ID, nextChannelId, nextObjectId } from "./control.js";
 
-const channels = new Map<number, WeakRef<ChannelMemory>>();
-const forgetChannel = new FinalizationRegistry<number>((id) => {
-  if (!channels.get(id)?.deref()) channels.delete(id);
-});
+/** Channels this thread has created or seen, by id. */
+const channels = new ChannelTable();
 
 const objectsById = new Map<number, WeakRef<SharedArrayBuffer>>();
 const idsOfObjects = new WeakMap<SharedArrayBuffer, number>();
 /** Objects deposited before the supervisor existed (main thread only). */
 const heldUntilLinked = new Map<number, SharedArrayBuffer>();
-const channelsUntilLinked = new Map<number, WeakRef<ChannelMemory>>();
 const forgetObject = new FinalizationRegistry<number>((id) => {
   if (!objectsById.get(id)?.deref()) objectsById.delete(id);
 });
 
 onSupervisorLinked(() => {
-  for (const [id, ref] of channelsUntilLinked) {
-    const memory = ref.deref();
-    if (memory) postToSupervisor({ type: "channel", id, buffer: memory.buffer });
+  // Before the link only this (main) thread ran, so every live channel here was made (and grown) here.
+  for (const memory of channels.values()) {
+    if (memory.isDead()) continue;
+    postToSupervisor({ type: "channel", id: memory.id, buffer: memory.buffer });
+    const gen = memory.load(H.DATA_GEN);
+    const data = memory.knownData(gen);
+    if (data) postToSupervisor({ type: "data", id: memory.id, nonce: memory.nonce, gen, buffer: data });
   }
-  channelsUntilLinked.clear();
   for (const [id, buffer] of heldUntilLinked) postToSupervisor({ type: "object", id, buffer });
   heldUntilLinked.clear();
 });
 
+/**
+ * Grown data areas (ring.ts): this thread publishes the ones it makes to
+ * the supervisor, and fetches from it those other threads made.
+ */
+installDataBuffers({
+  publish(memory, gen, buffer) {
+    channels.getEvenIfDead(memory.id)?.offerData(gen, buffer); // another view of it here may need it too
+    if (isSupervisorLinked()) postToSupervisor({ type: "data", id: memory.id, nonce: memory.nonce, gen, buffer });
+  },
+  resolve(memory, gen) {
+    const known = channels.getEvenIfDead(memory.id)?.knownData(gen);
+    if (known) return known;
+    const buffer = fetchFromSupervisor("data", memory.id, gen);
+    if (!buffer) throw memory.corrupt(`its data area of generation ${gen} was never published`);
+    return buffer;
+  },
+});
+
 function remember(memory: ChannelMemory): ChannelMemory {
-  channels.set(memory.id, new WeakRef(memory));
-  forgetChannel.register(memory, memory.id);
+  channels.set(memory);
   return memory;
 }
 
-/** Registers a channel this thread just created (the supervisor learns of it too). */
+/** Forgets channel `memory` if it is dead (called by whoever closed its last handle here). */
+export function forgetIfDead(memory: ChannelMemory): void {
+  channels.dropIfDead(memory.id);
+}
+
+/** Reusable ids handed to this thread (see allocateChannelId). */
+const freeIds: number[] = [];
+/** Where this thread looks for reusable ids before the supervisor exists (main only). */
+let localIdCursor = 0;
+const FREE_IDS_PER_ASK = 1024;
+
+/**
+ * An id for a new channel: a fresh one while any of the 2^31 - 1 are left;
+ * then the id of a channel that is dead everywhere. Those come from the
+ * supervisor, which knows every live channel and hands out each reusable id
+ * once per pass through the id space (so two threads never get the same
+ * one); before it exists, every channel is this (main) thread's and this
+ * thread's own table tells which ids are free. Throws RangeError only when
+ * some 2^31 channels are all alive at once.
+ */
+export function allocateChannelId(): number {
+  const fresh = nextChannelId();
+  if (fresh !== 0) return fresh;
+  if (freeIds.length === 0) {
+    if (isSupervisorLinked()) freeIds.push(...fetchFreeChannelIds(FREE_IDS_PER_ASK).reverse());
+    else freeIds.push(...localFreeIds(FREE_IDS_PER_ASK).reverse());
+  }
+  const id = freeIds.pop();
+  if (id === undefined) throw new RangeError("createChannel: every channel id is in use by a live channel; close channels you no longer need");
+  return id;
+}
+
+/** Up to `count` ids, from this thread's cursor on, that no channel in this thread's table has. */
+function localFreeIds(count: number): number[] {
+  const ids: number[] = [];
+  for (let looked = 0; looked < MAX_ID && ids.length < count; looked++) {
+    localIdCursor = localIdCursor >= MAX_ID - 1 ? 1 : localIdCursor + 1;
+    if (!channels.get(localIdCursor)) ids.push(localIdCursor);
+  }
+  return ids;
+}
+
+/**
+ * Registers a channel this thread just created, whose ends are already
+ * counted (the supervisor forgets a dead channel, and may look at once).
+ */
 export function registerNewChannel(memory: ChannelMemory): void {
   remember(memory);
   if (isSupervisorLinked()) postToSupervisor({ type: "channel", id: memory.id, buffer: memory.buffer });
-  else channelsUntilLinked.set(memory.id, new WeakRef(memory));
 }
 
 /** This thread's views of channel `id`'s memory, given its buffer (received by postMessage). */
 export function channelFromBuffer(buffer: SharedArrayBuffer): ChannelMemory {
   const memory = new ChannelMemory(buffer);
-  const known = channels.get(memory.id)?.deref();
-  if (known) return known;
-  return remember(memory);
+  return channels.get(memory.id) ?? remember(memory); // a live cached channel with this id is this one
 }
 
 /** This thread's views of channel `id`'s memory; fetched from the supervisor if never seen here. */
 export function channelById(id: number): ChannelMemory {
-  const known = channels.get(id)?.deref();
+  const known = channels.get(id);
   if (known) return known;
   const buffer = fetchFromSupervisor("channel", id);
-  if (!buffer) throw new CorruptDataError(`a message refers to channel ${id}, which no interpreter has registered`);
+  if (!buffer) throw new CorruptDataError(`a message refers to channel ${id}, which no interpreter has registered (or which was closed everywhere)`);
   return channelFromBuffer(buffer);
+}
+
+/** Channel `id` if this thread has it cached and it is alive (never fetches). */
+export function liveChannelIfCached(id: number): ChannelMemory | undefined {
+  return channels.get(id);
+}
+
+/** How many channels this thread's cache holds now (tests and diagnostics). */
+export function cachedChannelCount(): number {
+  return channels.size;
 }
 
 /** The id under which `buffer` travels (deposited with the supervisor once per thread). */
@@ -76,6 +157,7 @@ export function depositObject(buffer: SharedArrayBuffer): number {
   const known = idsOfObjects.get(buffer);
   if (known !== undefined) return known;
   const id = nextObjectId();
+  if (id === 0) throw new RangeError("cannot share another SharedArrayBuffer or sync primitive: all 2^31 - 1 shared-object ids have been used in this process");
   idsOfObjects.set(buffer, id);
   objectsById.set(id, new WeakRef(buffer));
   forgetObject.register(buffer, id);

@@ -1,6 +1,16 @@
 /**
- * A channel's shared memory: one growable SharedArrayBuffer holding a header
- * and a ring of variable-size records. This file owns the layout.
+ * A channel's shared memory: a SharedArrayBuffer holding a header and, at
+ * first, the ring of variable-size records after it; when the ring grows,
+ * a new buffer of the data area alone replaces it (DATA_GEN). This file
+ * owns the layout.
+ *
+ * Why no growable buffer: V8 backs each growable SharedArrayBuffer with a
+ * reservation of its maximum size, two memory mappings of the process's
+ * 65,530 (Linux vm.max_map_count) that live until every thread's wrapper
+ * of it is garbage-collected, and V8 does not count them towards starting
+ * a collection. A server making a channel per request ran out of mappings
+ * (and aborted) after about 30,000. A fixed-size buffer is ordinary heap
+ * memory (calloc), and its bytes do bring on collections.
  *
  * Two locks guard it (mutex.ts): SEND_LOCK, held by a sender, and RECV_LOCK,
  * held by a receiver. A plain send or receive takes only its own side's lock
@@ -30,7 +40,7 @@
  * |--------|-------|------------------------------------------------------------|--------------------------------|
  * | 0      | 4     | MAGIC 0x43484e32 ("CHN2")                                  | creator                        |
  * | 4      | 4     | channel id                                                 | creator                        |
- * | 8      | 4     | capacity: -1 = Infinity, 0 = rendezvous, n = bounded       | creator                        |
+ * | 8      | 4     | capacity: -1 = Infinity, 0 = rendezvous, n = bounded       | creator; both (setCapacity)    |
  * | 12     | 4     | SEND_HANDLES: open send handles, in transit included       | both (handle owners, supervisor)|
  * | 16     | 4     | RECV_HANDLES: open recv handles, in transit included       | both                           |
  * | 20     | 4     | CLOSED bits: 1 no sender left, 2 no receiver left (sticky) | both (last closer)             |
@@ -49,12 +59,20 @@
  * | 72     | 4     | SEQ_TAIL: seq the next message gets = messages ever admitted | send side                    |
  * | 80     | 8     | SENT (float64): messages accepted                          | send side                      |
  * | 88     | 4     | SENDERS_SHORT_OF_BYTES: 1 while a waiting sender of a bounded channel found a slot free but not the bytes; cleared when no sender waits | both |
+ * | 92     | 4     | OVERFLOW: what a send does with no room: 0 wait, 1 drop-newest, 2 drop-oldest, 3 error | creator |
+ * | 96     | 8     | DROPPED (float64): messages discarded by the overflow policy | send side                      |
  * | 124    | 4     | SEND_LOCK: 0 free, else (owner slot + 1) + contended bit   | lockers (mutex.ts)             |
  * | 128    | 4     | HEAD: byte offset of the oldest record (or padding)        | recv side                      |
  * | 132    | 4     | READ: bytes ever freed from the ring                       | recv side                      |
  * | 136    | 4     | SEQ_HEAD: seq of the newest message taken, plus one        | recv side                      |
  * | 140    | 4     | REMOVED: messages ever taken (or dropped after their taker died) | recv side                |
  * | 144    | 8     | RECEIVED (float64): messages taken                         | recv side                      |
+ * | 164    | 16    | TOKEN: 128 random bits naming this channel's incarnation  | creator                        |
+ * |        |       | (ids are reused once dead); checked where a message names  |                                |
+ * |        |       | the channel in another thread (data generations, fetches)  |                                |
+ * | 160    | 4     | DATA_GEN: which buffer holds the data area: 0 = this one,  | both (growth); outside every   |
+ * |        |       | after the header; g > 0 = the g-th replacement, a buffer   | journal snapshot: never rolled |
+ * |        |       | of its own (see grow); only ever increases                 | back                           |
  * | 188    | 4     | RECV_LOCK: like SEND_LOCK                                  | lockers (mutex.ts)             |
  * | 192    | 32    | SEND_WAITERS: bitmap, bit s = party s waits to send        | both (waiting senders)         |
  * | 224    | 32    | RECV_WAITERS: bitmap, bit s = party s waits to recv        | both (waiting receivers)       |
@@ -71,7 +89,7 @@
  * | 5456   | 24    | RECV_JOURNAL snapshot of words 32..37                     | the recv lock holder           |
  * | 5504   | 32    | PROBING_RECEIVERS: bitmap, bit s = party s spins, not      | party s itself (Atomics.or/and,|
  * |        |       | registered, waiting for a message here (channel.ts runSync)| no lock); supervisor if it died|
- * | 8192   | ...   | DATA area: the ring (DATA_SIZE bytes; grows in place)      | senders write, receivers read  |
+ * | 8192   | ...   | DATA area of generation 0: the ring (DATA_SIZE bytes)      | senders write, receivers read  |
  *
  * Record (at an 8-aligned offset of the data area; 16-byte header):
  *
@@ -129,6 +147,29 @@
 import { CorruptDataError } from "./errors.js";
 
 export const HEADER_BYTES = 8192;
+/** Doubling from 64 bytes to the 1 GiB limit takes 24 generations; more means a corrupt DATA_GEN. */
+const MAX_DATA_GENERATIONS = 64;
+
+/**
+ * How a thread finds a grown data area (installed by registry.ts in user
+ * threads, by the supervisor in its own): `publish` makes a new generation
+ * findable before DATA_GEN names it; `resolve` returns generation `gen` of
+ * `memory`'s data area, or throws (CorruptDataError when it cannot exist;
+ * in the supervisor, DataPending while its registration is on the way).
+ */
+export interface DataBuffers {
+  publish(memory: ChannelMemory, gen: number, buffer: SharedArrayBuffer): void;
+  resolve(memory: ChannelMemory, gen: number): SharedArrayBuffer;
+}
+let dataBuffers: DataBuffers = {
+  publish() {},
+  resolve(memory, gen) {
+    throw memory.corrupt(`data generation ${gen} is unknown in this thread`);
+  },
+};
+export function installDataBuffers(hooks: DataBuffers): void {
+  dataBuffers = hooks;
+}
 export const RECORD_HEADER_BYTES = 16;
 const MAGIC = 0x43484e32;
 
@@ -153,15 +194,19 @@ export const H = {
   WRITTEN: 17,
   SEQ_TAIL: 18,
   SENDERS_SHORT_OF_BYTES: 22,
+  OVERFLOW: 23,
   SEND_LOCK: 31,
   HEAD: 32,
   READ: 33,
   SEQ_HEAD: 34,
   REMOVED: 35,
+  DATA_GEN: 40,
+  TOKEN: 41,
   RECV_LOCK: 47,
 } as const;
 
 const F64_SENT = 80 / 8;
+const F64_DROPPED = 96 / 8;
 const F64_RECEIVED = 144 / 8;
 const SEND_WAITERS_WORD = 192 / 4;
 const RECV_WAITERS_WORD = 224 / 4;
@@ -178,9 +223,13 @@ const SEND_JOURNAL_UNDO_WORD = 4484 / 4;
 const SEND_SNAPSHOT_WORD = 4496 / 4;
 const SEND_JOURNAL_ENTRIES_WORD = 4624 / 4;
 const JOURNAL_MAX_ENTRIES = 64;
-/** The words a send-lock-only section may change: TAIL, WRITTEN, SEQ_TAIL, SENT (float64, words 20-21). */
+/**
+ * The words a send-lock-only section may change: TAIL, WRITTEN, SEQ_TAIL,
+ * SENT (float64, words 20-21) and DROPPED (words 24-25); words 22-23 are
+ * written only under both locks, so restoring them is a no-op.
+ */
 const SEND_SIDE_FIRST = 16;
-const SEND_SIDE_END = 22;
+const SEND_SIDE_END = 26;
 const RECV_JOURNAL_VALID_WORD = 5440 / 4;
 /** The recv journal snapshots words [HEAD, RECV_SIDE_END): HEAD, READ, SEQ_HEAD, REMOVED, RECEIVED. */
 const RECV_SNAPSHOT_WORD = 5456 / 4;
@@ -193,6 +242,11 @@ const AREA_HEADER = 1;
 const AREA_DATA = 2;
 /** Holder table index that counts ends carried inside messages or in flight. */
 export const TRANSIT = 256;
+
+/** Overflow policies as stored in OVERFLOW (see channel.ts for their meaning). */
+export const Overflow = { WAIT: 0, DROP_NEWEST: 1, DROP_OLDEST: 2, ERROR: 3 } as const;
+export const OVERFLOW_NAMES = ["wait", "drop-newest", "drop-oldest", "error"] as const;
+export type OverflowPolicy = (typeof OVERFLOW_NAMES)[number];
 
 export const CLOSED_NO_SENDERS = 1;
 export const CLOSED_NO_RECEIVERS = 2;
@@ -233,20 +287,26 @@ export class ChannelMemory {
   /** Roll back each lock's journal (bound once: passed to the lock on every acquisition). */
   readonly rollbackSendBound: () => void = () => void this.rollbackSend();
   readonly rollbackRecvBound: () => void = () => void this.rollbackRecv();
+  /** The buffer holding the header (and the data area of generation 0): what travels to other threads. */
   readonly buffer: SharedArrayBuffer;
   readonly header: Int32Array;
   readonly counters: Float64Array;
   /**
-   * Fixed-length views of the data area, remapped when it grows (see
-   * remapData). Not length-tracking views: on V8 11 an element access through
-   * a length-tracking view of a growable buffer costs ~35x a fixed one.
+   * Views of the data area of generation `dataGen`, switched when another
+   * thread grew it (see dataSize and switchData). Valid only under a lock:
+   * growth takes both.
    */
   data: Uint8Array;
   dataWords: Int32Array;
+  private dataGen = 0;
+  /** The newest data buffer this thread knows of (from its own growth, a fetch, or the supervisor's registrations). */
+  private newestData: { gen: number; buffer: SharedArrayBuffer } | undefined;
   readonly id: number;
+  /** The first word of TOKEN: tells this incarnation of the id from earlier ones. */
+  readonly nonce: number;
   readonly name: string;
-  /** -1 for Infinity. */
-  readonly capacity: number;
+  /** The overflow policy (Overflow.*), fixed at creation. */
+  readonly overflow: number;
   /**
    * This thread's last reads of the other side's counters (see the file
    * comment: each only moves forward while anyone can see it, so an old
@@ -269,13 +329,17 @@ export class ChannelMemory {
     this.buffer = buffer;
     this.header = new Int32Array(buffer, 0, HEADER_BYTES / 4);
     this.counters = new Float64Array(buffer, 0, HEADER_BYTES / 8);
-    const dataBytes = buffer.byteLength - HEADER_BYTES;
+    // Generation 0 until a locked section finds DATA_GEN newer (dataSize).
+    const dataBytes = (buffer.byteLength - HEADER_BYTES) & ~7;
     this.data = new Uint8Array(buffer, HEADER_BYTES, dataBytes);
     this.dataWords = new Int32Array(buffer, HEADER_BYTES, dataBytes >>> 2);
     if (Atomics.load(this.header, H.MAGIC) !== MAGIC) throw new CorruptDataError("shared memory is not a channel (bad magic word)");
     this.id = Atomics.load(this.header, H.ID);
-    this.capacity = Atomics.load(this.header, H.CAPACITY);
-    if (this.capacity < -1) throw new CorruptDataError(`channel ${this.id}: capacity ${this.capacity} out of range`);
+    this.nonce = Atomics.load(this.header, H.TOKEN);
+    const capacity = Atomics.load(this.header, H.CAPACITY);
+    if (capacity < -1) throw new CorruptDataError(`channel ${this.id}: capacity ${capacity} out of range`);
+    this.overflow = Atomics.load(this.header, H.OVERFLOW);
+    if (this.overflow < 0 || this.overflow > Overflow.ERROR) throw new CorruptDataError(`channel ${this.id}: overflow policy ${this.overflow} out of range`);
     const nameLength = Atomics.load(this.header, H.NAME_LEN);
     if (nameLength < 0 || nameLength > NAME_BYTES) throw new CorruptDataError(`channel ${this.id}: name length ${nameLength} out of range`);
     this.name = new TextDecoder().decode(new Uint8Array(buffer, NAME_OFFSET, nameLength).slice());
@@ -337,6 +401,7 @@ export class ChannelMemory {
       return true;
     }
     if (valid !== JOURNAL_BOTH_LOCKS) return false;
+    this.refreshData(); // its undo entries for the data area are for the newest generation
     const count = Math.min(Math.max(Atomics.load(header, SEND_JOURNAL_UNDO_WORD), 0), JOURNAL_MAX_ENTRIES);
     for (let i = count - 1; i >= 0; i--) {
       const at = SEND_JOURNAL_ENTRIES_WORD + i * 3;
@@ -415,8 +480,21 @@ export class ChannelMemory {
       (Atomics.load(h, H.WITHDRAWN) * 0xc2b2ae35) ^
       (Atomics.load(h, H.CLOSED) << 29) ^
       (Atomics.load(h, H.STREAM_RECEIVER) << 21) ^
-      (Atomics.load(h, H.WAITING_RECEIVERS) << 13)
+      (Atomics.load(h, H.WAITING_RECEIVERS) << 13) ^
+      (Atomics.load(h, H.CAPACITY) * 0x27d4eb2f) // setCapacity: a waiter re-checks under the new rule
     );
+  }
+
+  /**
+   * True once both sides are closed (CLOSED has both bits): no handle of the
+   * channel is left in any thread, in a message or in flight (ends in transit
+   * count as handles), so nobody can ever refer to its id again. Sticky: the
+   * bits are only ever set, under both locks. Read without a lock; a torn
+   * read of a corrupt word may say true, and a corrupt channel is then
+   * forgotten by a cache, which only costs a fetch.
+   */
+  isDead(): boolean {
+    return (Atomics.load(this.header, H.CLOSED) & (CLOSED_NO_SENDERS | CLOSED_NO_RECEIVERS)) === (CLOSED_NO_SENDERS | CLOSED_NO_RECEIVERS);
   }
 
   /** `channel 5 "replies"` — how messages name this channel. */
@@ -429,6 +507,71 @@ export class ChannelMemory {
   }
 
   // ---- statistics (float64; SENT on the send side, RECEIVED on the recv side) ----
+  /**
+   * The capacity now: -1 for Infinity, 0 rendezvous, n bounded. It changes
+   * only under both locks (setCapacity), so it is exact under either lock;
+   * outside them a stale value is tolerated (stats, wake-ups, descriptions).
+   * A corrupt word below -1 reads as Infinity here; stats and the deadlock
+   * detector name it.
+   */
+  get capacity(): number {
+    const capacity = this.header[H.CAPACITY]!;
+    return capacity < -1 ? -1 : capacity;
+  }
+  get dropped(): number {
+    return this.counters[F64_DROPPED]!;
+  }
+  set dropped(value: number) {
+    this.counters[F64_DROPPED] = value;
+  }
+
+  /**
+   * Under both locks: discards the oldest message that no receiver has
+   * started to take (one being streamed out is skipped, as is one still
+   * being streamed in), for the drop-oldest policy. Its records become
+   * tombstones (so the buffered count falls at once and the order of what
+   * remains is kept), and tombstones at the head are freed (so its bytes
+   * are free if it was the oldest record). Returns the payload of the
+   * dropped message if it carried channel ends (the caller releases them
+   * after unlocking), true if it dropped one without, false if there was
+   * nothing it may drop.
+   */
+  dropOldest(): Uint8Array | boolean {
+    const streamedOut = this.get(H.STREAM_RECEIVER) !== 0 || this.get(H.STREAM_SENDER) !== 0 ? this.get(H.STREAM_SEQ) : undefined;
+    let victim = -1;
+    let victimSeq = 0;
+    this.forEachRecord((offset) => {
+      if (victim >= 0) return;
+      const flags = this.recordFlags(offset);
+      if (flags & R_TOMBSTONE || !(flags & R_FIRST)) return;
+      const seq = this.recordSeq(offset);
+      if (streamedOut !== undefined && seq === streamedOut) return;
+      victim = offset;
+      victimSeq = seq;
+    });
+    if (victim < 0) return false;
+    const flags = this.recordFlags(victim);
+    const carried = flags & R_ATTACH ? this.payload(victim).slice() : true;
+    this.forEachRecord((offset) => {
+      if (this.recordSeq(offset) === victimSeq && !(this.recordFlags(offset) & R_TOMBSTONE)) {
+        this.setRecordFlags(offset, this.recordFlags(offset) | R_TOMBSTONE);
+      }
+    });
+    this.add(H.WITHDRAWN, 1);
+    this.dropped += 1;
+    this.freeTombstonesAtHead();
+    return carried;
+  }
+
+  /** Under both locks: frees withdrawn records at the head of the ring (their bytes go back to senders). */
+  freeTombstonesAtHead(): void {
+    for (;;) {
+      const at = this.headRecord();
+      if (at < 0 || !(this.recordFlags(at) & R_TOMBSTONE)) return;
+      this.popRecord(at);
+    }
+  }
+
   get sent(): number {
     return this.counters[F64_SENT]!;
   }
@@ -560,16 +703,43 @@ export class ChannelMemory {
 
   // ---- ring ----
   /** Re-creates the data views over the whole buffer (after this or another thread grew it). */
-  private remapData(): void {
-    const dataBytes = this.buffer.byteLength - HEADER_BYTES;
-    this.data = new Uint8Array(this.buffer, HEADER_BYTES, dataBytes);
-    this.dataWords = new Int32Array(this.buffer, HEADER_BYTES, dataBytes >>> 2);
+  /** Makes `buffer` (generation `gen`) this thread's data area. */
+  private mapData(gen: number, buffer: SharedArrayBuffer): void {
+    const offset = gen === 0 ? HEADER_BYTES : 0;
+    const bytes = (buffer.byteLength - offset) & ~7;
+    this.data = new Uint8Array(buffer, offset, bytes);
+    this.dataWords = new Int32Array(buffer, offset, bytes >>> 2);
+    this.dataGen = gen;
+    this.offerData(gen, buffer);
   }
 
-  /** The data area's size, checked (remaps the views if another thread grew it). Under either lock. */
+  /** Remembers `buffer` as data generation `gen` of this channel, if newer than what this thread knows. */
+  offerData(gen: number, buffer: SharedArrayBuffer): void {
+    if (gen > 0 && (!this.newestData || gen > this.newestData.gen)) this.newestData = { gen, buffer };
+  }
+
+  /** The data buffer of generation `gen` if this thread already knows it. */
+  knownData(gen: number): SharedArrayBuffer | undefined {
+    return this.newestData?.gen === gen ? this.newestData.buffer : undefined;
+  }
+
+  /**
+   * Switches this thread's views to the data generation DATA_GEN names, if
+   * another thread grew the ring (under either lock, or before recovering a
+   * dead owner's lock: growth takes both, so it cannot change meanwhile).
+   * Throws CorruptDataError for a generation that cannot exist.
+   */
+  refreshData(): void {
+    const gen = Atomics.load(this.header, H.DATA_GEN);
+    if (gen === this.dataGen) return;
+    if (gen < this.dataGen || gen > MAX_DATA_GENERATIONS) throw this.corrupt(`data generation ${gen} (this thread has ${this.dataGen})`);
+    this.mapData(gen, this.knownData(gen) ?? dataBuffers.resolve(this, gen));
+  }
+
+  /** The data area's size, checked (switches to a grown data area first). Under either lock. */
   dataSize(): number {
+    if (this.header[H.DATA_GEN] !== this.dataGen) this.refreshData();
     const size = this.get(H.DATA_SIZE);
-    if (size > this.data.length) this.remapData();
     if (size < RECORD_HEADER_BYTES || size > this.data.length || (size & 7) !== 0) throw this.corrupt(`data size ${size}`);
     return size;
   }
@@ -815,12 +985,11 @@ export class ChannelMemory {
     const recordsEnd = wrapped ? this.endOfRecordsBeforeWrap(head, size) : 0;
     if (tail !== (head + used) % size) throw this.corrupt(`tail ${tail} is not head ${head} + used ${used}`);
     if (wrapped && recordsEnd + tail + bytes > wanted) return false;
-    // The buffer may already be longer than DATA_SIZE: a growth whose critical
-    // section was rolled back (its thread died) cannot shrink the buffer back.
-    // A SharedArrayBuffer never shrinks, so reuse what is there.
-    wanted = Math.min(max, Math.max(wanted, (this.buffer.byteLength - HEADER_BYTES) & ~7));
-    if (HEADER_BYTES + wanted > this.buffer.byteLength) this.buffer.grow(HEADER_BYTES + wanted);
-    this.remapData();
+    // The data area may already be longer than DATA_SIZE: a growth whose
+    // critical section was rolled back (its thread died) left a newer,
+    // larger generation in place; use what is there.
+    wanted = Math.min(max, Math.max(wanted, this.data.length));
+    if (wanted > this.data.length) this.replaceData(wanted, size);
     this.set(H.DATA_SIZE, wanted);
     if (used === 0) {
       this.set(H.HEAD, 0);
@@ -834,6 +1003,25 @@ export class ChannelMemory {
       Atomics.store(this.header, H.WRITTEN, (this.get(H.READ) + (recordsEnd + tail - head)) | 0);
     }
     return true;
+  }
+
+  /**
+   * Under both locks: moves the data area to a new buffer of `bytes` bytes,
+   * copying the first `size` (the whole ring). The DATA_GEN store is the
+   * switch, after the copy and after the buffer is published (registered
+   * with the supervisor, where other threads fetch it): a thread that dies
+   * before it leaves the old generation untouched; one that dies after it
+   * leaves a full copy, and its section's rollback then restores DATA_SIZE,
+   * HEAD and TAIL over it (DATA_GEN is outside the journal's snapshot).
+   */
+  private replaceData(bytes: number, size: number): void {
+    const gen = this.dataGen + 1;
+    if (gen > MAX_DATA_GENERATIONS) throw this.corrupt(`data generation ${gen}`);
+    const buffer = new SharedArrayBuffer(bytes);
+    new Uint8Array(buffer, 0, size).set(this.data.subarray(0, size));
+    dataBuffers.publish(this, gen, buffer);
+    Atomics.store(this.header, H.DATA_GEN, gen);
+    this.mapData(gen, buffer);
   }
 
   /** Where the records that start at `head` end before the ring wraps (the padding's start). */
@@ -857,14 +1045,17 @@ export function createChannelMemory(options: {
   maxBufferBytes: number;
   maxMessageBytes: number;
   name: string;
+  overflow: number;
 }): SharedArrayBuffer {
   const initial = Math.max(align8(options.bufferBytes), 64);
   const max = Math.max(initial, align8(options.maxBufferBytes));
-  const buffer = new SharedArrayBuffer(HEADER_BYTES + initial, { maxByteLength: HEADER_BYTES + max });
+  const buffer = new SharedArrayBuffer(HEADER_BYTES + initial); // fixed size: see the file comment
   const header = new Int32Array(buffer, 0, HEADER_BYTES / 4);
   header[H.MAGIC] = MAGIC;
   header[H.ID] = options.id;
+  crypto.getRandomValues(header.subarray(H.TOKEN, H.TOKEN + 4));
   header[H.CAPACITY] = options.capacity === Infinity ? -1 : options.capacity;
+  header[H.OVERFLOW] = options.overflow;
   header[H.DATA_SIZE] = initial;
   header[H.MAX_DATA_SIZE] = max;
   header[H.MAX_MESSAGE_BYTES] = options.maxMessageBytes;

@@ -22,13 +22,12 @@
  * no senders; send: no receivers) rejects the select with
  * ChannelClosedError instead of being ready forever (no spinning on it).
  */
-import { attemptOnce, type DrivenOp, heedVerdict, withdrawOnce } from "./channel.js";
+import { attemptOnce, type DrivenOp, heedVerdict, settleSent, withdrawOnce } from "./channel.js";
 import type { RecvChannel, SendChannel } from "./channel.js";
 import { RecvOp, SendOp } from "./channel-ops.js";
 import { mySlot } from "./control.js";
 import { verdictFlag } from "./deadlock.js";
 import { MessageTooLargeError } from "./errors.js";
-import { flavorFor } from "./flavors/index.js";
 import { H } from "./ring.js";
 import { ensureSupervisor } from "./supervisor-link.js";
 import { effectiveSignal } from "./cancellation.js";
@@ -99,7 +98,7 @@ function armOne(entry: SelectCase, index: number, armed: Armed[]): Armed {
     }
     // Receive cases of this same select on this channel are not partners.
     const ownReceivers = (): number => armed.filter((a) => a.op instanceof RecvOp && a.op.memory === memory && a.op.isRegistered).length;
-    const op = new SendOp(memory, flavorFor(memory.capacity), message, true, () => end.ensureOpen("select send"), ownReceivers);
+    const op = new SendOp(memory, message, true, () => end.ensureOpen("select send"), ownReceivers);
     return { index, op, message };
   }
   const end = endOf(entry);
@@ -141,7 +140,7 @@ function disarm(armed: Armed[], winner: Armed | undefined): void {
 
 function resultOf(winner: Armed): SelectResult {
   if (winner.op instanceof RecvOp) return { index: winner.index, value: decodeFromChannel(winner.op.received!) };
-  winner.message!.commit(winner.op.memory);
+  settleSent(winner.message!, winner.op, winner.op.memory);
   return { index: winner.index };
 }
 

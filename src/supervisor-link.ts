@@ -17,24 +17,38 @@
  * consumes its messages.
  */
 import { MessageChannel, type MessagePort, receiveMessageOnPort, type Worker, workerData } from "node:worker_threads";
-import { control, controlBuffer, isSupervisor, mySlot, slotWord, SUPERVISOR_SLOT, WORKER_DATA_KEY, WORD_SUPERVISOR_STARTED } from "./control.js";
+import { control, controlBuffer, isSupervisor, mySlot, P_POSTED, slotWord, SUPERVISOR_SLOT, WORKER_DATA_KEY, WORD_SUPERVISOR_STARTED } from "./control.js";
 import { type DeadlockParty, InterpretersError } from "./errors.js";
 import { spawnWorker } from "./spawn.js";
 
 const FETCH_FIELD = 3;
-/** How long a fetch may take before the supervisor is presumed gone (ms). */
-const FETCH_TIMEOUT_MS = 30_000;
+/**
+ * How long a fetch may take before the supervisor is presumed gone (ms): a
+ * backstop only. The supervisor answers a fetch as soon as it has handled
+ * every registration posted before it (see `registrationsPosted`), at
+ * once for an id it knows or that can never be registered; it never
+ * blocks, so that takes as long as its queue of messages, microseconds to
+ * milliseconds.
+ */
+const FETCH_TIMEOUT_MS = 10_000;
 
 export type SupervisorRequest =
   | { type: "channel"; id: number; buffer: SharedArrayBuffer }
   | { type: "object"; id: number; buffer: SharedArrayBuffer }
-  | { type: "fetch"; kind: "channel" | "object"; id: number; slot: number }
+  /** Generation `gen` of channel `id`'s data area (ring.ts, grow). */
+  | { type: "data"; id: number; nonce: number; gen: number; buffer: SharedArrayBuffer }
+  | { type: "fetch"; kind: FetchKind; id: number; gen?: number; slot: number }
+  /** Up to `count` channel ids no live channel has (after the 2^31 - 1 fresh ones ran out; registry.ts). */
+  | { type: "ids"; count: number; slot: number }
   | { type: "attach"; slot: number; id: number; port: MessagePort }
   | { type: "exited"; slot: number; id: number };
 
+/** What a fetch asks for: a channel's memory, a shared object, or a generation of a channel's data area. */
+export type FetchKind = "channel" | "object" | "data";
+
 /** What the supervisor posts to a party: fetch answers and deadlock verdicts. */
 export type SupervisorMessage =
-  | { kind: "fetch"; buffer: SharedArrayBuffer | null }
+  | { kind: "fetch"; buffer: SharedArrayBuffer | null; ids?: number[] }
   | { kind: "verdict"; mode: "throw" | "report"; message: string; cycle: DeadlockParty[] };
 
 /** Messages read from the port while looking for another kind. */
@@ -70,6 +84,10 @@ export function onSupervisorLinked(callback: () => void): void {
 
 export function postToSupervisor(request: SupervisorRequest): void {
   if (!port) throw new InterpretersError("internal error: no supervisor link in this thread");
+  // Counted before posting: a fetch posted later by anyone (after this
+  // thread sent an end or object whose registration this is) finds the
+  // count raised, so the supervisor knows to wait for this message.
+  if (request.type === "channel" || request.type === "object" || request.type === "data") Atomics.add(control, slotWord(mySlot, P_POSTED), 1);
   const transfer = request.type === "attach" ? [request.port] : [];
   port.postMessage(request, transfer);
 }
@@ -101,26 +119,50 @@ export function ensureSupervisor(): void {
  * when the supervisor does not know the id, or when this thread has no
  * supervisor (only the main thread ever ran).
  */
-export function fetchFromSupervisor(kind: "channel" | "object", id: number): SharedArrayBuffer | null {
+export function fetchFromSupervisor(kind: FetchKind, id: number, gen?: number): SharedArrayBuffer | null {
   if (!port) return null;
+  const what = `${kind} ${id}`;
+  return askSupervisor(gen === undefined ? { type: "fetch", kind, id, slot: mySlot } : { type: "fetch", kind, id, gen, slot: mySlot }, what).buffer;
+}
+
+/** Asks the supervisor for `count` reusable channel ids (see registry.ts); none without a supervisor. */
+export function fetchFreeChannelIds(count: number): number[] {
+  if (!port) return [];
+  return askSupervisor({ type: "ids", count, slot: mySlot }, `${count} free channel ids`).ids ?? [];
+}
+
+/**
+ * Posts `request` and waits (synchronously, at most FETCH_TIMEOUT_MS) for
+ * the answer. Woken by the supervisor's notify after it posted the answer;
+ * re-checks this party's fetch flag.
+ */
+function askSupervisor(request: SupervisorRequest, what: string): Extract<SupervisorMessage, { kind: "fetch" }> {
   const flag = slotWord(mySlot, FETCH_FIELD);
   Atomics.store(control, flag, 0);
-  postToSupervisor({ type: "fetch", kind, id, slot: mySlot });
-  // Woken by the supervisor's notify after it posted the answer; re-checks the flag.
+  postToSupervisor(request);
   const deadline = performance.now() + FETCH_TIMEOUT_MS;
   while (Atomics.load(control, flag) === 0) {
     const remaining = deadline - performance.now();
-    if (remaining <= 0) throw new InterpretersError(`the supervisor did not answer a fetch of ${kind} ${id} within ${FETCH_TIMEOUT_MS} ms`);
+    if (remaining <= 0) {
+      throw new InterpretersError(
+        `the supervisor did not answer a fetch of ${what} within ${FETCH_TIMEOUT_MS} ms; it answers at once unless it has died (a bug: please report it with what ran before)`,
+      );
+    }
     Atomics.wait(control, flag, 0, remaining);
   }
   const answer = takeFromSupervisor("fetch");
-  if (!answer) throw new InterpretersError(`the supervisor flagged an answer for ${kind} ${id} but none arrived`);
-  return answer.buffer;
+  if (!answer) throw new InterpretersError(`the supervisor flagged an answer for ${what} but none arrived`);
+  return answer;
+}
+
+/** Registrations party `slot` has posted to the supervisor, ever (wrapping int32). */
+export function registrationsPosted(slot: number): number {
+  return Atomics.load(control, slotWord(slot, P_POSTED));
 }
 
 /** The supervisor's side of a fetch: post the answer, then raise the flag. */
-export function answerFetch(target: MessagePort, slot: number, buffer: SharedArrayBuffer | null): void {
-  target.postMessage({ kind: "fetch", buffer } satisfies SupervisorMessage);
+export function answerFetch(target: MessagePort, slot: number, buffer: SharedArrayBuffer | null, ids?: number[]): void {
+  target.postMessage((ids ? { kind: "fetch", buffer, ids } : { kind: "fetch", buffer }) satisfies SupervisorMessage);
   const flag = slotWord(slot, FETCH_FIELD);
   Atomics.store(control, flag, 1);
   Atomics.notify(control, flag);

@@ -30,8 +30,8 @@
  * keeps its channel open.
  */
 import { isProxy } from "node:util/types";
-import { clearClaims, markClaimed } from "./control.js";
-import { CorruptDataError } from "./errors.js";
+import { clearClaims, markClaimed, MAX_RECORDED_CLAIMS } from "./control.js";
+import { CorruptDataError, NotShareableError } from "./errors.js";
 import { End } from "./handle.js";
 import type { OutgoingMessage, Received } from "./channel-ops.js";
 import { locked, releaseHandles, wakeWaiters } from "./channel-ops.js";
@@ -280,6 +280,21 @@ export class ChannelMessage implements OutgoingMessage {
     for (const end of this.ends) end.commitMove(`into a message on ${carrier.describe()}`);
   }
 
+  /**
+   * The send completed but the overflow policy discarded the message
+   * (drop-newest): its ends are gone from this thread and closed, as those
+   * of a discarded buffered message are.
+   */
+  discard(carrier: ChannelMemory): void {
+    for (const end of this.ends) {
+      end.commitMove(`into a message on ${carrier.describe()} that its overflow policy discarded`);
+      const memory = end.memory;
+      const { wake, discarded } = locked(memory, () => releaseHandles(memory, end.side, TRANSIT, 1));
+      wakeWaiters(memory, wake);
+      releaseCarriedEnds(discarded);
+    }
+  }
+
   /** The message was refused or withdrawn: its ends come back to this thread. */
   undo(): void {
     for (const end of this.ends) end.undoMove();
@@ -313,6 +328,12 @@ export function encodeForChannel(value: unknown): ChannelMessage {
 
 /** The message for codec bytes [0, length) of `bytes` that carry attachments: the table goes in front. */
 function withAttachments(collector: Collector, bytes: Uint8Array, length: number, words: Int32Array | null): ChannelMessage {
+  const endCount = collector.entries.reduce((n, entry) => n + (entry.end ? 1 : 0), 0);
+  if (endCount > MAX_RECORDED_CLAIMS) {
+    throw new NotShareableError(
+      `a message can carry at most ${MAX_RECORDED_CLAIMS} channel ends, and this one has ${endCount}: send them in several messages (or pass them as call arguments)`,
+    );
+  }
   const table = new Uint8Array(tableBytes(collector.entries.length));
   const view = new DataView(table.buffer);
   view.setUint32(0, collector.entries.length, true);

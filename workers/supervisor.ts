@@ -2,7 +2,12 @@
  * The supervisor: a hidden worker that never runs user code and never
  * blocks, so that it can always
  * - answer fetches: the buffer behind a channel id or shared-object id
- *   (see src/supervisor-link.ts and src/registry.ts);
+ *   (see src/supervisor-link.ts and src/registry.ts), as soon as it has
+ *   handled every registration posted before the fetch: with the buffer,
+ *   or with null for an id that can never be resolved (fail fast);
+ * - hold every channel's memory for as long as the channel lives anywhere
+ *   (a handle, an end in a message or in flight), and forget it once it is
+ *   dead (ChannelMemory.isDead), so that its memory can be freed;
  * - notice that an interpreter died (its port to us closes, whatever the
  *   cause: exit, uncaught error, terminate(), resource limits) and release
  *   every channel end it held, waking whoever waits on those channels,
@@ -11,55 +16,111 @@
  */
 import { MessagePort, workerData } from "node:worker_threads";
 import { releaseParty, seqAfter, tryLockedAfterDeath, wakeWaiters } from "../src/channel-ops.js";
-import { type ClaimRecord, PartyState, takeClaims, setSlotState, slotId, slotState, SUPERVISOR_SLOT, WORKER_DATA_KEY } from "../src/control.js";
-import { ChannelMemory, H } from "../src/ring.js";
+import { type ClaimRecord, MAX_ID, MAX_PARTIES, PartyState, takeClaims, setSlotState, slotId, slotState, SUPERVISOR_SLOT, WORKER_DATA_KEY } from "../src/control.js";
+import { ChannelMemory, H, installDataBuffers } from "../src/ring.js";
+import { ChannelTable } from "../src/channel-table.js";
 import { DeadlockDetector, detectionMillis, setVerdictFlag } from "../src/deadlock.js";
-import { answerFetch, type SupervisorMessage, type SupervisorRequest } from "../src/supervisor-link.js";
+import { answerFetch, registrationsPosted, type SupervisorMessage, type SupervisorRequest } from "../src/supervisor-link.js";
 import { anyoneBlocked, clearWaitOf, wakeParty } from "../src/waiting.js";
 import { carriedEnds, releaseTransitEnd } from "../src/transfer.js";
-import { channelFromBuffer } from "../src/registry.js";
 import { lockStateOf, releasePrimitivesOfDeadParty } from "../src/sync.js";
 import { CorruptDataError } from "../src/errors.js";
 
-const channels = new Map<number, ChannelMemory>();
+/** Every channel that may be alive, by id (dead ones are dropped soon: see channel-table.ts). */
+const channels = new ChannelTable();
 /** Each live party's port, for verdicts. */
 const partyPorts = new Map<number, MessagePort>();
 /** Deposited shared objects by id: SharedArrayBuffers, and the memory of every Lock, Semaphore and Event (deposited at creation). */
 const objects = new Map<number, SharedArrayBuffer>();
-/** Fetches for ids not registered yet: their registration is on its way (posted before the message was sent). */
-const awaiting = new Map<string, Array<{ port: MessagePort; slot: number }>>();
-let registrationsSinceSweep = 0;
+/** Registrations handled from each party slot since it was last freed (compared with its posted count, wrapping). */
+const handled = new Int32Array(MAX_PARTIES);
+
+/**
+ * A fetch for an id not registered yet. Its registration may still be on
+ * its way: posted by a creator on another port before the end or object
+ * was sent, so the fetch may overtake it. `behind` holds, for each party
+ * that had posted registrations not yet handled when the fetch arrived,
+ * the count to reach; once every one is reached (or the party is gone)
+ * and the id is still unknown, it never will be: the answer is null.
+ */
+interface PendingFetch {
+  port: MessagePort;
+  slot: number;
+  behind: Map<number, number>;
+}
+const awaiting = new Map<string, PendingFetch[]>();
+
+/**
+ * The supervisor cannot wait for a fetch (it is what answers them): a data
+ * generation it has not been told of yet (the registration is on its way
+ * from the thread that grew the ring) makes the cleanup that needs it
+ * throw this before changing anything; it is retried a moment later.
+ */
+class DataPending extends Error {}
+installDataBuffers({
+  publish() {
+    throw new Error("internal error: the supervisor never grows a channel");
+  },
+  resolve() {
+    throw new DataPending();
+  },
+});
+/** Data generations registered before their channel (the two come from different threads), by channel id. */
+const dataAhead = new Map<number, { nonce: number; gen: number; buffer: SharedArrayBuffer }>();
 
 function listen(port: MessagePort, slot: number, id: number): void {
   partyPorts.set(slot, port);
-  port.on("message", (request: SupervisorRequest) => handle(request, port));
+  port.on("message", (request: SupervisorRequest) => handle(request, port, slot));
   port.on("close", () => partyGone(slot, id));
 }
 
-function handle(request: SupervisorRequest, port: MessagePort): void {
+function handle(request: SupervisorRequest, port: MessagePort, from: number): void {
   switch (request.type) {
     case "channel": {
-      const memory = channelFromBuffer(request.buffer);
-      channels.set(request.id, memory);
-      serveAwaiting(`channel:${request.id}`, request.buffer);
-      if (++registrationsSinceSweep >= 256) sweepClosedChannels();
+      const memory = new ChannelMemory(request.buffer);
+      const ahead = dataAhead.get(request.id);
+      if (ahead) {
+        dataAhead.delete(request.id);
+        if (ahead.nonce === memory.nonce) memory.offerData(ahead.gen, ahead.buffer); // else: of an earlier channel with this id
+      }
+      channels.set(memory);
+      registrationHandled(from, `channel:${request.id}`, request.buffer);
+      return;
+    }
+    case "data": {
+      const memory = channels.getEvenIfDead(request.id);
+      if (memory?.nonce === request.nonce) memory.offerData(request.gen, request.buffer);
+      else if (!memory) dataAhead.set(request.id, { nonce: request.nonce, gen: request.gen, buffer: request.buffer });
+      registrationHandled(from, `data:${request.id}:${request.gen}`, request.buffer);
       return;
     }
     case "object":
       objects.set(request.id, request.buffer);
-      serveAwaiting(`object:${request.id}`, request.buffer);
+      registrationHandled(from, `object:${request.id}`, request.buffer);
       return;
     case "fetch": {
-      const buffer = request.kind === "channel" ? channels.get(request.id)?.buffer : objects.get(request.id);
-      if (buffer) answerFetch(port, request.slot, buffer);
-      else {
-        const key = `${request.kind}:${request.id}`;
-        const list = awaiting.get(key) ?? [];
-        list.push({ port, slot: request.slot });
-        awaiting.set(key, list);
+      const buffer =
+        request.kind === "channel" ? channels.get(request.id)?.buffer
+        : request.kind === "data" ? channels.get(request.id)?.knownData(request.gen ?? -1)
+        : objects.get(request.id);
+      if (buffer) {
+        answerFetch(port, request.slot, buffer);
+        return;
       }
+      const behind = partiesBehind();
+      if (behind.size === 0) {
+        answerFetch(port, request.slot, null); // nothing is on its way: this id can never be resolved
+        return;
+      }
+      const key = request.kind === "data" ? `data:${request.id}:${request.gen}` : `${request.kind}:${request.id}`;
+      const list = awaiting.get(key) ?? [];
+      list.push({ port, slot: request.slot, behind });
+      awaiting.set(key, list);
       return;
     }
+    case "ids":
+      answerFetch(port, request.slot, null, freeChannelIds(request.count));
+      return;
     case "attach":
       listen(request.port, request.slot, request.id);
       return;
@@ -69,11 +130,61 @@ function handle(request: SupervisorRequest, port: MessagePort): void {
   }
 }
 
-function serveAwaiting(key: string, buffer: SharedArrayBuffer): void {
-  const list = awaiting.get(key);
-  if (!list) return;
-  awaiting.delete(key);
-  for (const { port, slot } of list) answerFetch(port, slot, buffer);
+/**
+ * Reusable channel ids (the fresh ones are used up): from a cursor that
+ * goes round the id space once per 2^31 - 1 ids handed out, skipping every
+ * channel this table holds (alive, or dead and not dropped yet). An id
+ * handed out is not handed out again before the cursor comes round, so
+ * two threads never get the same one, even before its channel registers.
+ */
+let idCursor = 0;
+function freeChannelIds(count: number): number[] {
+  const ids: number[] = [];
+  for (let looked = 0; looked < MAX_ID && ids.length < Math.min(count, 65536); looked++) {
+    idCursor = idCursor >= MAX_ID - 1 ? 1 : idCursor + 1;
+    if (channels.getEvenIfDead(idCursor) === undefined) ids.push(idCursor);
+  }
+  return ids;
+}
+
+/** Parties with registrations posted and not yet handled here, and the count each must reach. */
+function partiesBehind(): Map<number, number> {
+  const behind = new Map<number, number>();
+  for (let slot = 0; slot < SUPERVISOR_SLOT; slot++) {
+    const state = slotState(slot);
+    if (state === PartyState.FREE) continue;
+    const posted = registrationsPosted(slot);
+    if (((posted - handled[slot]!) | 0) > 0) behind.set(slot, posted);
+  }
+  return behind;
+}
+
+/** Party `from`'s registration of `key` was handled: answers fetches waiting for it, and those it was the last hope of. */
+function registrationHandled(from: number, key: string, buffer: SharedArrayBuffer): void {
+  handled[from] = (handled[from]! + 1) | 0;
+  const waiting = awaiting.get(key);
+  if (waiting) {
+    awaiting.delete(key);
+    for (const { port, slot } of waiting) answerFetch(port, slot, buffer);
+  }
+  if (awaiting.size > 0) settleAwaiting(from);
+}
+
+/** Party `from` caught up (or is gone): fetches that were waiting only for it get null. */
+function settleAwaiting(from: number, gone = false): void {
+  for (const [key, list] of awaiting) {
+    for (let i = list.length - 1; i >= 0; i--) {
+      const pending = list[i]!;
+      const target = pending.behind.get(from);
+      if (target === undefined) continue;
+      if (gone || ((handled[from]! - target) | 0) >= 0) pending.behind.delete(from);
+      if (pending.behind.size === 0) {
+        answerFetch(pending.port, pending.slot, null);
+        list.splice(i, 1);
+      }
+    }
+    if (list.length === 0) awaiting.delete(key);
+  }
 }
 
 /**
@@ -88,6 +199,9 @@ function partyGone(slot: number, id: number): void {
   setSlotState(slot, PartyState.EXITED);
   partyPorts.delete(slot);
   clearWaitOf(slot);
+  // Whatever it posted before its port closed has been handled.
+  settleAwaiting(slot, true);
+  takeClaimsOf(slot);
   releaseChannels(slot, [...channels.values()], 0);
 }
 
@@ -103,6 +217,7 @@ function releaseChannels(slot: number, pending: ChannelMemory[], attempt: number
   }
   // Its Locks; Semaphore permits it held are not returned (they are not owned: see src/sync.ts).
   releasePrimitivesOfDeadParty(objects, slot);
+  handled[slot] = 0; // its next occupant's posted count starts at 0 (control.ts initSlot)
   setSlotState(slot, PartyState.FREE);
   sweepClosedChannels();
 }
@@ -112,24 +227,31 @@ function releaseChannels(slot: number, pending: ChannelMemory[], attempt: number
  * (control.ts, claims): released if the message was really taken (after
  * rollbacks, its seq is behind the carrier's SEQ_HEAD). False: retry later.
  */
-const unclaimed = new Map<number, ClaimRecord>();
+const unclaimed = new Map<number, { record: ClaimRecord; carrier: ChannelMemory | undefined }>();
+/**
+ * Takes party `slot`'s claims record when it is found dead, with the
+ * carrier's memory: the carrier is alive then (the party held a recv
+ * handle of it while claiming), but releasing the party's handles may end
+ * it, and a dead channel may leave the table before the record is read.
+ */
+function takeClaimsOf(slot: number): void {
+  const record = takeClaims(slot);
+  if (record) unclaimed.set(slot, { record, carrier: channels.getEvenIfDead(record.carrierId) });
+}
 function releaseUnclaimedEnds(slot: number): boolean {
-  const record = unclaimed.get(slot) ?? takeClaims(slot);
-  if (!record) return true;
-  const carrier = channels.get(record.carrierId);
+  const pending = unclaimed.get(slot);
+  if (!pending) return true;
+  const { record, carrier } = pending;
   if (!carrier || !seqAfter(carrier.get(H.SEQ_HEAD), record.seq)) {
     unclaimed.delete(slot);
-    return true; // rolled back: the ends are in the carrier's ring again
+    return true; // rolled back: the ends are in the carrier's ring again (released with it if it was discarded)
   }
   while (record.ends.length > 0) {
     const { id, kind } = record.ends[0]!;
     const memory = channels.get(id);
     if (memory) {
       const released = onChannel(memory, { value: { wake: 0, discarded: [] } }, () => tryLockedAfterDeath(memory, slot, () => releaseTransitEnd(kind, memory)));
-      if (!released) {
-        unclaimed.set(slot, record);
-        return false;
-      }
+      if (!released) return false; // retried later, from the first end not yet released
       wakeWaiters(memory, released.value.wake);
       releaseCarriedEndsLater(released.value.discarded);
     }
@@ -151,6 +273,8 @@ function onChannel<T>(memory: ChannelMemory, ifCorrupt: T, cleanup: () => T): T 
   try {
     return cleanup();
   } catch (err) {
+    // Busy, like a lock held by a live party: the caller retries (see DataPending).
+    if (err instanceof DataPending) return undefined as T;
     if (!(err instanceof CorruptDataError)) throw err;
     if (!reportedCorrupt.has(memory.id)) {
       reportedCorrupt.add(memory.id);
@@ -206,12 +330,9 @@ function releaseTransit(attempt: number): void {
   if (transitToRelease.length > 0 && !transitRetry) transitRetry = setTimeout(() => releaseTransit(attempt + 1), Math.min(20, 1 + attempt));
 }
 
-/** Forgets channels no handle of which is left anywhere. */
+/** Forgets every dead channel now (after a death, which may have ended many). */
 function sweepClosedChannels(): void {
-  registrationsSinceSweep = 0;
-  for (const [id, memory] of channels) {
-    if (memory.get(H.SEND_HANDLES) === 0 && memory.get(H.RECV_HANDLES) === 0) channels.delete(id);
-  }
+  channels.sweep();
 }
 
 const detector = new DeadlockDetector(
@@ -242,6 +363,7 @@ function scanLater(): void {
         if (!(err instanceof CorruptDataError)) throw err;
       }
     }
+    channels.lookAt(1024); // dead channels go even while nothing new is registered
     scanLater();
   }, Math.min(250, Math.max(10, detectionMillis() / 4)));
 }
