@@ -45,5 +45,5 @@ export function isShareable(value: unknown): boolean {
 }
 export { connectChannel } from "./remote/connect-channel.js";
 export type { ConnectChannelOptions } from "./remote/connect-channel.js";
-export { remoteChannelStats } from "./remote/connect-channel.js";
-export type { SessionReport as RemoteChannelStats } from "./remote/bridge.js";
+export { remoteChannelStats, removeChannel } from "./remote/connect-channel.js";
+export type { RemoteChannelStats } from "./remote/bridge.js";

@@ -23,6 +23,7 @@ import {
   InterpretersError,
   MessageTooLargeError,
   remoteChannelStats,
+  removeChannel,
   select,
   type SendChannel,
   TimeoutError,
@@ -268,6 +269,28 @@ remoteTest("values that cannot cross machines are dropped with a warning and cou
   await assert.rejects(tx.send(new Uint8Array(2 * 1024 * 1024)), MessageTooLargeError);
   tx.close();
   rx.close();
+});
+
+remoteTest("removeChannel: the ends still connected close, and the name starts afresh", async () => {
+  const name = unique("removed");
+  const [rx, tx] = await connectChannel<number>(url, name, { capacity: 7 });
+  await tx.send(1);
+  assert.is(await removeChannel(url, name), true);
+  let sendFailed: unknown;
+  for (let i = 0; i < 10_000 && !sendFailed; i++) await tx.send(i, { timeout: 20_000 }).catch((err: unknown) => (sendFailed = err));
+  assert.instance(sendFailed, ChannelClosedError);
+  let recvFailed: unknown;
+  for (let i = 0; i < 10_000 && !recvFailed; i++) await rx.recv({ timeout: 20_000 }).catch((err: unknown) => (recvFailed = err));
+  assert.instance(recvFailed, ChannelClosedError);
+  rx.close();
+  tx.close();
+  const [rx2, tx2] = await connectChannel<string>(url, name, { capacity: 3 });
+  assert.is((await remoteChannelStats(tx2)).capacity, 3);
+  await tx2.send("again");
+  assert.is(await rx2.recv({ timeout: 10_000 }), "again");
+  rx2.close();
+  tx2.close();
+  assert.is(await removeChannel(url, unique("never-made")), false);
 });
 
 test.run();

@@ -20,7 +20,9 @@ import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManage
 import type { RecvChannel, SendChannel } from "../channel.js";
 import { InterpretersError } from "../errors.js";
 import { Membership } from "./membership.js";
-import { newMemberId, senderSubject, streamName } from "./naming.js";
+import { metaBucket, newMemberId, senderSubject, STATE_KEY, streamName } from "./naming.js";
+import { Kvm } from "@nats-io/kv";
+import { encodeState } from "./state.js";
 import { provision, type ChannelShape, type Provisioned } from "./provision.js";
 import { RecvPump, type RecvCounts } from "./recv-pump.js";
 import { SendPump, type SendCounts } from "./send-pump.js";
@@ -118,7 +120,7 @@ export interface Prepared {
 }
 
 /** What a session did (remoteChannelStats): counts of this process's two pumps, and the channel as the broker has it. */
-export interface SessionReport {
+export interface RemoteChannelStats {
   channel: string;
   /** This connection's member id (the sender id in message ids). */
   member: string;
@@ -154,7 +156,7 @@ export async function prepareChannel(spec: ChannelSpec): Promise<Prepared> {
 }
 
 /** Serves session `id` with the bridge's ends of its two local channels; resolves when both directions are done. */
-export async function serveChannel(id: number, toBroker: RecvChannel<unknown>, fromBroker: SendChannel<unknown>): Promise<SessionReport> {
+export async function serveChannel(id: number, toBroker: RecvChannel<unknown>, fromBroker: SendChannel<unknown>): Promise<RemoteChannelStats> {
   const session = sessions.get(id);
   if (!session) throw new InterpretersError(`internal error: no prepared session ${id}`);
   try {
@@ -165,13 +167,36 @@ export async function serveChannel(id: number, toBroker: RecvChannel<unknown>, f
 }
 
 /** Session `id`'s report with the stream's state from the broker; undefined once the session has ended. */
-export async function sessionStats(id: number): Promise<SessionReport | undefined> {
+export async function sessionStats(id: number): Promise<RemoteChannelStats | undefined> {
   const session = sessions.get(id);
   if (!session) return undefined;
   const report = session.report();
   const info = await connected().jsm.streams.info(streamName(report.channel)).catch(() => undefined);
   if (info) report.stream = { messages: info.state.messages, bytes: info.state.bytes };
   return report;
+}
+
+/**
+ * Removes channel `name` from the broker: marks it closed both ways (so that
+ * every connected process's ends close, through their watch), then deletes
+ * its stream (and consumer) and its state bucket. Resolves whether it existed.
+ */
+export async function removeChannel(name: string): Promise<boolean> {
+  const b = connected();
+  const kvm = new Kvm(b.js);
+  let existed = false;
+  try {
+    const kv = await kvm.open(metaBucket(name));
+    await kv.put(STATE_KEY, encodeState({ v: 1, senders: {}, receivers: {}, sendClosed: true, recvClosed: true }));
+    existed = true;
+  } catch {
+    // no state bucket
+  }
+  // Give connected processes a moment to see "closed" before their stream disappears.
+  if (existed) await new Promise((resolve) => setTimeout(resolve, 200));
+  existed = (await b.jsm.streams.delete(streamName(name)).catch(() => false)) || existed;
+  await b.jsm.streams.delete(`KV_${metaBucket(name)}`).catch(() => false);
+  return existed;
 }
 
 /** Ends a prepared session that will never be served (its caller failed before passing the ends). */
@@ -221,7 +246,7 @@ class Session {
     await this.#membership.start(roles);
   }
 
-  async serve(toBroker: RecvChannel<unknown>, fromBroker: SendChannel<unknown>): Promise<SessionReport> {
+  async serve(toBroker: RecvChannel<unknown>, fromBroker: SendChannel<unknown>): Promise<RemoteChannelStats> {
     const warn = (message: string): void => {
       this.#warnings.push(message);
       if (this.#warnings.length > 20) this.#warnings.shift();
@@ -293,9 +318,9 @@ class Session {
     this.#membership.stop();
   }
 
-  report(): SessionReport {
+  report(): RemoteChannelStats {
     const state = this.#membership.state;
-    const report: SessionReport = {
+    const report: RemoteChannelStats = {
       channel: this.#spec.name,
       member: this.#id,
       capacity: this.#p.shape.capacity,

@@ -12,7 +12,7 @@
 import { create, type Interpreter } from "../interpreter.js";
 import { createChannel, type RecvChannel, type SendChannel } from "../channel.js";
 import { InterpretersError } from "../errors.js";
-import type { BrokerInfo, ChannelSpec, Prepared, SessionReport } from "./bridge.js";
+import type { BrokerInfo, ChannelSpec, Prepared, RemoteChannelStats } from "./bridge.js";
 import { checkChannelName, localName } from "./naming.js";
 
 export interface ConnectChannelOptions {
@@ -63,7 +63,7 @@ interface Connection {
   session: number;
   /** Settles when the session has ended (final is then set, unless the bridge failed). */
   served?: Promise<void>;
-  final?: SessionReport;
+  final?: RemoteChannelStats;
 }
 const connections = new WeakMap<object, Connection>();
 
@@ -154,7 +154,7 @@ export async function connectChannel<T = unknown>(
   connections.set(userRx, connection);
   connections.set(userTx, connection);
   connection.served = bridge.interpreter
-    .call<SessionReport>(bridgeModule, "serveChannel", prepared.id, pumpRx, pumpTx)
+    .call<RemoteChannelStats>(bridgeModule, "serveChannel", prepared.id, pumpRx, pumpTx)
     .then(
       (report) => {
         connection.final = report;
@@ -176,16 +176,38 @@ export async function connectChannel<T = unknown>(
  * Once the connection has ended (both of its directions done), its final
  * counts. Rejects with TypeError for any other object.
  */
-export async function remoteChannelStats(end: RecvChannel<unknown> | SendChannel<unknown>): Promise<SessionReport> {
+export async function remoteChannelStats(end: RecvChannel<unknown> | SendChannel<unknown>): Promise<RemoteChannelStats> {
   const connection = connections.get(end);
   if (!connection) throw new TypeError("remoteChannelStats: this is not an end returned by connectChannel in this thread");
   if (!connection.final) {
-    const live = await connection.bridge.interpreter.call<SessionReport | undefined>(bridgeModule, "sessionStats", connection.session).catch(() => undefined);
+    const live = await connection.bridge.interpreter.call<RemoteChannelStats | undefined>(bridgeModule, "sessionStats", connection.session).catch(() => undefined);
     if (live) return live;
     await connection.served; // it has just ended
   }
   if (connection.final) return connection.final;
   throw new InterpretersError("remoteChannelStats: the connection's bridge has gone");
+}
+
+/**
+ * Deletes the remote channel `name` from the broker: its messages, its
+ * consumer and its recorded state. Processes still connected to it see it
+ * closed both ways (their sends and receives fail with ChannelClosedError);
+ * a later connectChannel creates it afresh. The way to reuse a name whose
+ * channel was closed (closing is otherwise final). Resolves whether the
+ * channel existed; rejects like connectChannel when no server answers.
+ */
+export async function removeChannel(servers: string | string[], name: string, options: { timeout?: number } = {}): Promise<boolean> {
+  const serverList = checkServers(servers);
+  checkChannelName(name);
+  const timeout = checkMillis("timeout", options.timeout, DEFAULT_TIMEOUT);
+  const bridge = await acquireBridge(serverList, timeout);
+  try {
+    return await bridge.interpreter.call<boolean>(bridgeModule, "removeChannel", name);
+  } catch (err) {
+    throw unwrap(err);
+  } finally {
+    releaseBridge(serverList, bridge);
+  }
 }
 
 function checkServers(servers: unknown): string[] {
