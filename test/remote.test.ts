@@ -12,6 +12,9 @@
  * in a temp dir, a free port on 127.0.0.1) and kills it at the end; without
  * nats-server installed every test is skipped, saying so.
  */
+import { spawn } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { suite, assert } from "./_harness.js";
@@ -28,7 +31,7 @@ import {
   type SendChannel,
   TimeoutError,
 } from "../src/index.js";
-import { freePort, natsMissing, startNats, type NatsServer } from "../bench/remote-nats.js";
+import { freePort, natsMissing, startNats, tempDir, type NatsServer } from "../bench/remote-nats.js";
 
 const test = suite("remote");
 const missing = natsMissing();
@@ -291,6 +294,25 @@ remoteTest("removeChannel: the ends still connected close, and the name starts a
   rx2.close();
   tx2.close();
   assert.is(await removeChannel(url, unique("never-made")), false);
+});
+
+remoteTest("the README's snippet for remote channels runs as written", async () => {
+  const root = fileURLToPath(new URL("..", import.meta.url));
+  const readme = readFileSync(`${root}README.md`, "utf8");
+  const section = readme.slice(readme.indexOf("## Channels across machines"));
+  const snippet = /```typescript\n([\s\S]*?)```/.exec(section)?.[1];
+  assert.ok(snippet, "the section has a typescript snippet");
+  const file = `${tempDir("remote-readme-")}/snippet.mts`;
+  writeFileSync(file, snippet!.replaceAll('from "interpreters"', `from ${JSON.stringify(pathToFileURL(`${root}src/index.ts`).href)}`));
+  const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve) => {
+    const child = spawn(process.execPath, ["--import", "tsx", file], { cwd: root, env: { ...process.env, NATS_URL: url }, stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.on("data", (d: Buffer) => (output += d));
+    child.stderr.on("data", (d: Buffer) => (output += d));
+    child.once("exit", (code) => resolve({ code, output }));
+  });
+  assert.is(code, 0, output);
+  assert.match(output, /sum of squares 385/);
 });
 
 test.run();
