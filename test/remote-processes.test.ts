@@ -35,7 +35,7 @@ function remoteTest(name: string, body: () => Promise<void>, timeout = 120_000):
 
 remoteTest("capacities 1, 7, Infinity: 2 sender and 2 receiver processes, every message once, per-sender order, everyone exits", async () => {
   const channels = [1, 7, Infinity].map((capacity) => ({ name: `matrix-${capacity}-${process.pid}`, capacity }));
-  const count = 120;
+  const count = 80;
   const senders = [
     spawnParty({ servers: server.url, role: "send", channels, tag: "A", count, mode: "async" }),
     spawnParty({ servers: server.url, role: "send", channels, tag: "B", count, mode: "interpreter" }),

@@ -54,17 +54,23 @@ for (const capacity of [7, Infinity]) {
       const receiving = (async () => {
         for await (const value of rx) received.push(value);
       })();
+      const t0 = Date.now();
+      const phases: string[] = [];
       for (let r = 1; r <= RESTARTS; r++) {
         const at = Math.floor((count * r) / (RESTARTS + 1));
         while (received.length < at) await new Promise((resolve) => setTimeout(resolve, 5));
+        phases.push(`restart at ${Date.now() - t0} ms`);
         await server.restart();
+        phases.push(`up at ${Date.now() - t0} ms`);
       }
       await sending;
+      phases.push(`sent at ${Date.now() - t0} ms`);
       await receiving;
+      phases.push(`drained at ${Date.now() - t0} ms`);
       const verdict = check({ S: sent }, [received]);
       const stats = await remoteChannelStats(rx);
       const sendStats = await remoteChannelStats(tx);
-      console.log(`    capacity ${capacity}: ${describe(verdict)}; publishes retried ${sendStats.send!.failedAttempts}, duplicates suppressed ${stats.recv!.duplicatesSuppressed}, redelivered ${stats.recv!.redelivered}`);
+      console.log(`    capacity ${capacity}: ${describe(verdict)}; publishes retried ${sendStats.send!.failedAttempts}, duplicates suppressed ${stats.recv!.duplicatesSuppressed}, redelivered ${stats.recv!.redelivered}; ${phases.join(", ")}`);
       assert.is(verdict.lost.length, 0, describe(verdict));
       assert.is(verdict.unexpected.length, 0, describe(verdict));
       assert.is(verdict.duplicates, 0, describe(verdict));

@@ -10,7 +10,7 @@
  * order at every receiver, and nothing else.
  *
  * The seed comes from $SEED (else a fresh one) and starts every failure
- * message. REMOTE_STRESS_ROUNDS=n runs more rounds (default 3).
+ * message. REMOTE_STRESS_ROUNDS=n runs more rounds (default 2).
  */
 import { suite, assert, rng, seedFromEnv } from "./_harness.js";
 import { connectChannel, create, TimeoutError, type RecvChannel, type SendChannel } from "../src/index.js";
@@ -19,7 +19,7 @@ import { check, describe } from "./fixtures/remote-check.js";
 
 const test = suite("remote-stress");
 const missing = natsMissing();
-const ROUNDS = Number(process.env.REMOTE_STRESS_ROUNDS ?? 3);
+const ROUNDS = Number(process.env.REMOTE_STRESS_ROUNDS ?? 2);
 const seed = seedFromEnv();
 let server: NatsServer;
 

@@ -36,9 +36,20 @@ interface Broker {
   nc: NatsConnection;
   js: JetStreamClient;
   jsm: JetStreamManager;
+  /** The same, with a short timeout: for the polls that are repeated anyway (is the channel drained?). */
+  jsmPoll: JetStreamManager;
   maxPayload: number;
   timeout: number;
+  /** Called after every reconnection (the server may have restarted and forgotten open pull requests). */
+  onReconnect: Set<() => void>;
 }
+
+/**
+ * How long a publish waits for the broker's answer before it is sent again
+ * (with the same message id): short, because a broker that crashed never
+ * answers, and every send of a bounded channel waits behind the publish.
+ */
+const PUBLISH_TIMEOUT_MS = 2000;
 
 let broker: Broker | undefined;
 
@@ -92,7 +103,14 @@ export async function connectBroker(servers: string[], timeout: number): Promise
     );
   }
   const js = jetstream(nc, { timeout });
-  broker = { nc, js, jsm, maxPayload: nc.info?.max_payload ?? 1024 * 1024, timeout };
+  const jsmPoll = await jetstreamManager(nc, { timeout: Math.min(timeout, PUBLISH_TIMEOUT_MS), checkAPI: false });
+  broker = { nc, js, jsm, jsmPoll, maxPayload: nc.info?.max_payload ?? 1024 * 1024, timeout, onReconnect: new Set() };
+  const listeners = broker.onReconnect;
+  void (async () => {
+    for await (const status of nc.status()) {
+      if (status.type === "reconnect") for (const listener of listeners) listener();
+    }
+  })().catch(() => {});
   return { server: nc.getServer(), version, maxPayload: broker.maxPayload };
 }
 
@@ -171,7 +189,7 @@ export async function sessionStats(id: number): Promise<RemoteChannelStats | und
   const session = sessions.get(id);
   if (!session) return undefined;
   const report = session.report();
-  const info = await connected().jsm.streams.info(streamName(report.channel)).catch(() => undefined);
+  const info = await connected().jsmPoll.streams.info(streamName(report.channel)).catch(() => undefined);
   if (info) report.stream = { messages: info.state.messages, bytes: info.state.bytes };
   return report;
 }
@@ -261,7 +279,7 @@ class Session {
         subject: senderSubject(this.#spec.name, this.#id),
         senderId: this.#id,
         window: shape.capacity === Infinity ? 128 : 1,
-        publishTimeout: this.#b.timeout,
+        publishTimeout: Math.min(this.#b.timeout, PUBLISH_TIMEOUT_MS),
         local: toBroker,
         warn,
       });
@@ -279,7 +297,7 @@ class Session {
     if (this.#membership.holds("receivers")) {
       this.#recvPump = new RecvPump({
         nc: this.#b.nc,
-        jsm: this.#b.jsm,
+        jsm: this.#b.jsmPoll,
         stream: streamName(this.#spec.name),
         channel: this.#spec.name,
         local: fromBroker,
@@ -291,8 +309,12 @@ class Session {
         sendClosed: () => this.#membership.state?.sendClosed === true,
         warn,
       });
+      const pump = this.#recvPump;
+      const reconnected = (): void => pump.reconnected();
+      this.#b.onReconnect.add(reconnected);
       directions.push(
         this.#recvPump.run().then(async (outcome) => {
+          this.#b.onReconnect.delete(reconnected);
           this.#recvOutcome = outcome;
           const state = await this.#leave("receivers");
           // Drained: whatever the stream still holds was acknowledged already (see RecvPump's drainedNow).

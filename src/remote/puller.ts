@@ -84,6 +84,11 @@ export class Puller {
     this.#o.nc.publish(this.#subject, JSON.stringify({ batch, expires: expiresMs * 1_000_000 }), { reply: this.#inbox });
   }
 
+  /** Takes every open request as gone (after a reconnection: a restarted server forgot them; late deliveries still arrive here). */
+  forgetAll(): void {
+    this.#open.length = 0;
+  }
+
   /** Stops listening (after every request has ended: later deliveries would wait for ackWait). */
   close(): void {
     this.#sub.unsubscribe();

@@ -171,6 +171,13 @@ export class RecvPump {
     wakeUp?.();
   }
 
+  /** The connection came back: a restarted server has forgotten our open pull requests, so ask again now. */
+  reconnected(): void {
+    this.#puller.forgetAll();
+    this.#pull();
+    this.wake();
+  }
+
   /** Every receiver everywhere is gone, or this member was evicted: stop and release everything. */
   stopRemotely(): void {
     this.#stop.abort();
@@ -259,7 +266,7 @@ export class RecvPump {
   #arrive(message: Delivery): void {
     if (this.#finished) this.#release(message);
     else if (this.#mode === "idle" || this.#withdraw.signal.aborted) this.#parked.push(message);
-    else if (this.#offers.size >= MAX_OFFERS) this.#held.push(message);
+    else if (this.#offers.size >= MAX_OFFERS || this.#held.length > 0) this.#held.push(message); // behind those already waiting
     else this.#offer(message);
   }
 
