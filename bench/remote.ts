@@ -13,6 +13,11 @@
  *   one-way send-to-receive p50/p99 (both processes read the machine's
  *   monotonic clock).
  *
+ * - resume (this library only: the plain client's publish into a full
+ *   stream fails, and retrying is the user's business): capacity 1, the
+ *   receiver stalled; how long after a receive a send blocked on the full
+ *   channel completes.
+ *
  * Each repetition runs every case of both systems, alternating which goes
  * first; the table shows medians and the ratios ours/plain. Targets (issue
  * 17): throughput at least 50% of the plain client's, p50 under 2 ms.
@@ -29,6 +34,7 @@ import { connect } from "@nats-io/transport-node";
 import { AckPolicy, DiscardPolicy, jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import { natsVersion, startNats } from "./remote-nats.js";
 import { BENCH_PREFIX, type BenchPartySpec } from "./remote-common.js";
+import { connectChannel } from "../src/index.js";
 
 const QUICK = process.env.BENCH_QUICK === "1";
 const REPS = Number(process.env.BENCH_REPS ?? 3);
@@ -36,6 +42,7 @@ const PROFILE = process.env.BENCH_PROFILE === "1";
 const N = QUICK ? 3000 : 20_000;
 const LATENCY_N = QUICK ? 250 : 1000;
 const PACE_MS = 2;
+const RESUME_SAMPLES = QUICK ? 20 : 60;
 const fromSource = import.meta.url.endsWith(".ts");
 /** The repository (bench/remote.ts runs from dist/bench/ when built). */
 const root = fileURLToPath(new URL(fromSource ? "../" : "../../", import.meta.url));
@@ -93,6 +100,36 @@ async function runCase(url: string, system: System, kind: Run["kind"], jsm: Awai
   return { system, kind, msgsPerSec: (n / (got.lastAt! - sent.firstAt!)) * 1000, p50: got.p50!, p99: got.p99!, received: got.received!, outOfOrder: got.outOfOrder! };
 }
 
+/** Capacity 1, receiver stalled: ms from a receive returning to the blocked send completing, per sample. */
+async function resumeLatencies(url: string, samples: number): Promise<number[]> {
+  const name = `resume${process.pid}x${++serial}`;
+  // Two server lists: sender and receiver get bridges (connections) of their own, as two processes would.
+  const [, tx] = await connectChannel<number>(url, name, { capacity: 1, role: "send" });
+  const [rx] = await connectChannel<number>([url, url], name, { capacity: 1, role: "recv" });
+  await tx.send(0); // stored: the channel is full
+  await tx.send(1); // taken by the sender's bridge, which retries it while the channel is full
+  const latencies: number[] = [];
+  for (let i = 2; i < samples + 2; i++) {
+    let resumedAt = 0;
+    const blocked = tx.send(i).then(() => (resumedAt = performance.now()));
+    await new Promise((resolve) => setTimeout(resolve, 20)); // well blocked by now
+    if (resumedAt) throw new Error("resume: a send on a full channel completed without a receive");
+    await rx.recv();
+    const receivedAt = performance.now();
+    await blocked;
+    latencies.push(resumedAt - receivedAt);
+  }
+  tx.close();
+  for await (const _ of rx); // drain to the close
+  rx.close();
+  return latencies;
+}
+
+function quantile(values: number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)]!;
@@ -108,6 +145,7 @@ async function main(): Promise<void> {
   const startedAt = new Date();
   const loadBefore = loadavg();
   const runs: Run[] = [];
+  const resumes: number[] = [];
   try {
     for (let rep = 0; rep < REPS; rep++) {
       const order: System[] = rep % 2 === 0 ? ["ours", "plain"] : ["plain", "ours"];
@@ -118,6 +156,9 @@ async function main(): Promise<void> {
           process.stderr.write(`rep ${rep + 1}/${REPS} ${kind} ${system}: ${fmt(run.msgsPerSec)} msgs/s, p50 ${fmt(run.p50)} ms, p99 ${fmt(run.p99)} ms\n`);
         }
       }
+      const resume = await resumeLatencies(server.url, RESUME_SAMPLES);
+      resumes.push(...resume);
+      process.stderr.write(`rep ${rep + 1}/${REPS} resume: p50 ${fmt(quantile(resume, 0.5))} ms, p99 ${fmt(quantile(resume, 0.99))} ms\n`);
     }
   } finally {
     await nc.close();
@@ -148,6 +189,10 @@ async function main(): Promise<void> {
     `Throughput ours/plain: **${(ratio * 100).toFixed(0)}%** (target at least 50%: ${ratio >= 0.5 ? "met" : "missed"}). ` +
       `p50 at 500 msgs/s: **${fmt(p50)} ms** (target under 2 ms: ${p50 < 2 ? "met" : "missed"}). ` +
       (runs.every((r) => r.outOfOrder === 0) ? `Every message of every run was received once and in order.` : `OUT OF ORDER: ${runs.filter((r) => r.outOfOrder).map((r) => `${r.system} ${r.kind} ${r.outOfOrder}`).join(", ")}`),
+    ``,
+    `Backpressure, capacity 1 with the receiver stalled (this library; ${resumes.length} samples): a blocked send completes ` +
+      `p50 **${fmt(quantile(resumes, 0.5))} ms**, p99 **${fmt(quantile(resumes, 0.99))} ms** after a receive ` +
+      `(the receive's acknowledgement, then the receiving bridge's announcement of room wakes the sending bridge, which publishes again).`,
     ``,
   ].join("\n");
   process.stdout.write(`${table}\n`);

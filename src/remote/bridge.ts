@@ -20,7 +20,7 @@ import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManage
 import type { RecvChannel, SendChannel } from "../channel.js";
 import { InterpretersError } from "../errors.js";
 import { Membership } from "./membership.js";
-import { metaBucket, newMemberId, senderSubject, STATE_KEY, streamName } from "./naming.js";
+import { metaBucket, newMemberId, roomSubject, senderSubject, STATE_KEY, streamName } from "./naming.js";
 import { Kvm } from "@nats-io/kv";
 import { encodeState } from "./state.js";
 import { provision, type ChannelShape, type Provisioned } from "./provision.js";
@@ -253,7 +253,13 @@ class Session {
       id: this.#id,
       lease: spec.lease,
       onState: (state) => this.#onState(state),
-      onEvicted: (role) => (role === "senders" ? this.#sendPump?.stopRemotely() : this.#recvPump?.stopRemotely()),
+      onEvicted: (role) => {
+        this.#warn(`remote channel "${spec.name}": this process's ${role === "senders" ? "send" : "receive"} end was removed by another process: no heartbeat of ours reached the broker for ${spec.lease} ms`);
+        if (role === "senders") this.#sendPump?.stopRemotely();
+        else this.#recvPump?.stopRemotely();
+      },
+      onEvicting: (role, id, unchangedMs) =>
+        this.#warn(`remote channel "${spec.name}": removed ${role === "senders" ? "sender" : "receiver"} ${id}, whose heartbeat had not changed for ${Math.round(unchangedMs)} ms (its process is gone, or cut off)`),
     });
   }
 
@@ -265,16 +271,14 @@ class Session {
   }
 
   async serve(toBroker: RecvChannel<unknown>, fromBroker: SendChannel<unknown>): Promise<RemoteChannelStats> {
-    const warn = (message: string): void => {
-      this.#warnings.push(message);
-      if (this.#warnings.length > 20) this.#warnings.shift();
-      process.emitWarning(message, "RemoteChannelWarning");
-    };
+    const warn = (message: string): void => this.#warn(message);
     const shape = this.#p.shape;
     const directions: Array<Promise<void>> = [];
     if (this.#membership.holds("senders")) {
       this.#sendPump = new SendPump({
         js: this.#b.js,
+        nc: this.#b.nc,
+        roomSubject: shape.capacity === Infinity ? undefined : roomSubject(this.#spec.name),
         channel: this.#spec.name,
         subject: senderSubject(this.#spec.name, this.#id),
         senderId: this.#id,
@@ -306,6 +310,7 @@ class Session {
         ackWait: this.#spec.ackWait,
         ackTimeout: this.#b.timeout,
         check: this.#check,
+        roomSubject: shape.capacity === Infinity ? undefined : roomSubject(this.#spec.name),
         sendClosed: () => this.#membership.state?.sendClosed === true,
         warn,
       });
@@ -331,6 +336,12 @@ class Session {
       this.#membership.stop();
     }
     return this.report();
+  }
+
+  #warn(message: string): void {
+    this.#warnings.push(message);
+    if (this.#warnings.length > 20) this.#warnings.shift();
+    process.emitWarning(message, "RemoteChannelWarning");
   }
 
   /** Leaves the channel without having served it. */

@@ -25,6 +25,8 @@ export interface MembershipOptions {
   onState(state: ChannelState): void;
   /** Called when a role this member held was removed by someone else (its lease ran out). */
   onEvicted(role: Role): void;
+  /** Called when this member removed another whose lease ran out (diagnostics). */
+  onEvicting?(role: Role, id: string, unchangedMs: number): void;
 }
 
 interface Watched {
@@ -42,6 +44,13 @@ export class Membership {
   #watch: { stop(): void } | undefined;
   /** When each other member's beat last changed, by our clock: "senders/<id>" -> ... */
   readonly #watched = new Map<string, Watched>();
+  /**
+   * When a request of ours to the broker last failed (performance.now()).
+   * While we cannot read the state we cannot tell a member that stopped
+   * renewing from one whose renewals are held up like ours (a leader
+   * election, a restart): a lease is only counted from after that.
+   */
+  #lastFailure = 0;
 
   constructor(options: MembershipOptions) {
     this.#o = options;
@@ -125,6 +134,7 @@ export class Membership {
         const revision = await this.#o.kv.update(STATE_KEY, encodeState(next), entry.revision);
         return this.#seen(null, { state: next, revision });
       } catch (err) {
+        if (!isWrongLastSequence(err)) this.#lastFailure = performance.now();
         if (isWrongLastSequence(err)) {
           await sleep(Math.random() * Math.min(50, 2 ** attempt)); // someone else wrote: read again
           continue;
@@ -142,6 +152,7 @@ export class Membership {
       try {
         return await request();
       } catch (err) {
+        this.#lastFailure = performance.now();
         if (this.#stopped || Date.now() - started > giveUpAfter(this.#o.lease)) throw err;
         await sleep(backoff(attempt));
       }
@@ -163,12 +174,15 @@ export class Membership {
       for (const [key, watched] of this.#watched) {
         const [role, id] = key.split("/") as [Role, string];
         const member = this.#state?.[role][id];
-        if (member && now - watched.since > member.lease) {
-          await this.#change((s) => leave(s, role, id, watched.beat));
+        const unchangedFor = now - Math.max(watched.since, this.#lastFailure);
+        if (member && unchangedFor > member.lease) {
+          const after = await this.#change((s) => leave(s, role, id, watched.beat));
+          if (!after[role][id]) this.#o.onEvicting?.(role, id, unchangedFor);
         }
       }
     } catch {
       // the broker is unreachable: try again at the next round
+      this.#lastFailure = performance.now();
     } finally {
       this.#scheduleRenewal();
     }

@@ -42,6 +42,16 @@ export function senderOfSubject(subject: string): string {
 
 export const CONSUMER_NAME = "receivers";
 
+/**
+ * Core NATS (not stored) subject on which receiving processes of a bounded
+ * channel announce that they took a message (so the stream has room), and
+ * on which its senders listen while the stream is full. Outside `ich.` so
+ * that no channel's stream captures it.
+ */
+export function roomSubject(name: string): string {
+  return `_ICH.room.${name}`;
+}
+
 export function metaBucket(name: string): string {
   return `ICHMETA_${name}`;
 }

@@ -80,6 +80,8 @@ export interface RecvPumpOptions {
   ackWait: number;
   ackTimeout: number;
   check: SequenceCheck;
+  /** Bounded channels: where to announce, after each acknowledgement, that the stream has room. */
+  roomSubject?: string;
   /** Whether every remote sender is gone (state.ts sendClosed). */
   sendClosed(): boolean;
   warn(message: string): void;
@@ -375,6 +377,7 @@ export class RecvPump {
       if (attempt > 0) await sleep(backoff(attempt, 2000));
       try {
         await this.#o.nc.request(message.reply, "+ACK", { timeout: this.#o.ackTimeout });
+        if (this.#o.roomSubject) this.#o.nc.publish(this.#o.roomSubject); // the message is deleted: a waiting sender may go on
         return;
       } catch {
         // try again

@@ -12,13 +12,16 @@
  *
  * A publish refused because the stream is full (capacity n reached, or the
  * byte budget) is retried with the same id after a short wait (1 ms
- * doubling to FULL_RETRY_CAP_MS), never reported as an error: the local
- * senders meanwhile wait in their `send`, which is the backpressure. A
+ * doubling to FULL_RETRY_CAP_MS), or at once when a receiving process says
+ * it took a message (`roomSubject`, bounded channels), never reported as an
+ * error: the local senders meanwhile wait in their `send`, which is the
+ * backpressure. A
  * publish that times out or finds no responder (broker restart, leader
  * election) is retried with backoff, with the same id: stored at most once
  * within the broker's 2-minute de-duplication window.
  */
 import type { JetStreamClient } from "@nats-io/jetstream";
+import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { JetStreamApiError } from "@nats-io/jetstream";
 import { ChannelClosedError, NotShareableError } from "../errors.js";
 import { RecvChannel, SendChannel } from "../channel.js";
@@ -30,6 +33,9 @@ export const FULL_RETRY_CAP_MS = 16;
 
 export interface SendPumpOptions {
   js: JetStreamClient;
+  nc: NatsConnection;
+  /** Where receivers announce room (bounded channels), or undefined. */
+  roomSubject?: string;
   /** The channel's name, for messages. */
   channel: string;
   subject: string;
@@ -60,6 +66,8 @@ export class SendPump {
   readonly counts: SendCounts = { stored: 0, duplicates: 0, fullRetries: 0, failedAttempts: 0, refused: 0 };
   #seq = 0;
   readonly #stop = new AbortController();
+  /** Wakes publishes waiting for room in a full stream. */
+  #roomWaiters: Array<() => void> = [];
 
   constructor(options: SendPumpOptions) {
     this.#o = options;
@@ -83,6 +91,16 @@ export class SendPump {
   async run(): Promise<SendOutcome> {
     const inFlight: Array<Promise<void>> = [];
     let outcome: SendOutcome = "closed-locally";
+    let room: Subscription | undefined;
+    if (this.#o.roomSubject) {
+      room = this.#o.nc.subscribe(this.#o.roomSubject, {
+        callback: () => {
+          const waiters = this.#roomWaiters;
+          this.#roomWaiters = [];
+          for (const wake of waiters) wake();
+        },
+      });
+    }
     try {
       for (;;) {
         let value: unknown;
@@ -111,6 +129,7 @@ export class SendPump {
       await Promise.all(inFlight);
       if (this.#stop.signal.aborted) outcome = "closed-remotely";
     } finally {
+      room?.unsubscribe();
       this.#o.local.close();
     }
     return outcome;
@@ -128,7 +147,7 @@ export class SendPump {
       } catch (err) {
         if (isFull(err)) {
           this.counts.fullRetries++;
-          await sleep(fullWait);
+          await this.#roomOrTimeout(fullWait);
           fullWait = Math.min(FULL_RETRY_CAP_MS, fullWait * 2);
           attempt = 0;
           continue;
@@ -142,6 +161,22 @@ export class SendPump {
         await sleep(backoff(attempt));
       }
     }
+  }
+
+  /** Resolves after `ms`, or earlier when a receiver announces room. */
+  #roomOrTimeout(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        const at = this.#roomWaiters.indexOf(wake);
+        if (at >= 0) this.#roomWaiters.splice(at, 1);
+        resolve();
+      }, ms);
+      this.#roomWaiters.push(wake);
+    });
   }
 }
 
