@@ -90,7 +90,11 @@ const connections = new WeakMap<object, Connection>();
  *   receiver after `ackWait` (at-least-once), and a message redelivered to a
  *   process that already received it is dropped there (per-sender sequence
  *   check). Messages of one sender arrive in the order sent, except one that
- *   was redelivered.
+ *   was redelivered or (Infinity only) whose publish was retried after a
+ *   broker failure while later ones were stored.
+ * - `tryRecv` takes a message only while the bridge offers one: it pulls
+ *   while a receiver of this process waits (blocked in recv, recvSync,
+ *   select, iteration), and stops a second after offers are no longer taken.
  * - The channel closes as a local one does, across processes: when every
  *   connected send end has closed (every local handle of it closed, or its
  *   process gone for `lease` ms), receivers everywhere get what is left,
