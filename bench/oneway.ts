@@ -3,7 +3,11 @@
  * P2 small objects, P5 1 MiB Uint8Array), this library or postMessage over
  * a MessageChannel whose ports were transferred to two workers.
  *
- *   node dist/bench/oneway.js --system lib|pm --payload bytes64|object|mib [--capacity 0|1|64|Infinity]
+ *   node dist/bench/oneway.js --system lib|pm|ringbuf --payload bytes64|object|mib [--capacity 0|1|64|Infinity] [--batch N]
+ *
+ * `--batch N` (lib): sendManySync/recvManySync N at a time. `--system
+ * ringbuf`: ringbuf.js, a lock-free SPSC ring (64-byte payload only), with
+ * room for `capacity` framed messages.
  *
  * Warm-up: up to `warmup` messages or 0.25 s, then an end-of-warm-up marker
  * that the receiver acks (the sender waits for the ack). Measured: the sender sends for a fixed time (clock checked every
@@ -35,15 +39,27 @@ runChild(async (args) => {
 
   let sent: SendReport;
   let recv: RecvReport;
-  if (system === "lib") {
+  const batch = args.batch ? Number(args.batch) : 0;
+  if (system === "ringbuf") {
+    if (kind !== "bytes64") throw new Error("the ringbuf.js row is for 64-byte messages");
+    const { RingBuffer } = await import("ringbuf.js");
+    const slots = Number.isFinite(capacity) && capacity > 0 ? capacity : 800;
+    const sab = RingBuffer.getStorageForCapacity(slots * 65, Uint8Array);
+    phase("create interpreters");
+    const [a, b] = await Promise.all([create({ name: "sender" }), create({ name: "receiver" })]);
+    phase("run");
+    [sent, recv] = await Promise.all([a.call<SendReport>(INTERP_SIDE, "ringbufSend", sab, { ...opts }), b.call<RecvReport>(INTERP_SIDE, "ringbufRecv", sab, { ...opts })]);
+    phase("terminate");
+    await Promise.all([a.terminate(), b.terminate()]);
+  } else if (system === "lib") {
     phase("create interpreters");
     const [a, b] = await Promise.all([create({ name: "sender" }), create({ name: "receiver" })]);
     const [rx, tx] = createChannel({ capacity, name: `data(${capacity})` });
     const [ackRx, ackTx] = createChannel({ capacity: 1, name: "ack" });
     phase("run");
     [sent, recv] = await Promise.all([
-      a.call<SendReport>(INTERP_SIDE, "onewaySend", tx, ackRx, { ...opts }),
-      b.call<RecvReport>(INTERP_SIDE, "onewayRecv", rx, ackTx, { ...opts }),
+      a.call<SendReport>(INTERP_SIDE, batch > 0 ? "onewaySendMany" : "onewaySend", tx, ackRx, { ...opts, batch }),
+      b.call<RecvReport>(INTERP_SIDE, batch > 0 ? "onewayRecvMany" : "onewayRecv", rx, ackTx, { ...opts, batch }),
     ]);
     phase("terminate");
     await Promise.all([a.terminate(), b.terminate()]);

@@ -26,7 +26,7 @@ const REPS = Number(process.env.BENCH_REPS ?? 3);
 const CHILD_TIMEOUT_S = Number(process.env.BENCH_TIMEOUT ?? (QUICK ? 40 : 60));
 const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(",").map((s) => s.trim().toUpperCase())) : undefined;
 
-type Group = "P1" | "P2" | "P3" | "P4" | "P5" | "P6" | "P7" | "P8" | "C";
+type Group = "P1" | "P2" | "P3" | "P4" | "P5" | "P6" | "P7" | "P8" | "C" | "Q1" | "Q2" | "Q3" | "Q4" | "Q5";
 
 interface Case {
   id: string;
@@ -83,9 +83,24 @@ function buildCases(): Case[] {
   // P8: idle receiver.
   add({ group: "P8", workload: "idle receiver, ~2 s", system: "interpreters", variant: "blocked in recvSync", script: "idle.js", args: ["--system", "lib"], headline: "cpuPercent" });
   add({ group: "P8", workload: "idle receiver, ~2 s", system: "postMessage", variant: "worker awaiting a message (reference)", script: "idle.js", args: ["--system", "pm"], headline: "cpuPercent" });
+  // Q1-Q5: issue 13's targets (batches, ringbuf.js, large messages on bounded channels, dropping policies).
+  add({ group: "Q1", workload: "one-way Uint8Array(64), capacity 64", system: "interpreters", variant: "sendSync/recvSync", script: "oneway.js", args: ["--system", "lib", "--payload", "bytes64", "--capacity", "64"], headline: "msgsPerSec" });
+  add({ group: "Q1", workload: "one-way Uint8Array(64), capacity 64", system: "ringbuf.js", variant: "lock-free SPSC ring, 64 messages, spinning", script: "oneway.js", args: ["--system", "ringbuf", "--payload", "bytes64", "--capacity", "64"], headline: "msgsPerSec" });
+  add({ group: "Q2", workload: "one-way Uint8Array(64), batches of 64", system: "interpreters", variant: "capacity 64, sendManySync/recvManySync(64)", script: "oneway.js", args: ["--system", "lib", "--payload", "bytes64", "--capacity", "64", "--batch", "64"], headline: "msgsPerSec" });
+  for (const cap of ["64", "Infinity"]) {
+    add({ group: "Q3", workload: "one-way {id,name,values:[4]}, batches of 64", system: "interpreters", variant: `${capLabel(cap)}, sendManySync/recvManySync(64)`, script: "oneway.js", args: ["--system", "lib", "--payload", "object", "--capacity", cap, "--batch", "64"], headline: "msgsPerSec" });
+  }
+  for (const cap of ["1", "4", "Infinity"]) {
+    add({ group: "Q4", workload: "one-way 1 MiB Uint8Array, default options", system: "interpreters", variant: capLabel(cap), script: "oneway.js", args: ["--system", "lib", "--payload", "mib", "--capacity", cap], headline: "MBps" });
+  }
+  for (const overflow of ["drop-oldest", "drop-newest"]) {
+    add({ group: "Q5", workload: "producer ~10x faster than consumer, 16 KiB", system: "interpreters", variant: `capacity 64, ${overflow}`, script: "drop.js", args: ["--overflow", overflow, "--capacity", "64"], headline: "rssGrowthMiB" });
+  }
   // C: the same messages with no library (bench/minimal.ts), in every repetition like the rest.
   add({ group: "C", workload: "the same messages, no library (reference)", system: "minimal ring", variant: "SPSC ring, both sides spinning, P1/P5 payloads", script: "minimal.js", args: [], headline: "ring800" });
-  return ONLY ? cases.filter((c) => c.group === "C" || ONLY.has(c.group)) : cases;
+  // The Q groups compare with postMessage rows of P1, P2 and P5.
+  const needs = (g: string): boolean => ONLY!.has(g) || (g === "P1" && ONLY!.has("Q2")) || (g === "P2" && ONLY!.has("Q3")) || (g === "P5" && ONLY!.has("Q4"));
+  return ONLY ? cases.filter((c) => c.group === "C" || needs(c.group)) : cases;
 }
 
 interface RunOutcome extends ChildResult {
@@ -297,7 +312,54 @@ function evaluate(aggs: Map<string, Aggregate>): { ratios: Map<string, string>; 
   }
   if (pm8) ratios.set(pm8.c.id, "reference");
   if (minimal) ratios.set(minimal.c.id, "reference for P1");
+  evaluateIssue13(byGroup, alt, capOf, ratios, targets);
   return { ratios, targets };
+}
+
+/** Issue 13's targets: Q1-Q5 against ringbuf.js, postMessage (rows of P1, P2, P5) and the minimal ring. */
+function evaluateIssue13(
+  byGroup: (g: Group) => Aggregate[],
+  alt: (g: Group, system: string) => Aggregate | undefined,
+  capOf: (a: Aggregate) => string,
+  ratios: Map<string, string>,
+  targets: Target[],
+): void {
+  const lib1 = alt("Q1", "interpreters");
+  const ringbuf = alt("Q1", "ringbuf.js");
+  if (lib1 && ringbuf) {
+    const r = (lib1.m.msgsPerSec ?? NaN) / (ringbuf.m.msgsPerSec ?? NaN);
+    ratios.set(lib1.c.id, `${x(r)} ringbuf.js's msgs/s`);
+    ratios.set(ringbuf.c.id, "1x (baseline)");
+    const bad = failedReason(lib1, ringbuf);
+    targets.push({ label: "Q1 64 B cap 64 vs ringbuf.js", met: bad ? undefined : r >= 1, text: bad ? `FAILED (${bad})` : `${x(r)} msgs/s (need ≥1x)` });
+  }
+  const perPm = (g: Group, pmGroup: Group, metric: string, need: number, label: (a: Aggregate) => string): void => {
+    const pm = alt(pmGroup, "postMessage");
+    for (const lib of byGroup(g)) {
+      const r = (lib.m[metric] ?? NaN) / (pm?.m[metric] ?? NaN);
+      ratios.set(lib.c.id, `${x(r)} postMessage's ${metric === "MBps" ? "MB/s" : "msgs/s"}`);
+      const bad = failedReason(lib, pm);
+      targets.push({ label: label(lib), met: bad ? undefined : r >= need, text: bad ? `FAILED (${bad})` : `${x(r)} (need ≥${need}x)` });
+    }
+  };
+  perPm("Q2", "P1", "msgsPerSec", 20, () => "Q2 64 B batches vs postMessage");
+  perPm("Q3", "P2", "msgsPerSec", 3, (a) => `Q3 objects batches cap ${capOf(a)} vs postMessage`);
+  perPm("Q4", "P5", "MBps", 1, (a) => `Q4 1 MiB cap ${capOf(a)} vs postMessage`);
+  const minimal = alt("C", "minimal ring");
+  for (const lib of byGroup("Q4")) {
+    const r = (lib.m.MBps ?? NaN) / (minimal?.m.mibMBps ?? NaN);
+    const bad = failedReason(lib, minimal);
+    ratios.set(lib.c.id, `${ratios.get(lib.c.id)}; ${(r * 100).toFixed(0)}% of the minimal ring's MB/s`);
+    targets.push({ label: `Q4 1 MiB cap ${capOf(lib)} vs minimal ring`, met: bad ? undefined : r >= 0.8, text: bad ? `FAILED (${bad})` : `${(r * 100).toFixed(0)}% of its MB/s (need ≥80%)` });
+  }
+  for (const lib of byGroup("Q5")) {
+    const bad = failedReason(lib);
+    const growth = lib.m.rssGrowthMiB ?? NaN;
+    // Ring: 64 x 16 KiB, doubled for growth; plus V8's 32 MiB of dead young arrays in the consumer (see P7).
+    const bound = 2 + 32;
+    ratios.set(lib.c.id, `received + dropped = sent in every rep; ${sig(lib.m.dropped ?? NaN)} dropped`);
+    targets.push({ label: `Q5 ${lib.c.variant}`, met: bad ? undefined : growth <= bound, text: bad ? `FAILED (${bad})` : `RSS +${sig(growth)} MiB (need ≤ ${bound}: ring + V8's young allowance), drop counts exact` });
+  }
 }
 
 // ------------------------------------------------------------------ table

@@ -18,6 +18,8 @@
  * | 20                        | 4           | deadlock mode: 0 throw, 1 report, 2 off   | configureDeadlockDetection  |
  * | 24                        | 4           | deadlock detection time (ms)              | configureDeadlockDetection  |
  * | 28                        | 4           | parties in a sync wait without timeout    | those parties, supervisor   |
+ * | 32                        | 4           | requests the supervisor refused (a party  | supervisor                  |
+ * |                           |             | reaching for what it was not given)       |                             |
  * | 64                        | 64 × 256    | party table: slot `s` at 64 + 64·s        | see the slot table          |
  * | 64 + 64·256               | 64 × 256    | party names: UTF-8, NAME_BYTES per slot   | the creator, before start   |
  * | 64 + 128·256              | 68 × 256    | select cases of a party's selectSync:     | the party                   |
@@ -68,6 +70,8 @@ export const WORD_DEADLOCK_MODE = 5;
 export const WORD_DEADLOCK_MS = 6;
 /** Parties now blocked in a sync wait without timeout (the deadlock detector scans only while > 0). */
 export const WORD_BLOCKED = 7;
+/** Requests the supervisor refused (wrong capability, speaking for another party, malformed). */
+export const WORD_REFUSED = 8;
 const MAGIC = 0x1e7e5001;
 
 const PARTY_TABLE_BYTES = 64;
@@ -292,6 +296,15 @@ export function slotName(slot: number): string {
   if (slot === SUPERVISOR_SLOT) return "supervisor";
   const length = Math.min(Atomics.load(control, slotWord(slot, P_NAME_LEN)), NAME_BYTES);
   return new TextDecoder().decode(nameBytes.slice(slot * NAME_BYTES, slot * NAME_BYTES + length));
+}
+/** How many requests the supervisor has refused (see WORD_REFUSED). */
+export function refusedRequests(): number {
+  return Atomics.load(control, WORD_REFUSED);
+}
+
+/** The slot of the party that created party `slot` (its "attach" and "exited" are accepted only from there). */
+export function slotCreator(slot: number): number {
+  return Atomics.load(control, slotWord(slot, P_CREATOR));
 }
 export function slotRunning(slot: number): number {
   return Atomics.load(control, slotWord(slot, P_RUNNING));

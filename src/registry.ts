@@ -24,7 +24,7 @@
  * when it starts.
  */
 import { CorruptDataError } from "./errors.js";
-import { ChannelMemory, H, installDataBuffers } from "./ring.js";
+import { ChannelMemory, H, installDataBuffers, type Token } from "./ring.js";
 import { ChannelTable } from "./channel-table.js";
 import { fetchFreeChannelIds, fetchFromSupervisor, isSupervisorLinked, onSupervisorLinked, postToSupervisor } from "./supervisor-link.js";
 import { MAX_ID, nextChannelId, nextObjectId } from "./control.js";
@@ -33,9 +33,10 @@ import { MAX_ID, nextChannelId, nextObjectId } from "./control.js";
 const channels = new ChannelTable();
 
 const objectsById = new Map<number, WeakRef<SharedArrayBuffer>>();
-const idsOfObjects = new WeakMap<SharedArrayBuffer, number>();
+/** Each deposited or fetched object's id and capability, per buffer (this thread's wrapper of it). */
+const idsOfObjects = new WeakMap<SharedArrayBuffer, { id: number; token: Token }>();
 /** Objects deposited before the supervisor existed (main thread only). */
-const heldUntilLinked = new Map<number, SharedArrayBuffer>();
+const heldUntilLinked = new Map<number, { buffer: SharedArrayBuffer; token: Token }>();
 const forgetObject = new FinalizationRegistry<number>((id) => {
   if (!objectsById.get(id)?.deref()) objectsById.delete(id);
 });
@@ -47,9 +48,9 @@ onSupervisorLinked(() => {
     postToSupervisor({ type: "channel", id: memory.id, buffer: memory.buffer });
     const gen = memory.load(H.DATA_GEN);
     const data = memory.knownData(gen);
-    if (data) postToSupervisor({ type: "data", id: memory.id, nonce: memory.nonce, gen, buffer: data });
+    if (data) postToSupervisor({ type: "data", id: memory.id, token: memory.token(), gen, buffer: data });
   }
-  for (const [id, buffer] of heldUntilLinked) postToSupervisor({ type: "object", id, buffer });
+  for (const [id, { buffer, token }] of heldUntilLinked) postToSupervisor({ type: "object", id, token, buffer });
   heldUntilLinked.clear();
 });
 
@@ -60,12 +61,12 @@ onSupervisorLinked(() => {
 installDataBuffers({
   publish(memory, gen, buffer) {
     channels.getEvenIfDead(memory.id)?.offerData(gen, buffer); // another view of it here may need it too
-    if (isSupervisorLinked()) postToSupervisor({ type: "data", id: memory.id, nonce: memory.nonce, gen, buffer });
+    if (isSupervisorLinked()) postToSupervisor({ type: "data", id: memory.id, token: memory.token(), gen, buffer });
   },
   resolve(memory, gen) {
     const known = channels.getEvenIfDead(memory.id)?.knownData(gen);
     if (known) return known;
-    const buffer = fetchFromSupervisor("data", memory.id, gen);
+    const buffer = fetchFromSupervisor("data", memory.id, { gen, token: memory.token() });
     if (!buffer) throw memory.corrupt(`its data area of generation ${gen} was never published`);
     return buffer;
   },
@@ -133,12 +134,19 @@ export function channelFromBuffer(buffer: SharedArrayBuffer): ChannelMemory {
   return channels.get(memory.id) ?? remember(memory); // a live cached channel with this id is this one
 }
 
-/** This thread's views of channel `id`'s memory; fetched from the supervisor if never seen here. */
-export function channelById(id: number): ChannelMemory {
+/**
+ * This thread's views of channel `id`'s memory, for an end that arrived in
+ * a message with capability `token`; fetched from the supervisor (which
+ * checks the token) if not known here. Throws CorruptDataError when no
+ * live channel has that id and token.
+ */
+export function channelById(id: number, token: Token): ChannelMemory {
   const known = channels.get(id);
-  if (known) return known;
-  const buffer = fetchFromSupervisor("channel", id);
-  if (!buffer) throw new CorruptDataError(`a message refers to channel ${id}, which no interpreter has registered (or which was closed everywhere)`);
+  if (known?.hasToken(token)) return known;
+  const buffer = fetchFromSupervisor("channel", id, { token });
+  if (!buffer) {
+    throw new CorruptDataError(`a message refers to channel ${id}, which no live channel with that capability is (never registered, closed everywhere, or a forged end)`);
+  }
   return channelFromBuffer(buffer);
 }
 
@@ -152,28 +160,42 @@ export function cachedChannelCount(): number {
   return channels.size;
 }
 
-/** The id under which `buffer` travels (deposited with the supervisor once per thread). */
-export function depositObject(buffer: SharedArrayBuffer): number {
+/** A fresh 128-bit capability. */
+function newToken(): Token {
+  const words = crypto.getRandomValues(new Int32Array(4));
+  return [words[0]!, words[1]!, words[2]!, words[3]!];
+}
+
+/**
+ * The id under which `buffer` travels, and the capability that opens it
+ * (deposited with the supervisor once per thread and buffer).
+ */
+export function depositObject(buffer: SharedArrayBuffer): { id: number; token: Token } {
   const known = idsOfObjects.get(buffer);
   if (known !== undefined) return known;
   const id = nextObjectId();
   if (id === 0) throw new RangeError("cannot share another SharedArrayBuffer or sync primitive: all 2^31 - 1 shared-object ids have been used in this process");
-  idsOfObjects.set(buffer, id);
+  const deposited = { id, token: newToken() };
+  idsOfObjects.set(buffer, deposited);
   objectsById.set(id, new WeakRef(buffer));
   forgetObject.register(buffer, id);
-  if (isSupervisorLinked()) postToSupervisor({ type: "object", id, buffer });
-  else heldUntilLinked.set(id, buffer);
-  return id;
+  if (isSupervisorLinked()) postToSupervisor({ type: "object", id, token: deposited.token, buffer });
+  else heldUntilLinked.set(id, { buffer, token: deposited.token });
+  return deposited;
 }
 
-/** The shared object deposited under `id`. */
-export function objectById(id: number): SharedArrayBuffer {
-  const known = objectsById.get(id)?.deref() ?? heldUntilLinked.get(id);
-  if (known) return known;
-  const buffer = fetchFromSupervisor("object", id);
-  if (!buffer) throw new CorruptDataError(`a message refers to shared object ${id}, which was never deposited`);
+/** The shared object deposited under `id` with capability `token`. Throws CorruptDataError when there is none. */
+export function objectById(id: number, token: Token): SharedArrayBuffer {
+  const known = objectsById.get(id)?.deref() ?? heldUntilLinked.get(id)?.buffer;
+  if (known && sameToken(idsOfObjects.get(known)?.token, token)) return known;
+  const buffer = fetchFromSupervisor("object", id, { token });
+  if (!buffer) throw new CorruptDataError(`a message refers to shared object ${id}, which no object with that capability is (never deposited, or a forged reference)`);
   objectsById.set(id, new WeakRef(buffer));
-  idsOfObjects.set(buffer, id);
+  idsOfObjects.set(buffer, { id, token });
   forgetObject.register(buffer, id);
   return buffer;
+}
+
+function sameToken(a: Token | undefined, b: Token): boolean {
+  return a !== undefined && a[0] === b[0] && a[1] === b[1] && a[2] === b[2] && a[3] === b[3];
 }

@@ -243,6 +243,9 @@ const AREA_DATA = 2;
 /** Holder table index that counts ends carried inside messages or in flight. */
 export const TRANSIT = 256;
 
+/** A 128-bit capability (four int32 words): a channel's TOKEN, or a shared object's (registry.ts). */
+export type Token = readonly [number, number, number, number];
+
 /** Overflow policies as stored in OVERFLOW (see channel.ts for their meaning). */
 export const Overflow = { WAIT: 0, DROP_NEWEST: 1, DROP_OLDEST: 2, ERROR: 3 } as const;
 export const OVERFLOW_NAMES = ["wait", "drop-newest", "drop-oldest", "error"] as const;
@@ -302,8 +305,6 @@ export class ChannelMemory {
   /** The newest data buffer this thread knows of (from its own growth, a fetch, or the supervisor's registrations). */
   private newestData: { gen: number; buffer: SharedArrayBuffer } | undefined;
   readonly id: number;
-  /** The first word of TOKEN: tells this incarnation of the id from earlier ones. */
-  readonly nonce: number;
   readonly name: string;
   /** The overflow policy (Overflow.*), fixed at creation. */
   readonly overflow: number;
@@ -335,7 +336,6 @@ export class ChannelMemory {
     this.dataWords = new Int32Array(buffer, HEADER_BYTES, dataBytes >>> 2);
     if (Atomics.load(this.header, H.MAGIC) !== MAGIC) throw new CorruptDataError("shared memory is not a channel (bad magic word)");
     this.id = Atomics.load(this.header, H.ID);
-    this.nonce = Atomics.load(this.header, H.TOKEN);
     const capacity = Atomics.load(this.header, H.CAPACITY);
     if (capacity < -1) throw new CorruptDataError(`channel ${this.id}: capacity ${capacity} out of range`);
     this.overflow = Atomics.load(this.header, H.OVERFLOW);
@@ -495,6 +495,18 @@ export class ChannelMemory {
    */
   isDead(): boolean {
     return (Atomics.load(this.header, H.CLOSED) & (CLOSED_NO_SENDERS | CLOSED_NO_RECEIVERS)) === (CLOSED_NO_SENDERS | CLOSED_NO_RECEIVERS);
+  }
+
+  /** This channel's capability (TOKEN). */
+  token(): Token {
+    const h = this.header;
+    return [h[H.TOKEN]!, h[H.TOKEN + 1]!, h[H.TOKEN + 2]!, h[H.TOKEN + 3]!];
+  }
+
+  /** Does `token` open this channel? */
+  hasToken(token: Token): boolean {
+    const h = this.header;
+    return h[H.TOKEN] === token[0] && h[H.TOKEN + 1] === token[1] && h[H.TOKEN + 2] === token[2] && h[H.TOKEN + 3] === token[3];
   }
 
   /** `channel 5 "replies"` — how messages name this channel. */

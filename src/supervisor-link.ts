@@ -19,6 +19,7 @@
 import { MessageChannel, type MessagePort, receiveMessageOnPort, type Worker, workerData } from "node:worker_threads";
 import { control, controlBuffer, isSupervisor, mySlot, P_POSTED, slotWord, SUPERVISOR_SLOT, WORKER_DATA_KEY, WORD_SUPERVISOR_STARTED } from "./control.js";
 import { type DeadlockParty, InterpretersError } from "./errors.js";
+import type { Token } from "./ring.js";
 import { spawnWorker } from "./spawn.js";
 
 const FETCH_FIELD = 3;
@@ -34,10 +35,11 @@ const FETCH_TIMEOUT_MS = 10_000;
 
 export type SupervisorRequest =
   | { type: "channel"; id: number; buffer: SharedArrayBuffer }
-  | { type: "object"; id: number; buffer: SharedArrayBuffer }
+  | { type: "object"; id: number; token: Token; buffer: SharedArrayBuffer }
   /** Generation `gen` of channel `id`'s data area (ring.ts, grow). */
-  | { type: "data"; id: number; nonce: number; gen: number; buffer: SharedArrayBuffer }
-  | { type: "fetch"; kind: FetchKind; id: number; gen?: number; slot: number }
+  | { type: "data"; id: number; token: Token; gen: number; buffer: SharedArrayBuffer }
+  /** `token` is the capability (ring.ts TOKEN, or the object's): without it nothing is handed out. */
+  | { type: "fetch"; kind: FetchKind; id: number; gen?: number; token: Token; slot: number }
   /** Up to `count` channel ids no live channel has (after the 2^31 - 1 fresh ones ran out; registry.ts). */
   | { type: "ids"; count: number; slot: number }
   | { type: "attach"; slot: number; id: number; port: MessagePort }
@@ -119,10 +121,11 @@ export function ensureSupervisor(): void {
  * when the supervisor does not know the id, or when this thread has no
  * supervisor (only the main thread ever ran).
  */
-export function fetchFromSupervisor(kind: FetchKind, id: number, gen?: number): SharedArrayBuffer | null {
+export function fetchFromSupervisor(kind: FetchKind, id: number, what: { token: Token; gen?: number }): SharedArrayBuffer | null {
   if (!port) return null;
-  const what = `${kind} ${id}`;
-  return askSupervisor(gen === undefined ? { type: "fetch", kind, id, slot: mySlot } : { type: "fetch", kind, id, gen, slot: mySlot }, what).buffer;
+  const request: SupervisorRequest =
+    what.gen === undefined ? { type: "fetch", kind, id, token: what.token, slot: mySlot } : { type: "fetch", kind, id, gen: what.gen, token: what.token, slot: mySlot };
+  return askSupervisor(request, `${kind} ${id}`).buffer;
 }
 
 /** Asks the supervisor for `count` reusable channel ids (see registry.ts); none without a supervisor. */

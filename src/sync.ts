@@ -135,7 +135,7 @@ class PrimitiveMemory {
     Atomics.store(words, W_MAGIC, MAGIC_BASE + tag);
     Atomics.store(words, W_STATE, state);
     Atomics.store(words, W_AUX, aux);
-    Atomics.store(words, W_ID, depositObject(buffer));
+    Atomics.store(words, W_ID, depositObject(buffer).id);
     return new PrimitiveMemory(buffer, tag);
   }
 

@@ -6,15 +6,20 @@
  * Through a channel, attachments travel as ids in a table in front of the
  * codec bytes (the record carries R_ATTACH):
  *
- * | offset  | size | meaning                                                      |
- * |---------|------|--------------------------------------------------------------|
- * | 0       | 4    | n: number of attachments (little-endian u32)                 |
- * | 4 + 8·i | 1    | kind: 1 send end, 2 recv end, 3 SharedArrayBuffer, 4 shared object |
- * | 5 + 8·i | 1    | shared-object tag (kind 4: which SharedKind), else 0          |
- * | 6 + 8·i | 2    | zero                                                         |
- * | 8 + 8·i | 4    | channel id (ends) or object id (buffers, shared objects)     |
- * | 4 + 8·n | 4    | zero (so that the codec bytes start 8-aligned, see ring.ts)  |
- * | 8 + 8·n | ...  | codec bytes                                                  |
+ * | offset   | size | meaning                                                      |
+ * |----------|------|--------------------------------------------------------------|
+ * | 0        | 4    | n: number of attachments (little-endian u32)                 |
+ * | 4 + 24·i | 1    | kind: 1 send end, 2 recv end, 3 SharedArrayBuffer, 4 shared object |
+ * | 5 + 24·i | 1    | shared-object tag (kind 4: which SharedKind), else 0          |
+ * | 6 + 24·i | 2    | zero                                                         |
+ * | 8 + 24·i | 4    | channel id (ends) or object id (buffers, shared objects)     |
+ * | 12 + 24·i| 16   | capability: the channel's or object's 128-bit random token   |
+ * | 4 + 24·n | 4    | zero (so that the codec bytes start 8-aligned, see ring.ts)  |
+ * | 8 + 24·n | ...  | codec bytes                                                  |
+ *
+ * The capability is what opens the channel or object in another thread:
+ * the supervisor hands out its memory only to a fetch that presents it
+ * (registry.ts), so knowing an id opens nothing.
  *
  * A top-level Uint8Array or ArrayBuffer travels as its bytes alone (the
  * record carries R_RAW_BYTES or R_RAW_BUFFER): no codec, no copy on the
@@ -36,7 +41,7 @@ import { End } from "./handle.js";
 import type { OutgoingMessage, Received } from "./channel-ops.js";
 import { locked, releaseHandles, wakeWaiters } from "./channel-ops.js";
 import { channelById, channelFromBuffer, depositObject, objectById } from "./registry.js";
-import { type ChannelMemory, R_ATTACH, R_RAW_BUFFER, R_RAW_BYTES, type Side, TRANSIT } from "./ring.js";
+import { type ChannelMemory, R_ATTACH, R_RAW_BUFFER, R_RAW_BYTES, type Side, type Token, TRANSIT } from "./ring.js";
 import { type Attacher, decode, Encoder, type Resolver } from "./serialization.js";
 
 const EMPTY_BYTES = new Uint8Array(0);
@@ -44,7 +49,9 @@ const KIND_SEND_END = 1;
 const KIND_RECV_END = 2;
 const KIND_BUFFER = 3;
 const KIND_OBJECT = 4;
-const ENTRY_BYTES = 8;
+const ENTRY_BYTES = 24;
+/** Words of a capability token (128 bits). */
+const TOKEN_WORDS = 4;
 
 /** Bytes of an attachment table of `count` entries: a multiple of 8 (the codec bytes follow it 8-aligned). */
 function tableBytes(count: number): number {
@@ -118,6 +125,14 @@ interface Entry {
   tag?: number;
   end?: End;
   buffer?: SharedArrayBuffer;
+}
+
+/** An attachment as read back from a table: what it is, and the capability that opens it. */
+interface TableEntry {
+  kind: number;
+  id: number;
+  tag: number;
+  token: Token;
 }
 
 /** Collects the attachments of one value being encoded. */
@@ -339,10 +354,16 @@ function withAttachments(collector: Collector, bytes: Uint8Array, length: number
   view.setUint32(0, collector.entries.length, true);
   const ends: End[] = [];
   collector.entries.forEach((entry, i) => {
-    if (entry.buffer) entry.id = depositObject(entry.buffer);
+    let token: Token;
+    if (entry.buffer) {
+      const deposited = depositObject(entry.buffer);
+      entry.id = deposited.id;
+      token = deposited.token;
+    } else token = entry.end!.memory.token();
     view.setUint8(4 + ENTRY_BYTES * i, entry.kind);
     view.setUint8(5 + ENTRY_BYTES * i, entry.tag ?? 0);
     view.setUint32(8 + ENTRY_BYTES * i, entry.id, true);
+    for (let w = 0; w < TOKEN_WORDS; w++) view.setInt32(12 + ENTRY_BYTES * i + 4 * w, token[w]!, true);
   });
   try {
     for (const entry of collector.entries) {
@@ -359,17 +380,20 @@ function withAttachments(collector: Collector, bytes: Uint8Array, length: number
 }
 
 /** Reads the attachment table at the front of `payload`; returns the entries and where the codec bytes start. */
-function readTable(payload: Uint8Array): { entries: Array<{ kind: number; id: number; tag: number }>; bodyStart: number } {
+function readTable(payload: Uint8Array): { entries: TableEntry[]; bodyStart: number } {
   if (payload.length < 4) throw new CorruptDataError("message attachment table is truncated");
   const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   const count = view.getUint32(0, true);
+  if (count > payload.length) throw new CorruptDataError(`message declares ${count} attachments, more than its ${payload.length} bytes hold`);
   const bodyStart = tableBytes(count);
   if (bodyStart > payload.length) throw new CorruptDataError(`message declares ${count} attachments, more than its ${payload.length} bytes hold`);
-  const entries: Array<{ kind: number; id: number; tag: number }> = [];
+  const entries: TableEntry[] = [];
   for (let i = 0; i < count; i++) {
-    const kind = view.getUint8(4 + ENTRY_BYTES * i);
+    const at = 4 + ENTRY_BYTES * i;
+    const kind = view.getUint8(at);
     if (kind < KIND_SEND_END || kind > KIND_OBJECT) throw new CorruptDataError(`message attachment ${i} has unknown kind ${kind}`);
-    entries.push({ kind, id: view.getUint32(8 + ENTRY_BYTES * i, true), tag: view.getUint8(5 + ENTRY_BYTES * i) });
+    const token: Token = [view.getInt32(at + 8, true), view.getInt32(at + 12, true), view.getInt32(at + 16, true), view.getInt32(at + 20, true)];
+    entries.push({ kind, id: view.getUint32(at + 4, true), tag: view.getUint8(at + 1), token });
   }
   return { entries, bodyStart };
 }
@@ -415,10 +439,10 @@ export function decodeFromChannel(received: Received): unknown {
       const entry = entries[index];
       if (!entry) throw new CorruptDataError(`message refers to attachment ${index} of ${entries.length}`);
       let value: unknown;
-      if (entry.kind === KIND_BUFFER) value = objectById(entry.id);
-      else if (entry.kind === KIND_OBJECT) value = rebuildShared(entry.tag, objectById(entry.id));
+      if (entry.kind === KIND_BUFFER) value = objectById(entry.id, entry.token);
+      else if (entry.kind === KIND_OBJECT) value = rebuildShared(entry.tag, objectById(entry.id, entry.token));
       else {
-        const end = End.claimFromTransit(channelById(entry.id), sideOfKind(entry.kind));
+        const end = End.claimFromTransit(channelById(entry.id, entry.token), sideOfKind(entry.kind));
         markClaimed(endIndex.get(index)!);
         claimed.push(end);
         value = handleFor(end);
@@ -444,7 +468,7 @@ export function decodeFromChannel(received: Received): unknown {
  */
 export function releaseCarriedEnds(payloads: Uint8Array[]): void {
   for (const payload of payloads) {
-    let entries: Array<{ kind: number; id: number }>;
+    let entries: TableEntry[];
     try {
       entries = readTable(payload).entries;
     } catch {
@@ -452,7 +476,7 @@ export function releaseCarriedEnds(payloads: Uint8Array[]): void {
     }
     for (const entry of entries) {
       if (!isEnd(entry.kind)) continue;
-      const memory = channelById(entry.id);
+      const memory = channelById(entry.id, entry.token);
       const { wake, discarded } = locked(memory, () => releaseHandles(memory, sideOfKind(entry.kind), TRANSIT, 1));
       wakeWaiters(memory, wake);
       releaseCarriedEnds(discarded);

@@ -13,27 +13,25 @@ import { suite, assert, withTimeout } from "./_harness.js";
 const test = suite("readme");
 const root = fileURLToPath(new URL("..", import.meta.url));
 const readme = readFileSync(join(root, "README.md"), "utf8");
-const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]!);
+/**
+ * Each block, and what it must print: the texts of the HTML comment
+ * `<!-- prints: a | b | c -->` right after it (invisible on a rendered
+ * page), found in its output in that order. A block without one must
+ * still exit 0.
+ */
+const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```\n(?:<!-- prints: (.*?) -->\n)?/g)].map((m) => ({
+  code: m[1]!,
+  prints: m[2] ? m[2].split(" | ") : [],
+}));
 const entry = pathToFileURL(join(root, "src/index.ts")).href;
 const dir = mkdtempSync(join(tmpdir(), "interpreters-readme-"));
 
-/** What each snippet must print (in order), by snippet index. */
-const expected: Record<number, string[]> = {
-  0: ["false", "hello", "world", "true"],
-  1: ["1", "4", "9"],
-  2: ["true RangeError"],
-  3: ["was moved into a message on channel", "pong"],
-  4: ["true false", "value.handlers[2]"],
-  5: ["{ index: 1, value: 'from fast' }", "0 offer"],
-  6: ["20000"],
-  7: ["bad input 1"],
-};
-
-test("the README has the snippets this test expects", () => {
-  assert.is(blocks.length, Object.keys(expected).length);
+test("the README has snippets, and most say what they print", () => {
+  assert.ok(blocks.length >= 8, `${blocks.length} snippets`);
+  assert.ok(blocks.filter((b) => b.prints.length > 0).length >= blocks.length / 2, "snippets with a prints comment");
 });
 
-blocks.forEach((block, index) => {
+blocks.forEach(({ code: block, prints }, index) => {
   test(`README snippet ${index + 1} runs as written`, async () => {
     const file = join(dir, `snippet-${index}.mts`);
     writeFileSync(file, block.replaceAll('from "interpreters"', `from ${JSON.stringify(entry)}`));
@@ -50,7 +48,7 @@ blocks.forEach((block, index) => {
     );
     assert.is(code, 0, output);
     let from = 0;
-    for (const text of expected[index] ?? []) {
+    for (const text of prints) {
       const at = output.indexOf(text, from);
       assert.ok(at >= 0, `snippet ${index + 1} should print ${JSON.stringify(text)} (in order); printed:\n${output}`);
       from = at + text.length;

@@ -16,8 +16,8 @@
  */
 import { MessagePort, workerData } from "node:worker_threads";
 import { releaseParty, seqAfter, tryLockedAfterDeath, wakeWaiters } from "../src/channel-ops.js";
-import { type ClaimRecord, MAX_ID, MAX_PARTIES, PartyState, takeClaims, setSlotState, slotId, slotState, SUPERVISOR_SLOT, WORKER_DATA_KEY } from "../src/control.js";
-import { ChannelMemory, H, installDataBuffers } from "../src/ring.js";
+import { type ClaimRecord, control, MAX_ID, MAX_PARTIES, PartyState, takeClaims, setSlotState, slotCreator, slotId, slotState, SUPERVISOR_SLOT, WORKER_DATA_KEY, WORD_REFUSED } from "../src/control.js";
+import { ChannelMemory, H, installDataBuffers, type Token } from "../src/ring.js";
 import { ChannelTable } from "../src/channel-table.js";
 import { DeadlockDetector, detectionMillis, setVerdictFlag } from "../src/deadlock.js";
 import { answerFetch, registrationsPosted, type SupervisorMessage, type SupervisorRequest } from "../src/supervisor-link.js";
@@ -47,6 +47,7 @@ interface PendingFetch {
   port: MessagePort;
   slot: number;
   behind: Map<number, number>;
+  request: Extract<SupervisorRequest, { type: "fetch" }>;
 }
 const awaiting = new Map<string, PendingFetch[]>();
 
@@ -66,68 +67,190 @@ installDataBuffers({
   },
 });
 /** Data generations registered before their channel (the two come from different threads), by channel id. */
-const dataAhead = new Map<number, { nonce: number; gen: number; buffer: SharedArrayBuffer }>();
+const dataAhead = new Map<number, { token: Token; gen: number; buffer: SharedArrayBuffer }>();
+/** The capability of each deposited object (objects are handed out only to a fetch that presents it). */
+const objectTokens = new Map<number, Token>();
+
+/**
+ * Requests refused because they would let a party reach what it was not
+ * given, or speak for another party (a fetch with a wrong capability, an
+ * "attach" or "exited" for a slot it did not create, a registration over a
+ * live channel's id, anything malformed). Counted in the control block
+ * (WORD_REFUSED), where inspect() and tests read it; never printed, since
+ * the attacker's own code would be the one to see it.
+ */
+function refuse(_what: string, _from: number): void {
+  Atomics.add(control, WORD_REFUSED, 1);
+}
 
 function listen(port: MessagePort, slot: number, id: number): void {
   partyPorts.set(slot, port);
-  port.on("message", (request: SupervisorRequest) => handle(request, port, slot));
+  port.on("message", (request: unknown) => {
+    const problem = malformed(request);
+    if (problem) {
+      refuse(`a malformed request (${problem})`, slot);
+      if (isFetchLike(request)) answerFetch(port, slot, null); // whoever waits for an answer gets one
+      return;
+    }
+    try {
+      handle(request as SupervisorRequest, port, slot);
+    } catch (err) {
+      // The supervisor must outlive anything a party sends it: a registration
+      // of memory that is not a channel (CorruptDataError from ChannelMemory)
+      // is refused like any other bad request, and its sender's fetch answered.
+      if (!(err instanceof CorruptDataError)) throw err;
+      refuse(`a request naming corrupt memory (${err.message})`, slot);
+      if (isFetchLike(request)) answerFetch(port, slot, null);
+      else if (isRegistration(request)) registrationHandled(slot, ""); // counted, so fetches do not wait for it
+
+    }
+  });
   port.on("close", () => partyGone(slot, id));
 }
 
+/**
+ * One request from party `from` (the party this port belongs to: the slot
+ * named in a request is never trusted; answers go to `from`).
+ */
 function handle(request: SupervisorRequest, port: MessagePort, from: number): void {
   switch (request.type) {
     case "channel": {
       const memory = new ChannelMemory(request.buffer);
+      const existing = channels.get(request.id);
+      if (existing && !existing.hasToken(memory.token())) {
+        refuse(`a registration of channel ${request.id}, which is another live channel`, from);
+        registrationHandled(from, `channel:${request.id}`);
+        return;
+      }
       const ahead = dataAhead.get(request.id);
       if (ahead) {
         dataAhead.delete(request.id);
-        if (ahead.nonce === memory.nonce) memory.offerData(ahead.gen, ahead.buffer); // else: of an earlier channel with this id
+        if (memory.hasToken(ahead.token)) memory.offerData(ahead.gen, ahead.buffer); // else: of an earlier channel with this id
       }
       channels.set(memory);
-      registrationHandled(from, `channel:${request.id}`, request.buffer);
+      registrationHandled(from, `channel:${request.id}`);
       return;
     }
     case "data": {
       const memory = channels.getEvenIfDead(request.id);
-      if (memory?.nonce === request.nonce) memory.offerData(request.gen, request.buffer);
-      else if (!memory) dataAhead.set(request.id, { nonce: request.nonce, gen: request.gen, buffer: request.buffer });
-      registrationHandled(from, `data:${request.id}:${request.gen}`, request.buffer);
+      if (memory?.hasToken(request.token)) memory.offerData(request.gen, request.buffer);
+      else if (!memory) dataAhead.set(request.id, { token: request.token, gen: request.gen, buffer: request.buffer });
+      else refuse(`a data area for channel ${request.id} without its capability`, from);
+      registrationHandled(from, `data:${request.id}:${request.gen}`);
       return;
     }
     case "object":
-      objects.set(request.id, request.buffer);
-      registrationHandled(from, `object:${request.id}`, request.buffer);
+      if (objects.has(request.id)) refuse(`a registration of shared object ${request.id}, which exists`, from);
+      else {
+        objects.set(request.id, request.buffer);
+        objectTokens.set(request.id, request.token);
+      }
+      registrationHandled(from, `object:${request.id}`);
       return;
     case "fetch": {
-      const buffer =
-        request.kind === "channel" ? channels.get(request.id)?.buffer
-        : request.kind === "data" ? channels.get(request.id)?.knownData(request.gen ?? -1)
-        : objects.get(request.id);
-      if (buffer) {
-        answerFetch(port, request.slot, buffer);
+      const found = lookUp(request);
+      if (found === "refused") {
+        refuse(`a fetch of ${request.kind} ${request.id} with a wrong capability`, from);
+        answerFetch(port, from, null);
+        return;
+      }
+      if (found) {
+        answerFetch(port, from, found);
         return;
       }
       const behind = partiesBehind();
       if (behind.size === 0) {
-        answerFetch(port, request.slot, null); // nothing is on its way: this id can never be resolved
+        answerFetch(port, from, null); // nothing is on its way: this id can never be resolved
         return;
       }
       const key = request.kind === "data" ? `data:${request.id}:${request.gen}` : `${request.kind}:${request.id}`;
       const list = awaiting.get(key) ?? [];
-      list.push({ port, slot: request.slot, behind });
+      list.push({ port, slot: from, behind, request });
       awaiting.set(key, list);
       return;
     }
     case "ids":
-      answerFetch(port, request.slot, null, freeChannelIds(request.count));
+      answerFetch(port, from, null, freeChannelIds(request.count));
       return;
     case "attach":
+      // Only the creator of a slot attaches it, once (the new party may already be running).
+      const state = slotState(request.slot);
+      if (slotCreator(request.slot) !== from || (state !== PartyState.STARTING && state !== PartyState.LIVE) || partyPorts.has(request.slot)) {
+        refuse(`an attach of slot ${request.slot}, which it did not create`, from);
+        request.port.close();
+        return;
+      }
       listen(request.port, request.slot, request.id);
       return;
     case "exited":
+      // Only the creator reports its interpreter's exit (the port's close reports it anyway).
+      if (slotCreator(request.slot) !== from) {
+        refuse(`an "exited" for slot ${request.slot}, which it did not create`, from);
+        return;
+      }
       partyGone(request.slot, request.id);
       return;
   }
+}
+
+/** Why `request` is not a request this supervisor understands (user code can post anything on its port), or "". */
+function malformed(request: unknown): string {
+  if (typeof request !== "object" || request === null) return "not an object";
+  const r = request as Record<string, unknown>;
+  const isId = (v: unknown) => typeof v === "number" && Number.isInteger(v);
+  switch (r.type) {
+    case "channel":
+    case "object":
+      if (!isId(r.id) || !(r.buffer instanceof SharedArrayBuffer)) return `${String(r.type)} without an id and a buffer`;
+      if (r.type === "object" && !isToken(r.token)) return "object without a capability";
+      return "";
+    case "data":
+      return isId(r.id) && isId(r.gen) && isToken(r.token) && r.buffer instanceof SharedArrayBuffer ? "" : "data without id, gen, capability and buffer";
+    case "fetch":
+      if (r.kind !== "channel" && r.kind !== "object" && r.kind !== "data") return `fetch of kind ${String(r.kind)}`;
+      if (!isId(r.id) || !isToken(r.token) || (r.kind === "data" && !isId(r.gen))) return "fetch without an id and a capability";
+      return "";
+    case "ids":
+      return isId(r.count) ? "" : "ids without a count";
+    case "attach":
+      return isId(r.slot) && (r.slot as number) >= 0 && (r.slot as number) < SUPERVISOR_SLOT && isId(r.id) && r.port instanceof MessagePort ? "" : "attach without a slot, an id and a port";
+    case "exited":
+      return isId(r.slot) && (r.slot as number) >= 0 && (r.slot as number) < SUPERVISOR_SLOT && isId(r.id) ? "" : "exited without a slot and an id";
+    default:
+      return `unknown type ${String(r.type)}`;
+  }
+}
+function isToken(v: unknown): v is Token {
+  return Array.isArray(v) && v.length === 4 && v.every((w) => typeof w === "number" && Number.isInteger(w));
+}
+function isRegistration(request: unknown): boolean {
+  const type = (request as { type?: unknown } | null)?.type;
+  return type === "channel" || type === "object" || type === "data";
+}
+function isFetchLike(request: unknown): boolean {
+  const type = (request as { type?: unknown } | null)?.type;
+  return type === "fetch" || type === "ids";
+}
+
+/**
+ * What a fetch asks for, if it is here and the capability opens it;
+ * "refused" when it is here and the capability does not; undefined when it
+ * is not here (yet).
+ */
+function lookUp(request: Extract<SupervisorRequest, { type: "fetch" }>): SharedArrayBuffer | "refused" | undefined {
+  if (request.kind === "object") {
+    const buffer = objects.get(request.id);
+    if (!buffer) return undefined;
+    return sameToken(objectTokens.get(request.id), request.token) ? buffer : "refused";
+  }
+  const memory = channels.get(request.id);
+  if (!memory) return undefined;
+  if (!memory.hasToken(request.token)) return "refused";
+  return request.kind === "channel" ? memory.buffer : memory.knownData(request.gen ?? -1);
+}
+
+function sameToken(a: Token | undefined, b: Token): boolean {
+  return a !== undefined && a[0] === b[0] && a[1] === b[1] && a[2] === b[2] && a[3] === b[3];
 }
 
 /**
@@ -159,13 +282,17 @@ function partiesBehind(): Map<number, number> {
   return behind;
 }
 
-/** Party `from`'s registration of `key` was handled: answers fetches waiting for it, and those it was the last hope of. */
-function registrationHandled(from: number, key: string, buffer: SharedArrayBuffer): void {
+/** Party `from`'s registration of `key` was handled: answers fetches waiting for it (if their capability opens it), and those it was the last hope of. */
+function registrationHandled(from: number, key: string): void {
   handled[from] = (handled[from]! + 1) | 0;
   const waiting = awaiting.get(key);
   if (waiting) {
     awaiting.delete(key);
-    for (const { port, slot } of waiting) answerFetch(port, slot, buffer);
+    for (const { port, slot, request } of waiting) {
+      const found = lookUp(request);
+      if (found === "refused") refuse(`a fetch of ${request.kind} ${request.id} with a wrong capability`, slot);
+      answerFetch(port, slot, found === "refused" ? null : (found ?? null));
+    }
   }
   if (awaiting.size > 0) settleAwaiting(from);
 }
