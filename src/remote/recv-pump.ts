@@ -6,8 +6,10 @@
  * One message: pulled (the broker now counts it as pending for this
  * process) → offered: an async `send` on the capacity-0 local channel, which
  * puts it in the ring and completes when a local receiver has taken it →
- * taken (that receiver's `recv` returns it) → acknowledged (`ackAck`: the
- * broker deletes it and confirms; retried in the background). If this
+ * taken (that receiver's `recv` returns it) → acknowledged (an
+ * acknowledgement with a reply subject: the broker deletes the message and
+ * confirms; retried in the background, RecvCounts.acksUnconfirmed when it
+ * never is). If this
  * process dies before the acknowledgement, the broker redelivers the message
  * to another receiver after `ackWait` (at-least-once). A message this
  * process has handed over already, delivered again, is acknowledged and
@@ -31,16 +33,19 @@
  * - **idle**: no local receiver is waiting. What was pulled is released
  *   (nak: the broker offers it to other processes at once), once no pull
  *   request of ours is open (releasing earlier could hand it straight back
- *   to our own open request). The pump polls the local channel's waiting receivers (1 ms
- *   doubling to IDLE_POLL_CAP_MS) and goes active when one waits.
+ *   to our own open request). The pump polls the local channel's waiting
+ *   receivers (1 ms doubling to IDLE_POLL_CAP_MS) and goes active when one
+ *   waits.
  *
  * So a process that stops receiving keeps other processes' messages for at
- * most `hold` ms plus one pull request's expiry, and a message is offered in this
- * process only while its receivers take messages.
+ * most `hold` ms plus one pull request's expiry, and a message is offered in
+ * this process only while its receivers take messages. Pull requests go out
+ * on one inbox of the pump's own (puller.ts).
  *
  * Closing: when the send side is closed (every remote sender gone) and the
- * stream holds nothing (nothing stored, nothing pending anywhere), the pump
- * closes its local send handle: local receivers then get ChannelClosedError.
+ * consumer has nothing left to deliver and nothing unacknowledged anywhere
+ * (drainedNow), the pump closes its local send handle: local receivers then
+ * get ChannelClosedError.
  */
 import { setMaxListeners } from "node:events";
 import type { JetStreamManager } from "@nats-io/jetstream";
