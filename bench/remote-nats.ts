@@ -63,6 +63,8 @@ export interface NatsOptions {
   cluster?: { name: string; serverName: string; port: number; routes: string[] };
   /** Milliseconds to wait for "Server is ready" (default 15 s). */
   readyTimeout?: number;
+  /** Run without JetStream (to test what a client does then). */
+  noJetStream?: boolean;
 }
 
 export class NatsServer {
@@ -95,7 +97,7 @@ export class NatsServer {
   /** Starts the server and resolves once it says it is ready. */
   async start(): Promise<void> {
     if (this.#child) throw new Error(`nats-server on ${this.url} is already running`);
-    const args = ["-js", "-sd", this.storeDir, "-a", this.host, "-p", String(this.port)];
+    const args = [...(this.options.noJetStream ? [] : ["-js", "-sd", this.storeDir]), "-a", this.host, "-p", String(this.port)];
     const cluster = this.options.cluster;
     if (cluster) {
       const conf = join(this.storeDir, "..", `${cluster.serverName}.conf`);

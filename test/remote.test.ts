@@ -94,6 +94,12 @@ remoteTest("bad input is refused before anything connects", async () => {
   const started = Date.now();
   await assert.rejects(connectChannel(nobody, "x", { timeout: 1000 }), InterpretersError, /cannot reach a NATS server at .* within 1000 ms.*is nats-server running/);
   assert.ok(Date.now() - started < 10_000, "the unreachable server was reported within the timeout");
+  const plain = await startNats({ noJetStream: true });
+  try {
+    await assert.rejects(connectChannel(plain.url, "x", { timeout: 2000 }), InterpretersError, /has no JetStream .*start it with -js/);
+  } finally {
+    await plain.stop();
+  }
 });
 
 for (const capacity of CAPACITIES) {
