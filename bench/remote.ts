@@ -24,7 +24,8 @@
  *
  * Environment: BENCH_QUICK=1 (smaller runs), BENCH_REPS=n (default 3),
  * BENCH_PROFILE=1 (every process writes a CPU profile under
- * bench/out/remote-profiles/). Writes bench/remote-results.md.
+ * bench/out/remote-profiles/). Writes bench/remote-results.md (a quick run:
+ * bench/out/remote-results-quick.md).
  */
 import { spawn } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -196,7 +197,9 @@ async function main(): Promise<void> {
     ``,
   ].join("\n");
   process.stdout.write(`${table}\n`);
-  writeFileSync(`${root}bench/remote-results${QUICK ? "-quick" : ""}.md`, table);
+  // A quick run is a smoke test: its table goes under bench/out/, not over the real results.
+  if (QUICK) mkdirSync(`${root}bench/out`, { recursive: true });
+  writeFileSync(QUICK ? `${root}bench/out/remote-results-quick.md` : `${root}bench/remote-results.md`, table);
 }
 
 await main();
