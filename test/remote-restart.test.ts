@@ -56,6 +56,12 @@ for (const capacity of [7, Infinity]) {
       })();
       const t0 = Date.now();
       const phases: string[] = [];
+      // Slow? Say where it stands (a hang must explain itself in CI's log).
+      const watchdog = setInterval(() => {
+        void Promise.all([remoteChannelStats(tx), remoteChannelStats(rx)]).then(([s, r]) =>
+          console.log(`    [${Date.now() - t0} ms] sent ${sent}, received ${received.length}; ${phases.join(", ")}; sender ${JSON.stringify(s.send)}; receiver ${JSON.stringify(r.recv)} ${JSON.stringify(r.stream)} ${JSON.stringify(r.state)} ${r.warnings.join(" / ")}`),
+        );
+      }, 20_000);
       for (let r = 1; r <= RESTARTS; r++) {
         const at = Math.floor((count * r) / (RESTARTS + 1));
         while (received.length < at) await new Promise((resolve) => setTimeout(resolve, 5));
@@ -66,6 +72,7 @@ for (const capacity of [7, Infinity]) {
       await sending;
       phases.push(`sent at ${Date.now() - t0} ms`);
       await receiving;
+      clearInterval(watchdog);
       phases.push(`drained at ${Date.now() - t0} ms`);
       const verdict = check({ S: sent }, [received]);
       const stats = await remoteChannelStats(rx);

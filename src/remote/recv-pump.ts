@@ -433,12 +433,46 @@ export class RecvPump {
     const now = performance.now();
     if (now - this.#lastDrainCheck < 50) return false; // a wake-up storm must not flood the broker with requests
     this.#lastDrainCheck = now;
+    let info;
     try {
-      const info = await this.#o.jsm.consumers.info(this.#o.stream, CONSUMER_NAME);
-      return info.num_pending === 0 && info.num_ack_pending === 0 && this.#offers.size === 0 && this.#parked.length === 0 && this.#held.length === 0;
+      info = await this.#o.jsm.consumers.info(this.#o.stream, CONSUMER_NAME);
     } catch {
       return false;
     }
+    if (this.#offers.size > 0 || this.#parked.length > 0 || this.#held.length > 0) return false;
+    if (info.num_pending === 0 && info.num_ack_pending === 0) return true;
+    return this.#onlyGhostsPending(info, now);
+  }
+
+  #ghostPrint = "";
+  #ghostSince = 0;
+  /**
+   * After a crash, a 2.9 consumer can keep entries "awaiting
+   * acknowledgement" for messages it never redelivers (nats-server issues
+   * #6093, #7680): the channel would never drain. Such entries are taken as
+   * gone when nothing else is left to deliver, a pull request is waiting
+   * (so a real pending message would have been redelivered), and the
+   * consumer's counts have not moved for two ackWaits and a hold: in this
+   * protocol a message is pending only while offered (at most `hold`), or
+   * until ackWait after its receiver died.
+   */
+  #onlyGhostsPending(info: { num_pending: number; num_ack_pending: number; num_waiting: number; delivered: { consumer_seq: number }; ack_floor: { consumer_seq: number } }, now: number): boolean {
+    if (info.num_pending !== 0 || info.num_waiting === 0) {
+      this.#ghostPrint = "";
+      return false;
+    }
+    const print = `${info.num_ack_pending}/${info.delivered.consumer_seq}/${info.ack_floor.consumer_seq}`;
+    if (print !== this.#ghostPrint) {
+      this.#ghostPrint = print;
+      this.#ghostSince = now;
+      return false;
+    }
+    const stuckFor = now - this.#ghostSince;
+    if (stuckFor < 2 * this.#o.ackWait + this.#o.hold + PULL_EXPIRES_MS) return false;
+    this.#o.warn(
+      `remote channel "${this.#o.channel}": the broker reports ${info.num_ack_pending} message(s) awaiting acknowledgement that it has not redelivered for ${Math.round(stuckFor)} ms while nothing else is left (a known nats-server fault after a crash); taking the channel as drained`,
+    );
+    return true;
   }
 
   #sleepOrWake(ms: number): Promise<void> {
