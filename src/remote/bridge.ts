@@ -306,8 +306,9 @@ class Session {
         channel: this.#spec.name,
         local: fromBroker,
         window: shape.capacity === Infinity ? 256 : Math.min(shape.capacity, 64),
-        hold: Math.min(1000, this.#spec.ackWait / 4),
-        ackWait: this.#spec.ackWait,
+        // The consumer's ack wait, whoever created it (not this connection's option).
+        hold: Math.min(1000, shape.ackWait / 4),
+        ackWait: shape.ackWait,
         ackTimeout: this.#b.timeout,
         check: this.#check,
         roomSubject: shape.capacity === Infinity ? undefined : roomSubject(this.#spec.name),

@@ -33,7 +33,11 @@ export interface ConnectChannelOptions {
   storage?: "file" | "memory";
   /** The broker's byte budget for the channel's messages (default 256 MiB): a full budget makes `send` wait. */
   maxBufferBytes?: number;
-  /** Milliseconds before the broker redelivers a message whose receiving process died before acknowledging it (default 30 000). */
+  /**
+   * Milliseconds before the broker redelivers a message whose receiving
+   * process died before acknowledging it (default 30 000). Set when the
+   * channel is created; a channel that exists keeps its own.
+   */
   ackWait?: number;
   /** Milliseconds without a heartbeat after which a process's ends count as closed, as if it had closed them (default 15 000). */
   lease?: number;

@@ -42,6 +42,8 @@ export interface ChannelShape {
   maxBufferBytes: number;
   /** Largest value (the core codec's bytes) a message may carry. */
   maxMessageBytes: number;
+  /** The consumer's ack wait in ms (set by whoever created it): how long before an unacknowledged message is redelivered. */
+  ackWait: number;
 }
 
 export const DEFAULT_MAX_BUFFER_BYTES = 256 * 1024 * 1024;
@@ -55,8 +57,8 @@ export interface Provisioned {
 
 export async function provision(js: JetStreamClient, jsm: JetStreamManager, request: ChannelRequest, maxPayload: number): Promise<Provisioned> {
   const stream = await ensureStream(jsm, request);
-  const shape = shapeOf(stream, maxPayload);
-  await ensureConsumer(jsm, request);
+  const ackWaitNanos = await ensureConsumer(jsm, request);
+  const shape = { ...shapeOf(stream, maxPayload), ackWait: Math.max(1, Math.round(ackWaitNanos / 1_000_000)) };
   const kv = await ensureBucket(js, request.name, shape);
   try {
     await kv.create(STATE_KEY, encodeState(initialState()));
@@ -106,7 +108,7 @@ async function streamInfo(jsm: JetStreamManager, name: string): Promise<StreamIn
   }
 }
 
-function shapeOf(info: StreamInfo, maxPayload: number): ChannelShape {
+function shapeOf(info: StreamInfo, maxPayload: number): Omit<ChannelShape, "ackWait"> {
   const c = info.config;
   const limit = c.max_msg_size > 0 ? Math.min(c.max_msg_size, maxPayload) : maxPayload;
   return {
@@ -140,16 +142,16 @@ function checkAgrees(info: StreamInfo, request: ChannelRequest): void {
   }
 }
 
-async function ensureConsumer(jsm: JetStreamManager, request: ChannelRequest): Promise<void> {
+/** Finds or creates the channel's consumer; returns its ack wait (nanoseconds). */
+async function ensureConsumer(jsm: JetStreamManager, request: ChannelRequest): Promise<number> {
   const stream = streamName(request.name);
   try {
-    await jsm.consumers.info(stream, CONSUMER_NAME);
-    return;
+    return (await jsm.consumers.info(stream, CONSUMER_NAME)).config.ack_wait ?? nanos(request.ackWait);
   } catch (err) {
     if (!(err instanceof JetStreamApiError && err.code === 10014)) throw explain(err, request.name, "find its consumer"); // 10014: consumer not found
   }
   try {
-    await jsm.consumers.add(stream, {
+    const info = await jsm.consumers.add(stream, {
       durable_name: CONSUMER_NAME,
       ack_policy: AckPolicy.Explicit,
       deliver_policy: DeliverPolicy.All,
@@ -158,10 +160,11 @@ async function ensureConsumer(jsm: JetStreamManager, request: ChannelRequest): P
       max_ack_pending: 20_000,
       max_waiting: 512,
     });
+    return info.config.ack_wait ?? nanos(request.ackWait);
   } catch (err) {
-    // Created by another process meanwhile (with its ack_wait): fine.
+    // Created by another process meanwhile (with its ack_wait): take that one.
     try {
-      await jsm.consumers.info(stream, CONSUMER_NAME);
+      return (await jsm.consumers.info(stream, CONSUMER_NAME)).config.ack_wait ?? nanos(request.ackWait);
     } catch {
       throw explain(err, request.name, "create its consumer");
     }
