@@ -25,11 +25,12 @@
  * Two modes:
  *
  * - **active**: some local receiver wants messages. The pump keeps up to
- *   `credit` messages pulled or offered; `credit` starts at 1 and doubles,
- *   up to `window`, each time an offer is taken within QUICK_TAKE_MS (the
- *   receivers were waiting for the pump), and halves when one waited more
- *   than `hold` / 2. When offers are pending and none was taken for `hold`
- *   ms, all are withdrawn and the pump goes idle.
+ *   `credit` messages pulled or offered; `credit` starts at START_CREDIT
+ *   (at most `window`) and doubles, up to `window`, each time an offer is
+ *   taken within QUICK_TAKE_MS (the receivers were waiting for the pump),
+ *   and halves, down to 1, when one waited more than `hold` / 2. When
+ *   offers are pending and none was taken for `hold` ms, all are withdrawn
+ *   and the pump goes idle.
  * - **idle**: no local receiver is waiting. What was pulled is released
  *   (nak: the broker offers it to other processes at once), once no pull
  *   request of ours is open (releasing earlier could hand it straight back
@@ -69,8 +70,17 @@ const LOOK_EVERY_MS = 250;
  * all re-attempted on every wake-up of the thread (waiting.ts), one per take.
  */
 const MAX_OFFERS = 16;
-/** An offer taken within this many ms found a receiver waiting (or about to). */
-const QUICK_TAKE_MS = 2;
+/**
+ * An offer taken within this many ms found a receiver waiting, or about to
+ * be (a woken receiver may wait several ms for a core on a loaded machine).
+ */
+const QUICK_TAKE_MS = 10;
+/**
+ * Messages pulled ahead when a receiver starts waiting: enough that a pull
+ * request is always open at the broker (a message published while none is
+ * waits for the next, a round trip), few enough not to hoard.
+ */
+const START_CREDIT = 8;
 
 export interface RecvPumpOptions {
   nc: NatsConnection;
@@ -140,7 +150,7 @@ export class RecvPump {
   readonly #puller: Puller;
   #pullFailures = 0;
   #pullPausedUntil = 0;
-  #credit = 1;
+  #credit = START_CREDIT;
   readonly #stop = new AbortController();
   #wakeUp: (() => void) | undefined;
   #lastDrainCheck = 0;
@@ -247,7 +257,7 @@ export class RecvPump {
 
   #goActive(): void {
     this.#mode = "active";
-    this.#credit = 1;
+    this.#credit = Math.min(this.#o.window, START_CREDIT);
     this.#withdraw = new AbortController();
     setMaxListeners(MAX_OFFERS + 2, this.#withdraw.signal); // one listener per pending offer
     this.#pull();
