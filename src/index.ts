@@ -74,3 +74,9 @@ export { serveInspector } from "./inspect/server.js";
 export type { Inspector, InspectorOptions } from "./inspect/server.js";
 export type { ChannelSnapshot, DeadlockSnapshot, InterpreterSnapshot, Snapshot, WaitForEdge, WaitSnapshot } from "./inspect/types.js";
 import "./inspect/auto.js";
+
+// Channels across machines (src/remote/).
+export { connectChannel } from "./remote/connect-channel.js";
+export type { ConnectChannelOptions } from "./remote/connect-channel.js";
+export { remoteChannelStats, removeChannel } from "./remote/connect-channel.js";
+export type { RemoteChannelStats } from "./remote/bridge.js";

@@ -62,3 +62,8 @@ export { R_ATTACH } from "./ring.js";
 export { channelFromBuffer } from "./registry.js";
 export { errorToRecord, executionFailedFrom } from "./errors.js";
 export type { ErrorRecord } from "./errors.js";
+// remote/wire.ts: messages cross machines in the core's own codec, so that a
+// message's size on the wire is the size the local channel already checked
+// against maxMessageBytes, and small values encode several times faster than
+// with v8.serialize. Without an attacher the codec refuses SharedArrayBuffers.
+export { Encoder, decode } from "./serialization.js";

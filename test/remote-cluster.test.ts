@@ -1,0 +1,104 @@
+/**
+ * A 3-node JetStream cluster on loopback, a channel with replicas 3, and
+ * the stream's leader killed (SIGKILL) mid-run and started again, twice,
+ * checked as Jepsen checks a queue (test/fixtures/remote-check.ts): two
+ * sender and two receiver connections (each with a connection of its own,
+ * to the servers in a different order); after the run every value whose
+ * send completed must have been received (lost = 0), nothing never sent
+ * may be received (unexpected = 0); values received twice are reported.
+ *
+ * REMOTE_CLUSTER_KILLS=n kills the leader n times (default 2);
+ * REMOTE_CLUSTER_MESSAGES=n sets the messages per sender (default 300).
+ */
+import { connect } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { suite, assert } from "./_harness.js";
+import { connectChannel, remoteChannelStats, type RecvChannel, type SendChannel } from "../src/index.js";
+import { natsMissing, startCluster, type NatsCluster } from "../bench/remote-nats.js";
+import { check, describe } from "./fixtures/remote-check.js";
+
+const test = suite("remote-cluster");
+const missing = natsMissing();
+const KILLS = Number(process.env.REMOTE_CLUSTER_KILLS ?? 2);
+const MESSAGES = Number(process.env.REMOTE_CLUSTER_MESSAGES ?? 300);
+let cluster: NatsCluster;
+
+test.before(async () => {
+  if (!missing) cluster = await startCluster(3);
+});
+test.after(async () => {
+  await cluster?.stop();
+});
+
+const title = `3-node cluster, replicas 3, the stream leader killed ${KILLS}x mid-run: lost 0, unexpected 0 (Jepsen-style check)`;
+if (missing) {
+  test(`${title} [SKIPPED: ${missing}]`, () => {});
+} else {
+  test(
+    title,
+    async () => {
+      const name = `cluster-${process.pid}`;
+      const urls = cluster.urls;
+      const rotate = (k: number): string[] => urls.map((_, i) => urls[(i + k) % urls.length]!);
+      const options = { capacity: 64, replicas: 3, ackWait: 3000, timeout: 5000 };
+      const senders: Array<SendChannel<string>> = [];
+      const receivers: Array<RecvChannel<string>> = [];
+      for (let k = 0; k < 2; k++) senders.push((await connectChannel<string>(rotate(k), name, { ...options, role: "send" }))[1]);
+      for (let k = 2; k < 4; k++) receivers.push((await connectChannel<string>(rotate(k), name, { ...options, role: "recv" }))[0]);
+
+      const completed = [0, 0];
+      const sending = senders.map(async (tx, s) => {
+        for (let i = 0; i < MESSAGES; i++) {
+          await tx.send(`W${s}:${i}`, { timeout: 60_000 });
+          completed[s] = i + 1;
+        }
+        tx.close();
+      });
+      const got: string[][] = [[], []];
+      const receiving = receivers.map(async (rx, r) => {
+        for await (const value of rx) got[r]!.push(value);
+      });
+
+      const nc = await connect({ servers: urls });
+      const jsm = await jetstreamManager(nc);
+      const kills: string[] = [];
+      for (let k = 1; k <= KILLS; k++) {
+        const target = Math.floor((2 * MESSAGES * k) / (KILLS + 1));
+        while (got[0]!.length + got[1]!.length < target) await new Promise((resolve) => setTimeout(resolve, 5));
+        const leader = await streamLeader(jsm, `ICH_${name}`);
+        const victim = cluster.servers.find((s) => s.options.cluster?.serverName === leader)!;
+        kills.push(`${leader} at ${got[0]!.length + got[1]!.length} received`);
+        await victim.stop();
+        await victim.start();
+      }
+      await nc.close();
+      await Promise.all(sending);
+      await Promise.all(receiving);
+
+      const verdict = check({ W0: completed[0]!, W1: completed[1]! }, got);
+      const stats = await Promise.all(receivers.map((rx) => remoteChannelStats(rx)));
+      const suppressed = stats.reduce((n, s) => n + (s.recv?.duplicatesSuppressed ?? 0), 0);
+      const redelivered = stats.reduce((n, s) => n + (s.recv?.redelivered ?? 0), 0);
+      console.log(`    cluster: killed ${kills.join(", ")}; ${describe(verdict)}; redelivered ${redelivered}, duplicates suppressed by the sequence check ${suppressed}`);
+      assert.is(verdict.lost.length, 0, describe(verdict));
+      assert.is(verdict.unexpected.length, 0, describe(verdict));
+      for (const rx of receivers) rx.close();
+    },
+    { timeout: 180_000 },
+  );
+}
+
+/** The server name of the stream's current leader (waiting through an election). */
+async function streamLeader(jsm: Awaited<ReturnType<typeof jetstreamManager>>, stream: string): Promise<string> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const leader = (await jsm.streams.info(stream)).cluster?.leader;
+      if (leader) return leader;
+    } catch (err) {
+      if (attempt > 100) throw err;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+test.run();
