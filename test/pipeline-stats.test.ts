@@ -4,7 +4,7 @@
  * 'stats' event, livePipelines() for the inspector, overflow counts.
  */
 import { livePipelines } from "../src/pipeline/registry.js";
-import { pipeline, stage, StageFailed, type PipelineStats } from "../src/index.js";
+import { inspect, pipeline, stage, StageFailed, type PipelineStats } from "../src/index.js";
 import { assert, suite } from "./_harness.js";
 
 const test = suite("pipeline stats");
@@ -32,6 +32,8 @@ test("the slow middle stage is the bottleneck: busy, the one before back-pressur
     if (firstAt && Date.now() - firstAt > 2500 && events.length >= 2) {
       stats = p.stats();
       assert.ok(livePipelines().some((x) => x.name === "bottlenecked"), "listed while it runs");
+      const shown = inspect().pipelines.find((x) => x.name === "bottlenecked");
+      assert.equal(shown?.stages.map((st) => st.name), ["before", "slow", "after"], "inspect() shows the running pipeline's stages");
       break;
     }
   }

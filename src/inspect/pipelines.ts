@@ -1,38 +1,19 @@
 /**
  * Pipelines as the inspector shows them.
  *
- * Pipelines live in the thread that started them, so `inspect()` adds the
- * calling thread's own (the supervisor cannot see them). Until the
- * pipeline layer (issue 14, branch `pipeline`) lands on main and exposes
- * `livePipelines()` from src/pipeline/registry.ts, there are none: the
- * snapshot's `pipelines` is an empty list and the page draws no stages.
+ * Pipelines live in the thread that started them (their control blocks are
+ * shared memory, but only that thread knows where they are), so `inspect()`
+ * adds the calling thread's own: the supervisor cannot see them. Each
+ * running pipeline registers itself with src/pipeline/registry.ts when it
+ * starts and leaves when its `done` settles; reading their statistics reads
+ * counters in shared memory and never blocks a pipeline.
  */
+import { livePipelines } from "../pipeline/registry.js";
+import type { PipelineStats } from "../pipeline/stats.js";
 
-/** PipelineStats as the contract (shared/API.md, "Pipelines") defines it. */
-export interface PipelineStats {
-  name: string;
-  elapsedMs: number;
-  inFlight: number;
-  bottleneck?: string;
-  stages: Array<{
-    name: string;
-    workers: number;
-    capacity: number;
-    overflow: string;
-    queued: number;
-    in: number;
-    out: number;
-    dropped: number;
-    failed: number;
-    busyMsPerSecond: number;
-    backpressuredMsPerSecond: number;
-    idleMsPerSecond: number;
-    serviceUs: { p50: number; p99: number };
-    itemsPerSecond: number;
-  }>;
-}
+export type { PipelineStats } from "../pipeline/stats.js";
 
-/** The pipelines running in this thread now (none until the pipeline layer exists). */
+/** The pipelines running in this thread now, oldest first. */
 export function localPipelines(): PipelineStats[] {
-  return [];
+  return livePipelines();
 }
