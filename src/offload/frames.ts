@@ -25,7 +25,7 @@
  * |---|---|---|
  * | REPLY 2 (+ CLOSE_FLAG 0x80, BUSY_FLAG 0x40) | conn u32, consumed u32, length u32, bytes | reply bytes to write, in order; `consumed` input bytes of this connection were handed to the protocol (input credit back); CLOSE: end the socket after writing; BUSY: a receive() is pending, its reply follows |
  * | FAILED 3 | conn u32, length u16, message (UTF-8) | the connection's handler threw (its failed() reply and close came just before) |
- * | READY 4 | conn u32 (0) | the module is loaded and its start() done: the interpreter serves |
+ * | READY 4 | conn u32: the interpreter's id | the module is loaded and its start() done: the interpreter serves |
  *
  * Credits are deltas, so counters never wrap within a frame's u32 as long as
  * one delta stays under 4 GiB (it is at most a window).

@@ -27,10 +27,17 @@
  * Failures: a handler that throws closes its own connection (after the
  * module's failed() reply); an interpreter that dies closes its
  * connections (after failed()) and is replaced; nothing else is touched.
+ *
+ * Interpreters: created here (`interpreters: n`), or the slots of the
+ * caller's InterpreterPool (`interpreters: pool`): one shard per slot, its
+ * serve() loop a pool task that lasts as long as the shard serves (a dead
+ * thread rejects the task; the shard is started again as a new task).
+ * offload() never closes that pool; at its close timeout it aborts its
+ * tasks, which the pool does by ending their threads.
  */
 import type { Server, Socket } from "node:net";
 import { availableParallelism } from "node:os";
-import { ChannelClosedError, create, createChannel, RecvChannel, SendChannel, type Interpreter } from "../index.js";
+import { ChannelClosedError, create, createChannel, InterpreterPool, InterpretersError, RecvChannel, SendChannel, type Interpreter } from "../index.js";
 import {
   BUSY_FLAG,
   CLOSE_FLAG,
@@ -48,6 +55,7 @@ import {
   readU32,
   TYPE_MASK,
 } from "./frames.js";
+import type { ServeSettings } from "./runtime.js";
 import type { Offload, OffloadOptions, OffloadStats } from "./types.js";
 
 const fromSource = import.meta.url.endsWith(".ts");
@@ -203,6 +211,12 @@ class OffloadServer implements Offload {
   readonly #window: number;
   readonly #outputWindow: number;
   readonly #bind: Record<string, unknown> | undefined;
+  /** The caller's pool the shards run on as tasks (`interpreters: pool`); else each shard creates its interpreter. */
+  readonly #pool: InterpreterPool | undefined;
+  /** Aborted at close()'s timeout: ends the pool tasks (describe, serve) still running or queued. */
+  readonly #abort = new AbortController();
+  /** The pool task that describes the protocol module (run once, before any shard's serve task). */
+  #describing: Promise<void> | undefined;
   readonly #shards: Shard[];
   readonly #conns = new Map<number, Conn>();
   readonly #onConnection = (socket: Socket): void => this.#accept(socket);
@@ -239,7 +253,13 @@ class OffloadServer implements Offload {
     }
     this.#server = server;
     this.#href = protocolHref(options.protocol);
-    const count = checkPositiveInteger(options.interpreters ?? Math.max(1, availableParallelism() - 1), "interpreters");
+    const interpreters = options.interpreters;
+    if (interpreters !== null && typeof interpreters === "object" && !(interpreters instanceof InterpreterPool)) {
+      throw new TypeError("offload: interpreters must be a number or an InterpreterPool (of this copy of the library)");
+    }
+    this.#pool = interpreters instanceof InterpreterPool ? interpreters : undefined;
+    const count =
+      interpreters instanceof InterpreterPool ? interpreters.maxInterpreters : checkPositiveInteger(interpreters ?? Math.max(1, availableParallelism() - 1), "interpreters");
     this.#capacity = checkPositiveInteger(options.capacity ?? 64, "capacity");
     const overload = options.overload ?? "pause";
     if (overload !== "pause" && overload !== "reject") throw new RangeError(`offload: overload must be "pause" or "reject", got ${String(overload)}`);
@@ -282,30 +302,36 @@ class OffloadServer implements Offload {
       failStart = reject;
     });
     let served = false;
-    shard.done = this.#drainOut(shard, outRx, () => {
+    shard.done = this.#drainOut(shard, outRx, (id) => {
+      shard.id = id;
       served = true;
       markReady();
     });
     shard.over = (async () => {
       let interpreter: Interpreter | undefined;
       try {
-        interpreter = await create({ name: `${this.#name}-${index}` });
-        shard.interpreter = interpreter;
-        shard.id = interpreter.id;
-        if (this.#closing) throw new Error("offload: closed while starting");
-        if (this.#bind) await interpreter.prepareMain(cloneEnds(this.#bind) as Record<string, unknown>);
-        if (!this.#described) {
-          const replies = await interpreter.call<{ overloaded?: Uint8Array; failed?: Uint8Array }>(RUNTIME_HREF, "describe", this.#href);
-          this.#described = true;
-          this.#overloadedBytes = replies.overloaded;
-          this.#failedBytes = replies.failed;
-        }
         const settings = { index, interpreters: this.#shards.length, outputWindow: this.#outputWindow };
-        await interpreter.call(RUNTIME_HREF, "serve", inRx, outTx, this.#href, settings);
+        if (this.#pool) {
+          await this.#serveOnPool(this.#pool, inRx, outTx, settings);
+        } else {
+          interpreter = await create({ name: `${this.#name}-${index}` });
+          shard.interpreter = interpreter;
+          shard.id = interpreter.id;
+          if (this.#closing) throw new Error("offload: closed while starting");
+          if (this.#bind) await interpreter.prepareMain(cloneEnds(this.#bind) as Record<string, unknown>);
+          if (!this.#described) {
+            const replies = await interpreter.call<{ overloaded?: Uint8Array; failed?: Uint8Array }>(RUNTIME_HREF, "describe", this.#href);
+            this.#described = true;
+            this.#overloadedBytes = replies.overloaded;
+            this.#failedBytes = replies.failed;
+          }
+          await interpreter.call(RUNTIME_HREF, "serve", inRx, outTx, this.#href, settings);
+        }
       } catch (err) {
         // Not started, or died: either way this incarnation is over. Its
-        // ends given to the interpreter are released with it; ours close.
-        if (!served) failStart(err);
+        // ends given to the interpreter (or pool task) are released with
+        // it; ours close.
+        if (!served) failStart(this.#pool ? this.#poolStartError(this.#pool, index, err) : err);
         this.#stats.lastError = (err as Error)?.message ?? String(err);
         try {
           inRx.close();
@@ -326,8 +352,55 @@ class OffloadServer implements Offload {
     return ready;
   }
 
+  /**
+   * One incarnation of a shard on the caller's pool: the protocol is
+   * described once (a pool task of its own, before any shard serves), then
+   * this shard's serve() loop runs as a pool task until the inbound channel
+   * is closed (resolves), its thread dies or the task is refused or
+   * aborted (rejects). `bind` goes along as an argument (a pool thread has
+   * no prepareMain), its ends cloned for this task; they are released when
+   * it ends.
+   */
+  async #serveOnPool(pool: InterpreterPool, inRx: RecvChannel<Uint8Array>, outTx: SendChannel<Uint8Array>, settings: ServeSettings): Promise<void> {
+    this.#describing ??= this.#describeOnPool(pool);
+    await this.#describing;
+    if (this.#closing) throw new Error("offload: closed while starting");
+    const bindings = this.#bind ? (cloneEnds(this.#bind) as Record<string, unknown>) : undefined;
+    const task = pool.run({ module: RUNTIME_HREF, export: "serve", args: [inRx, outTx, this.#href, settings, bindings], signal: this.#abort.signal });
+    // Refused (nothing moved): the clones are ours to close. Accepted: they moved into the task (closing them is a no-op).
+    task.catch(() => closeEnds(bindings));
+    await task;
+  }
+
+  async #describeOnPool(pool: InterpreterPool): Promise<void> {
+    const bindings = this.#bind ? (cloneEnds(this.#bind) as Record<string, unknown>) : undefined;
+    try {
+      const replies = await pool.run<{ overloaded?: Uint8Array; failed?: Uint8Array }>({
+        module: RUNTIME_HREF,
+        export: "describe",
+        args: [this.#href, bindings],
+        signal: this.#abort.signal,
+      });
+      this.#described = true;
+      this.#overloadedBytes = replies.overloaded;
+      this.#failedBytes = replies.failed;
+    } finally {
+      closeEnds(bindings);
+    }
+  }
+
+  /** Why shard `index` could not start on `pool`, naming both (the pool's own message says whether it is closed or full). */
+  #poolStartError(pool: InterpreterPool, index: number, err: unknown): Error {
+    const message = (err as Error)?.message ?? String(err);
+    return new InterpretersError(
+      `offload "${this.#name}": shard ${index} could not start on pool "${pool.name}": ${message}` +
+        (this.#closing ? "" : "; is the pool closed, or its maxQueue too small for its maxInterpreters offload tasks (each holds an interpreter while it serves)?"),
+      { cause: err },
+    );
+  }
+
   /** Reads the outbound channel of one incarnation until it is closed and drained. */
-  async #drainOut(shard: Shard, outRx: RecvChannel<Uint8Array>, onReady: () => void): Promise<void> {
+  async #drainOut(shard: Shard, outRx: RecvChannel<Uint8Array>, onReady: (id: number) => void): Promise<void> {
     try {
       for (;;) {
         const batch = await outRx.recv();
@@ -621,7 +694,7 @@ class OffloadServer implements Offload {
     }
   }
 
-  #handleOut(shard: Shard, batch: Uint8Array, onReady: () => void): void {
+  #handleOut(shard: Shard, batch: Uint8Array, onReady: (id: number) => void): void {
     const touched: Conn[] = [];
     let at = 0;
     const end = batch.length;
@@ -669,7 +742,7 @@ class OffloadServer implements Offload {
           break;
         }
         case OUT_READY:
-          onReady();
+          onReady(id);
           break;
         default:
           throw new Error(`offload: unknown frame type ${type} from interpreter ${shard.index}`);
@@ -799,8 +872,11 @@ class OffloadServer implements Offload {
       else this.#finish(conn, undefined);
     }
     // Interpreters that did not finish in time are terminated (which ends
-    // their incarnations: #endInterpreter runs on each).
+    // their incarnations: #endInterpreter runs on each); pool tasks are
+    // aborted (the pool ends the threads of running ones, takes queued ones
+    // out of its queue, and releases their ends).
     if (outcome === "late") {
+      this.#abort.abort(new InterpretersError(`offload "${this.#name}": close() timed out after ${timeout} ms; its tasks were aborted`));
       await Promise.all(this.#shards.map((shard) => shard.interpreter?.terminate().catch(() => {})));
     }
     clearTimeout(timer);

@@ -15,7 +15,7 @@
  * The loop never blocks its thread: it waits with `await recv()`, so a
  * protocol's own async work (timers, other channels) runs in between.
  */
-import { ChannelClosedError, type RecvChannel, type SendChannel } from "../index.js";
+import { ChannelClosedError, current, type RecvChannel, type SendChannel } from "../index.js";
 import {
   CLOSE_FLAG,
   FrameWriter,
@@ -69,13 +69,41 @@ function isPromise(value: unknown): value is Promise<unknown> {
 
 const decoder = new TextDecoder("latin1");
 
-/** Describes the protocol module for the main thread: the replies it needs without loading the module itself. */
-export async function describe(protocolHref: string): Promise<{ overloaded?: Uint8Array; failed?: Uint8Array }> {
-  const protocol = (await import(protocolHref)) as ProtocolModule;
-  const result: { overloaded?: Uint8Array; failed?: Uint8Array } = {};
-  if (typeof protocol.overloaded === "function") result.overloaded = toBytes(protocol.overloaded(), "overloaded()");
-  if (typeof protocol.failed === "function") result.failed = toBytes(protocol.failed(), "failed()");
-  return result;
+/**
+ * Sets offload()'s `bind` values as globals of this thread (on a pool's
+ * thread, which has no prepareMain) and returns what puts the previous
+ * globals back. A pool thread serves other tasks afterwards: the globals
+ * last as long as the task that set them.
+ */
+function setGlobals(bindings: Record<string, unknown> | undefined): () => void {
+  if (bindings === undefined) return () => {};
+  const global = globalThis as Record<string, unknown>;
+  const previous = Object.keys(bindings).map((name) => ({ name, had: Object.hasOwn(global, name), value: global[name] }));
+  for (const [name, value] of Object.entries(bindings)) global[name] = value;
+  return () => {
+    for (const { name, had, value } of previous) {
+      if (had) global[name] = value;
+      else delete global[name];
+    }
+  };
+}
+
+/**
+ * Describes the protocol module for the main thread: the replies it needs
+ * without loading the module itself. `bindings` (the pool form of
+ * offload()) are globals while the module loads and its replies are made.
+ */
+export async function describe(protocolHref: string, bindings?: Record<string, unknown>): Promise<{ overloaded?: Uint8Array; failed?: Uint8Array }> {
+  const restore = setGlobals(bindings);
+  try {
+    const protocol = (await import(protocolHref)) as ProtocolModule;
+    const result: { overloaded?: Uint8Array; failed?: Uint8Array } = {};
+    if (typeof protocol.overloaded === "function") result.overloaded = toBytes(protocol.overloaded(), "overloaded()");
+    if (typeof protocol.failed === "function") result.failed = toBytes(protocol.failed(), "failed()");
+    return result;
+  } finally {
+    restore();
+  }
 }
 
 function toBytes(value: unknown, what: string): Uint8Array {
@@ -85,30 +113,38 @@ function toBytes(value: unknown, what: string): Uint8Array {
 
 /**
  * Serves connections until the inbound channel is closed and drained, then
- * waits (up to `settings` … a few seconds) for pending receives, sends the
+ * waits for pending receives (the main thread ends this interpreter, or
+ * aborts this pool task, if that takes past its close timeout), sends the
  * last replies and closes `outTx`. Called by offload() through
- * `Interpreter.call`; rejects if the module cannot be loaded or its
- * `start` throws.
+ * `Interpreter.call`, or as a task of an InterpreterPool (then with
+ * `bindings`: offload()'s `bind` values, made globals before the module
+ * loads and removed when this returns); rejects if the module cannot be
+ * loaded or its `start` throws.
  */
 export async function serve(
   inRx: RecvChannel<Uint8Array>,
   outTx: SendChannel<Uint8Array>,
   protocolHref: string,
   settings: ServeSettings,
+  bindings?: Record<string, unknown>,
 ): Promise<void> {
-  const protocol = (await import(protocolHref)) as ProtocolModule;
-  if (typeof protocol.default !== "function") {
-    throw new TypeError(`offload: the protocol module ${protocolHref} must export a default function connect(info)`);
-  }
-  await protocol.start?.({ index: settings.index, interpreters: settings.interpreters });
-  const server = new Runtime(protocol, outTx, settings.outputWindow);
-  // For tests and diagnostics inside the interpreter: how many connections it holds.
-  (globalThis as Record<symbol, unknown>)[Symbol.for("interpreters.offload.runtime")] = { connections: () => server.connections };
+  const restore = setGlobals(bindings);
+  const probe = Symbol.for("interpreters.offload.runtime");
   try {
+    const protocol = (await import(protocolHref)) as ProtocolModule;
+    if (typeof protocol.default !== "function") {
+      throw new TypeError(`offload: the protocol module ${protocolHref} must export a default function connect(info)`);
+    }
+    await protocol.start?.({ index: settings.index, interpreters: settings.interpreters });
+    const server = new Runtime(protocol, outTx, settings.outputWindow);
+    // For tests and diagnostics inside the interpreter: how many connections it holds.
+    (globalThis as Record<symbol, unknown>)[probe] = { connections: () => server.connections };
     server.ready();
     await server.run(inRx);
   } finally {
     outTx.close();
+    delete (globalThis as Record<symbol, unknown>)[probe];
+    restore();
   }
 }
 
@@ -135,9 +171,9 @@ class Runtime {
     return this.#conns.size;
   }
 
-  /** Tells the main thread that this interpreter serves. */
+  /** Tells the main thread that this interpreter serves, and which one it is (a pool task's thread is known only here). */
   ready(): void {
-    this.#out.control(OUT_READY, 0);
+    this.#out.control(OUT_READY, current().id);
     this.#flush();
   }
 

@@ -3,6 +3,7 @@
  * given, and offload()'s options and statistics.
  */
 import type { Shareable } from "../interpreter.js";
+import type { InterpreterPool } from "../pool/interpreter-pool.js";
 
 /** Who is on the other end of a connection, as the protocol's `connect` is told. */
 export interface ConnectionInfo {
@@ -61,8 +62,16 @@ export interface ProtocolModule {
 export interface OffloadOptions {
   /** The protocol module (a path, file URL or bare specifier), loaded in every protocol interpreter. */
   protocol: string | URL;
-  /** How many protocol interpreters (default: max(1, availableParallelism - 1)). */
-  interpreters?: number;
+  /**
+   * How many protocol interpreters to create (default: max(1,
+   * availableParallelism - 1)), or an InterpreterPool to serve on: then
+   * one protocol shard per interpreter slot of the pool
+   * (`pool.maxInterpreters`), each a long-running task of the pool (it
+   * holds one of the pool's interpreters while offload() serves). The pool
+   * stays the caller's: offload() never closes it; close the offload
+   * before the pool (a pool's close() waits for the serving tasks).
+   */
+  interpreters?: number | InterpreterPool;
   /**
    * Chunks of input (socket reads) an interpreter may have in flight, read
    * and not yet handed to the protocol, before it counts as full (default 64);
@@ -71,7 +80,15 @@ export interface OffloadOptions {
   capacity?: number;
   /** When an interpreter is full: stop reading its sockets ("pause", the default) or answer `overloaded()` and close ("reject"). */
   overload?: "pause" | "reject";
-  /** Globals set in every protocol interpreter; channel ends in it (at any depth of plain arrays and objects) are cloned for each interpreter. */
+  /**
+   * Globals set in every protocol interpreter; channel ends in it (at any
+   * depth of plain arrays and objects) are cloned for each interpreter.
+   * With a pool they are globals of the pool's thread while the shard's
+   * task runs (set before the protocol module is imported, removed when
+   * the task ends, the ends released then). A pool thread keeps the modules
+   * it loaded across tasks: read bound values in `start()` or `connect()`,
+   * not at the module's top level.
+   */
   bind?: Record<string, Shareable>;
   /** Input bytes of one connection in flight before its socket stops being read (default 128 KiB). */
   connectionWindow?: number;

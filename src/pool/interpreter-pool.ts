@@ -253,6 +253,17 @@ export class InterpreterPool {
   }
 
   /**
+   * The most interpreters this pool runs at once (its `maxInterpreters`
+   * option, or its default `os.availableParallelism()`): as many tasks run
+   * at the same time, the others wait in the queue. Fixed for the pool's
+   * life. offload() runs one protocol shard per interpreter slot, so this
+   * many.
+   */
+  get maxInterpreters(): number {
+    return this.#max;
+  }
+
+  /**
    * Runs `module`'s export `exportName` (default "default") with `args` in
    * a free interpreter of the pool: `run({ module, export: exportName, args })`.
    */
