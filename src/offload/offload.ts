@@ -37,7 +37,7 @@
  */
 import type { Server, Socket } from "node:net";
 import { availableParallelism } from "node:os";
-import { ChannelClosedError, create, createChannel, InterpreterPool, InterpretersError, RecvChannel, SendChannel, type Interpreter } from "../index.js";
+import { ChannelClosedError, ChannelFullError, create, createChannel, InterpreterPool, InterpretersError, RecvChannel, SendChannel, type Interpreter } from "../index.js";
 import {
   BUSY_FLAG,
   CLOSE_FLAG,
@@ -392,11 +392,11 @@ class OffloadServer implements Offload {
   /** Why shard `index` could not start on `pool`, naming both (the pool's own message says whether it is closed or full). */
   #poolStartError(pool: InterpreterPool, index: number, err: unknown): Error {
     const message = (err as Error)?.message ?? String(err);
-    return new InterpretersError(
-      `offload "${this.#name}": shard ${index} could not start on pool "${pool.name}": ${message}` +
-        (this.#closing ? "" : "; is the pool closed, or its maxQueue too small for its maxInterpreters offload tasks (each holds an interpreter while it serves)?"),
-      { cause: err },
-    );
+    const hint =
+      err instanceof ChannelFullError
+        ? `; offload runs ${pool.maxInterpreters} tasks on it that each hold an interpreter while they serve (and one before them that describes the protocol): leave it room (maxQueue, fewer tasks of your own)`
+        : "";
+    return new InterpretersError(`offload "${this.#name}": shard ${index} could not start on pool "${pool.name}": ${message}${hint}`, { cause: err });
   }
 
   /** Reads the outbound channel of one incarnation until it is closed and drained. */
