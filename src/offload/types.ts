@@ -101,7 +101,7 @@ export interface OffloadOptions {
 /** One protocol interpreter, as `stats()` shows it. */
 export interface OffloadInterpreterStats {
   index: number;
-  /** The interpreter's id (changes when it is replaced). */
+  /** The interpreter's id (changes when it is replaced); on a pool, the id of the pool interpreter running the shard's task, 0 until it serves. */
   id: number;
   alive: boolean;
   connections: number;
