@@ -772,7 +772,8 @@ export class SendOp extends Operation {
     if (this.phase === SendPhase.STREAM) {
       this.tombstone();
       m.set(H.STREAM_SENDER, 0);
-      if (m.get(H.STREAM_RECEIVER) !== 0) m.set(H.STREAM_RECEIVER, 0); // its taker drops what it has
+      // Its taker, if it has one, drops what it has (a receiver still taking an older message goes on).
+      if (m.get(H.STREAM_RECEIVER) !== 0 && m.streamTakerIsOn(this.seq)) m.set(H.STREAM_RECEIVER, 0);
       m.add(H.WITHDRAWN, 1);
       this.wake |= WAKE_RECEIVERS | WAKE_SENDERS;
     } else if (this.phase === SendPhase.AWAIT_TAKE) {
@@ -1251,7 +1252,8 @@ export function releaseParty(memory: ChannelMemory, slot: number): { wake: numbe
       if (memory.recordSeq(offset) === seq) memory.setRecordFlags(offset, memory.recordFlags(offset) | R_TOMBSTONE);
     });
     memory.set(H.STREAM_SENDER, 0);
-    memory.set(H.STREAM_RECEIVER, 0);
+    // Its taker drops what it has; a receiver still taking an older message (whose sender finished) goes on.
+    if (memory.get(H.STREAM_RECEIVER) !== 0 && memory.streamTakerIsOn(seq)) memory.set(H.STREAM_RECEIVER, 0);
     memory.add(H.WITHDRAWN, 1);
     wake |= WAKE_SENDERS | WAKE_RECEIVERS;
   }

@@ -660,6 +660,26 @@ export class ChannelMemory {
     }
   }
   /**
+   * Under both locks, when the message streaming in (`seq`, STREAM_SEQ) is
+   * withdrawn: whether the receiver STREAM_RECEIVER names is taking that
+   * message. It may instead be taking an older one, which its sender
+   * finished streaming: once the last piece is in, STREAM_SENDER clears
+   * and the next stream may be admitted while a receiver still takes the
+   * old one's pieces. Clearing STREAM_RECEIVER then would make that
+   * receiver drop a message its sender was told was sent.
+   *
+   * A receiver mid-stream has taken everything before its message and
+   * takes that message's pieces in order, so the ring's first record is
+   * its message's next piece; or the ring is empty, and then the rest of
+   * its message is not written yet, which only the message still
+   * streaming in can be (none is admitted behind a stream before its last
+   * piece).
+   */
+  streamTakerIsOn(seq: number): boolean {
+    const at = this.headRecord();
+    return at < 0 || this.recordSeq(at) === seq;
+  }
+  /**
    * Under both locks: a stream is under way (STREAM_SENDER names party
    * `streamer` - 1). Its message is the last one admitted: nobody admits
    * another until it is written, so STREAM_SEQ + 1 = SEQ_TAIL.
