@@ -237,6 +237,7 @@ export class Control {
       this.#shut(s);
       this.endTurns(s);
     }
+    this.ringMain(); // even when every slot was shut before (#shut rings only the first time)
   }
 
   // ---- credits ----
