@@ -7,7 +7,8 @@
  *   cpuMs        CPU time of the whole process (all threads) over the run
  *   cpuUsPerItem CPU time of the whole process per item, steady part only
  *
- * Cases: cpu-pipeline-2x1, cpu-thread-2, cpu-pipeline-1x2, cpu-thread-1,
+ * Cases: cpu-pipeline-2x1, cpu-thread-2, cpu-pipeline-1x2, cpu-thread-1
+ * (the two pipelines also as -cNNN: capacity NNN per stage),
  * cpu-workers-2 (two plain worker_threads: the machine's ceiling now),
  * trivial-pipeline-K (K stages, numbers), trivial-pipeline-3-objects,
  * trivial-node-3, trivial-node-3-objects, trivial-pipeline-3-nostats.
@@ -85,14 +86,18 @@ runChild(async (args) => {
   const total = Number(args.items);
   let timing: Timing;
   let notes = "";
-  if (name === "cpu-pipeline-2x1") {
-    const p = pipeline({ source: numbers(total), stages: [stage(stages, { export: "spin", name: "a" }), stage(stages, { export: "spin", name: "b" })] });
+  // "-cNNN": the same case with capacity NNN per stage (else the default).
+  const capacitySuffix = /-c(\d+)$/.exec(name);
+  const cpuOptions = capacitySuffix ? { capacity: Number(capacitySuffix[1]) } : {};
+  const cpuName = capacitySuffix ? name.slice(0, capacitySuffix.index) : name;
+  if (cpuName === "cpu-pipeline-2x1") {
+    const p = pipeline({ source: numbers(total), stages: [stage(stages, { export: "spin", name: "a", ...cpuOptions }), stage(stages, { export: "spin", name: "b", ...cpuOptions })] });
     timing = await timeOutputs(total, p, (v, i) => void (i % 997 === 0 && v !== spin(spin(i)) && fail(v, i)));
     notes = JSON.stringify((await p.done).stages.map((s) => [s.name, s.busyMsPerSecond, s.backpressuredMsPerSecond, s.idleMsPerSecond]));
   } else if (name === "cpu-thread-2") {
     timing = timeLoop(total, (i) => spin(spin(i)), same);
-  } else if (name === "cpu-pipeline-1x2") {
-    const p = pipeline({ source: numbers(total), stages: [stage(stages, { export: "spin", workers: 2 })] });
+  } else if (cpuName === "cpu-pipeline-1x2") {
+    const p = pipeline({ source: numbers(total), stages: [stage(stages, { export: "spin", workers: 2, ...cpuOptions })] });
     timing = await timeOutputs(total, p, (v, i) => void (i % 997 === 0 && v !== spin(i) && fail(v, i)));
     notes = JSON.stringify((await p.done).stages.map((s) => [s.name, s.busyMsPerSecond, s.backpressuredMsPerSecond, s.idleMsPerSecond]));
   } else if (name === "cpu-thread-1") {

@@ -23,7 +23,9 @@
  * | offset (words) | size | meaning | written by |
  * |---|---|---|---|
  * | 0 | 1 | CANCEL: 1 once the pipeline is cancelled or failed | main |
- * | 1..7 | 7 | reserved | - |
+ * | 1 | 1 | DOOR: the main thread's doorbell, bumped (+1, notify) by ringMain() | any party |
+ * | 2 | 1 | MAIN_WAITERS: main-thread loops (source reader, output collector) armed on DOOR | main |
+ * | 3..7 | 5 | reserved | - |
  * | slot + 0 | 1 | FREE: credits not taken | senders (take), the stage (give back) |
  * | slot + 1 | 1 | CREDIT_WAITERS: parties asleep waiting for credits | those parties |
  * | slot + 2 | 1 | TOTAL: capacity + workers (constant) | main, at creation |
@@ -38,7 +40,8 @@
  * | slot + 11 | 1 | CLOSED: 1 once every worker of the stage stopped taking items, or the pipeline was cancelled (senders then stop too); FREE is then biased by -2^30 | the last worker to stop, main |
  * | slot + 12 | 1 | WAKE_AT: credits worth waking a sender for (half a batch into the stage) | main, at creation |
  * | slot + 13 | 1 | SMALL_WAITERS: waiters (among CREDIT_WAITERS) waiting for other than WAKE_AT credits (woken at every give) | those parties |
- * | slot + 14..15 | 2 | reserved | - |
+ * | slot + 14 | 1 | RINGS_MAIN: 1 when the slot's sender is the main thread (the first stage's): give() rings DOOR instead of notifying FREE | main, at creation |
+ * | slot + 15 | 1 | reserved | - |
  *
  * Per-worker statistics, `stats` (Float64Array), worker slot w (numbered
  * across all stages), base w * WORKER_STATS:
@@ -77,6 +80,8 @@
 export const GLOBAL_WORDS = 8;
 export const SLOT_WORDS = 16;
 export const CANCEL = 0;
+export const DOOR = 1;
+export const MAIN_WAITERS = 2;
 
 export const FREE = 0;
 export const CREDIT_WAITERS = 1;
@@ -92,6 +97,7 @@ export const RECEIVERS = 10;
 export const CLOSED = 11;
 export const WAKE_AT = 12;
 export const SMALL_WAITERS = 13;
+export const RINGS_MAIN = 14;
 
 export const WORKER_STATS = 12;
 export const STATE = 0;
@@ -203,6 +209,7 @@ export class Control {
     if (Atomics.compareExchange(this.words, this.word(slot, CLOSED), 0, 1) !== 0) return;
     Atomics.sub(this.words, this.word(slot, FREE), SHUT_BIAS);
     Atomics.notify(this.words, this.word(slot, FREE));
+    this.ringMain();
   }
 
   /** True once the stage at `slot` stopped taking items (or the pipeline was cancelled). */
@@ -230,6 +237,7 @@ export class Control {
       this.#shut(s);
       this.endTurns(s);
     }
+    this.ringMain(); // even when every slot was shut before (#shut rings only the first time)
   }
 
   // ---- credits ----
@@ -317,10 +325,33 @@ export class Control {
   give(slot: number, count: number): void {
     if (count <= 0) return;
     const free = Atomics.add(this.words, this.word(slot, FREE), count) + count;
+    if (Atomics.load(this.words, this.word(slot, RINGS_MAIN)) !== 0) {
+      // The main thread waits for exactly WAKE_AT credits here (the source reader), on its doorbell.
+      const wakeAt = Atomics.load(this.words, this.word(slot, WAKE_AT));
+      if (free >= wakeAt && free - count < wakeAt) this.ringMain();
+      return;
+    }
     if (Atomics.load(this.words, this.word(slot, CREDIT_WAITERS)) === 0) return;
     const wakeAt = Atomics.load(this.words, this.word(slot, WAKE_AT));
     const crossed = free >= wakeAt && free - count < wakeAt;
     if (crossed || Atomics.load(this.words, this.word(slot, SMALL_WAITERS)) > 0) Atomics.notify(this.words, this.word(slot, FREE));
+  }
+
+  /**
+   * Wakes the main thread's armed loops (see Doorbell), if any: the first
+   * stage's credits came back, an output batch was sent, a stage ended or
+   * the pipeline was cancelled. Nothing (not even a notify, which takes a
+   * process-wide lock in V8) when no loop is armed.
+   */
+  ringMain(): void {
+    if (Atomics.load(this.words, MAIN_WAITERS) === 0) return;
+    Atomics.add(this.words, DOOR, 1);
+    Atomics.notify(this.words, DOOR);
+  }
+
+  /** Marks `slot` as fed by the main thread: its credits coming back ring the doorbell (see give()). */
+  ringsMain(slot: number): void {
+    Atomics.store(this.words, this.word(slot, RINGS_MAIN), 1);
   }
 
   /** Credits of `slot` in use: items the stage holds right now. */
@@ -437,6 +468,64 @@ export class Control {
   unlockIntake(slot: number): void {
     const at = this.word(slot, INTAKE_LOCK);
     if (Atomics.exchange(this.words, at, 0) === 2) Atomics.notify(this.words, at, 1);
+  }
+}
+
+/**
+ * The main thread's one wait (Atomics.waitAsync on DOOR) for everything it
+ * waits for from the workers: credits of the first stage (the source
+ * reader) and output batches and ends (the output collector). One wait
+ * instead of one per loop, so that a worker that gives credits back and
+ * sends outputs at once wakes the main thread once: each wake-up costs the
+ * main thread tens of microseconds (a posted task, a turn of its event loop).
+ *
+ * Use, in each loop: `const seen = bell.arm()`, then re-check what the loop
+ * waits for, then `await bell.wait(seen)` if there is nothing, and
+ * `bell.disarm()` in every case (finally). Armed loops are counted in
+ * MAIN_WAITERS, which is how ringMain() knows to notify; `seen` is read after
+ * the count went up, so a ring after the re-check moves DOOR and the wait
+ * returns at once (no lost wake-up). Loops armed on the same value share
+ * one waitAsync.
+ */
+export class Doorbell {
+  readonly #words: Int32Array;
+  #pending: Promise<unknown> | undefined;
+  #pendingSeen = 0;
+
+  constructor(control: Control) {
+    this.#words = control.words;
+  }
+
+  /** Counts the calling loop as armed; returns the doorbell's value, to pass to wait(). */
+  arm(): number {
+    Atomics.add(this.#words, MAIN_WAITERS, 1);
+    return Atomics.load(this.#words, DOOR);
+  }
+
+  disarm(): void {
+    Atomics.sub(this.#words, MAIN_WAITERS, 1);
+  }
+
+  /**
+   * Resolves once the doorbell moves from `seen` (at once if it has). What
+   * rings it: give() of the first stage's credits crossing WAKE_AT (what the
+   * source reader waits for), an output batch sent (Outlet), a worker that
+   * ends (after closing its ends), the main thread closing its own handles,
+   * and cancel()/close() of any slot (teardown, a stage that stops taking
+   * items).
+   */
+  wait(seen: number): Promise<unknown> {
+    if (this.#pending && this.#pendingSeen === seen) return this.#pending;
+    // No timeout: a waitAsync with one costs the main thread a delayed task per wait (measured: 1-3 µs of
+    // its CPU per item more in bench:pipeline case B). Every change an armed loop waits for rings.
+    const wait = Atomics.waitAsync(this.#words, DOOR, seen);
+    if (!wait.async) return Promise.resolve();
+    const pending = wait.value.then(() => {
+      if (this.#pending === pending) this.#pending = undefined;
+    });
+    this.#pending = pending;
+    this.#pendingSeen = seen;
+    return pending;
   }
 }
 

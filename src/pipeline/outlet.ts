@@ -227,6 +227,7 @@ export class Outlet {
     }
     this.#put(g, message);
     if (this.spec.kind === "stage") this.#control.count(this.spec.slot, SENT, count);
+    else this.#control.ringMain(); // the output collector waits on the main thread's doorbell, not on the channel
   }
 
   /**

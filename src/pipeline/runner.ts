@@ -297,6 +297,7 @@ export async function runStage(config: RunnerConfig): Promise<RunnerResult> {
   } catch (err) {
     closeAll(config);
     control.stopReceiving(config.slot);
+    control.ringMain(); // the main thread may be waiting on the ends this worker closed
     unwatchCancel(control, config.statsSlot);
     return failure(err);
   }
@@ -341,6 +342,7 @@ export async function runStage(config: RunnerConfig): Promise<RunnerResult> {
   recorder.current(-1);
   closeAll(config);
   control.stopReceiving(config.slot);
+  control.ringMain(); // the main thread may be waiting on the ends this worker closed
   recorder.finish();
   unwatchCancel(control, config.statsSlot);
   currentItem = undefined;
@@ -389,6 +391,19 @@ interface Finished {
   indices: number[];
   /** Items the batch had: credits given back once it has left. */
   inputs: number;
+}
+
+/** Consecutive finished batches as one (their outputs in order; their inputs' credits together). */
+function joined(batches: Finished[]): Finished {
+  const into: Finished = { seq: batches[0]!.seq, values: [], indices: [], inputs: 0 };
+  for (const batch of batches) {
+    for (let i = 0; i < batch.values.length; i++) {
+      into.values.push(batch.values[i]);
+      into.indices.push(batch.indices[i]!);
+    }
+    into.inputs += batch.inputs;
+  }
+  return into;
 }
 
 /** Most inputs a worker holds, done, before it sends their outputs on (see #runUnordered). */
@@ -648,12 +663,19 @@ class Worker {
     this.#control.give(this.#slot, finished.inputs);
   }
 
-  /** Emits every stashed batch whose turn has come, oldest first. */
+  /**
+   * Emits every stashed batch whose turn has come, oldest first. Batches
+   * this worker took one after the other (consecutive numbers) leave
+   * together, in one flush: the turn is this worker's for all of them, and
+   * one message (one wake-up of the receiver) instead of several.
+   */
   async #emitReady(stash: Finished[]): Promise<void> {
     while (stash.length > 0 && this.#control.isTurn(this.#slot, stash[0]!.seq)) {
-      const finished = stash.shift()!;
-      await this.#emit(finished);
-      this.#control.passTurn(this.#slot, finished.seq);
+      let run = 1;
+      while (run < stash.length && stash[run]!.seq === stash[run - 1]!.seq + 1) run++;
+      const leaving = stash.splice(0, run);
+      await this.#emit(run === 1 ? leaving[0]! : joined(leaving));
+      for (const finished of leaving) this.#control.passTurn(this.#slot, finished.seq);
     }
   }
 
