@@ -80,12 +80,29 @@ if (missing) {
       const suppressed = stats.reduce((n, s) => n + (s.recv?.duplicatesSuppressed ?? 0), 0);
       const redelivered = stats.reduce((n, s) => n + (s.recv?.redelivered ?? 0), 0);
       console.log(`    cluster: killed ${kills.join(", ")}; ${describe(verdict)}; redelivered ${redelivered}, duplicates suppressed by the sequence check ${suppressed}`);
-      assert.is(verdict.lost.length, 0, describe(verdict));
+      const where = verdict.lost.length > 0 ? `${describe(verdict)}; ${await brokerState(urls, `ICH_${name}`)}` : describe(verdict);
+      assert.is(verdict.lost.length, 0, where);
       assert.is(verdict.unexpected.length, 0, describe(verdict));
       for (const rx of receivers) rx.close();
     },
     { timeout: 180_000 },
   );
+}
+
+/** What the broker holds for the channel (asked when messages were lost: in the stream still, or gone). */
+async function brokerState(urls: string[], stream: string): Promise<string> {
+  const nc = await connect({ servers: urls });
+  try {
+    const jsm = await jetstreamManager(nc);
+    const info = await jsm.streams.info(stream);
+    const consumers = await jsm.consumers.list(stream).next();
+    const described = consumers.map((c) => `${c.name}: pending ${c.num_pending}, awaiting ack ${c.num_ack_pending}, delivered ${c.delivered.stream_seq}, ack floor ${c.ack_floor.stream_seq}`);
+    return `broker: stream holds ${info.state.messages} messages (seq ${info.state.first_seq}..${info.state.last_seq}); consumers ${described.join("; ")}`;
+  } catch (err) {
+    return `broker state unavailable: ${(err as Error).message}`;
+  } finally {
+    await nc.close();
+  }
 }
 
 /** The server name of the stream's current leader (waiting through an election). */
