@@ -194,6 +194,13 @@ export async function startCluster(n = 3): Promise<NatsCluster> {
       }),
   );
   await Promise.all(servers.map((s) => s.start()));
+  const urls = servers.map((s) => s.url);
+  try {
+    await jetStreamReady(urls, 60_000);
+  } catch (err) {
+    await Promise.all(servers.map((s) => s.stop()));
+    throw err;
+  }
   return {
     servers,
     urls: servers.map((s) => s.url),
@@ -201,4 +208,37 @@ export async function startCluster(n = 3): Promise<NatsCluster> {
       await Promise.all(servers.map((s) => s.stop()));
     },
   };
+}
+
+/**
+ * Waits until a cluster's JetStream can place a stream on every node: its
+ * servers accept connections before they have elected a meta leader, and
+ * until then every JetStream request times out or is refused (on a loaded
+ * machine this took over 5 s, and a test's first connectChannel failed with
+ * "no JetStream"); then, until every peer has joined, a stream of n replicas
+ * is refused ("no suitable peers for placement").
+ */
+async function jetStreamReady(urls: string[], ms: number): Promise<void> {
+  const { connect } = await import("@nats-io/transport-node");
+  const { jetstreamManager } = await import("@nats-io/jetstream");
+  const deadline = Date.now() + ms;
+  const nc = await connect({ servers: urls, timeout: ms });
+  try {
+    for (;;) {
+      try {
+        // Answering is not enough: a stream of n replicas needs every peer
+        // known to the meta leader ("no suitable peers for placement").
+        const jsm = await jetstreamManager(nc, { timeout: 2000 });
+        const probe = `READY_${process.pid}_${Date.now()}`;
+        await jsm.streams.add({ name: probe, subjects: [`${probe}.>`], num_replicas: urls.length });
+        await jsm.streams.delete(probe);
+        return;
+      } catch (err) {
+        if (Date.now() > deadline) throw new Error(`the ${urls.length}-node cluster's JetStream did not answer within ${ms} ms: ${(err as Error).message}`);
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    }
+  } finally {
+    await nc.close();
+  }
 }

@@ -41,7 +41,7 @@ function runFile(file: string): Promise<FileResult> {
       const skipped = Number(/Skipped:\s+(\d+)/.exec(output)?.[1] ?? 0);
       let failed = Math.max(0, total - passed - skipped);
       let crashed: string | undefined;
-      if (signal || (code !== 0 && failed === 0) || total === 0) {
+      if (signal || (code !== 0 && failed === 0) || (total === 0 && skipped === 0)) {
         crashed = signal ? `killed by ${signal}` : `exit code ${code}`;
         failed += 1;
       }
