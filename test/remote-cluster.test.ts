@@ -23,7 +23,7 @@ const test = suite("remote-cluster");
  * has failed in ways not yet understood, and a run of the suite must not
  * depend on them. Seen (issue 17's note has the details): 60 consecutive
  * accepted messages of one sender never received after a leader kill (1 in
- * 14 runs at load ~6.5), and a sender's `send` failing with "every receive
+ * 34 runs; load ~6.5), and a sender's `send` failing with "every receive
  * handle is closed" 9 s into a run at load ~4 (the receivers' membership
  * lease lapsing while the cluster elects). The startup races it also had
  * are fixed (startCluster waits until a stream of 3 replicas can be placed).
