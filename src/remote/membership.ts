@@ -90,8 +90,28 @@ export class Membership {
   }
 
   async #read(): Promise<ChannelState> {
-    const entry = await this.#retrying(() => this.#o.kv.get(STATE_KEY));
-    return this.#seen(entry);
+    return this.#seen(await this.#getState());
+  }
+
+  /**
+   * The state entry. A missing key is asked for again: reads are direct
+   * gets, which any replica of the bucket may answer, and a replica that
+   * has just restarted (a leader killed and back) answers "no message"
+   * until it has caught up. Taking that for a removed channel closed it
+   * both ways for good, in the middle of a run: a sender's next `send`
+   * failed with "every receive handle is closed". So the channel is taken
+   * as removed only if the key stays missing for MISSING_STATE_MS; a live
+   * member learns of a real removal sooner, from the closed state that
+   * removeChannel writes before it deletes anything.
+   */
+  async #getState(): Promise<KvEntry | null> {
+    const started = Date.now();
+    for (let attempt = 0; ; attempt++) {
+      const entry = await this.#retrying(() => this.#o.kv.get(STATE_KEY));
+      if (entry !== null || this.#stopped || Date.now() - started > MISSING_STATE_MS) return entry;
+      this.#lastFailure = performance.now(); // like a failed request: leases are not counted through it
+      await sleep(backoff(attempt));
+    }
   }
 
   #seen(entry: KvEntry | null, written?: { state: ChannelState; revision: number }): ChannelState {
@@ -125,7 +145,7 @@ export class Membership {
   /** Applies `rule` by compare-and-set until it sticks (or there is nothing to write). */
   async #change(rule: (state: ChannelState) => ChannelState | undefined): Promise<ChannelState> {
     for (let attempt = 0; ; attempt++) {
-      const entry = await this.#retrying(() => this.#o.kv.get(STATE_KEY));
+      const entry = await this.#getState();
       const current = entry && entry.operation === "PUT" ? decodeState(entry.string()) : undefined;
       if (!entry || !current) return this.#seen(entry);
       const next = rule(current);
@@ -218,6 +238,9 @@ export class Membership {
     }
   }
 }
+
+/** How long the state key may read as missing before the channel is taken as removed (see Membership.#getState). */
+export const MISSING_STATE_MS = 10_000;
 
 /** How long a membership change keeps retrying through broker trouble. */
 function giveUpAfter(lease: number): number {
