@@ -256,5 +256,11 @@ console.log(`
    DeadlockError naming the cycle instead of a hang), dist/examples/task-group.js (one worker
    fails: the group cancels the rest), dist/examples/fan-in.js (select over three producers:
    a fair choice, nobody starved).
+   What the library is for, each in one command:
+   - protocols offloaded: node dist/examples/http-server.js --port 8080 --interpreters 1 --workers 2
+     (or dist/examples/resp-server.js, then redis-cli -p PORT); sockets in main, parsing in interpreters;
+   - buffer semantics: npx interpreters lab (capacities 0, 1, 4, 16, Infinity, measured beside
+     queueing theory; --out DIR writes a report.html);
+   - CPU pipelines: npm run example:pipeline-hash (stages in interpreters, speed-up over one thread).
 
 (${((performance.now() - started) / 1000).toFixed(1)} s)`);
