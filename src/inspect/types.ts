@@ -8,7 +8,7 @@
  * In JSON (`/snapshot.json`, server-sent events, `top`) `Infinity` is
  * written as the string "Infinity" (see `snapshotToJson`).
  */
-import type { DeadlockParty } from "../errors.js";
+import type { DeadlockParty } from "../core.js";
 import type { PipelineStats } from "./pipelines.js";
 
 export type WaitOpName = "send" | "recv" | "select" | "acquire";

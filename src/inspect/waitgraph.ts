@@ -22,7 +22,7 @@
  * message it could take, a closed side, room for a send, an end in
  * transit, a free lock, a holder outside the set.
  */
-import type { DeadlockParty } from "../errors.js";
+import type { DeadlockParty } from "../core.js";
 import type { DeadlockSnapshot, WaitForEdge, WaitOpName } from "./types.js";
 
 /** A blocking wait is counted in a deadlock only once it has lasted this long (ms): a snapshot is a racy read. */

@@ -2,7 +2,7 @@
  * The types of offload(): what a protocol module exports, what it is
  * given, and offload()'s options and statistics.
  */
-import type { Shareable } from "../interpreter.js";
+import type { Shareable } from "../core.js";
 import type { InterpreterPool } from "../pool/interpreter-pool.js";
 
 /** Who is on the other end of a connection, as the protocol's `connect` is told. */

@@ -17,8 +17,7 @@
  */
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
-import type { RecvChannel, SendChannel } from "../channel.js";
-import { InterpretersError } from "../errors.js";
+import { type RecvChannel, type SendChannel, InterpretersError } from "../core.js";
 import { Membership } from "./membership.js";
 import { metaBucket, newMemberId, roomSubject, senderSubject, STATE_KEY, streamName } from "./naming.js";
 import { Kvm } from "@nats-io/kv";

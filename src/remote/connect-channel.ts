@@ -9,9 +9,7 @@
  * NATS connection) serves every channel this thread connects through the
  * same server list; it ends when the last of them is done.
  */
-import { create, type Interpreter } from "../interpreter.js";
-import { createChannel, type RecvChannel, type SendChannel } from "../channel.js";
-import { InterpretersError } from "../errors.js";
+import { create, type Interpreter, createChannel, type RecvChannel, type SendChannel, InterpretersError } from "../core.js";
 import type { BrokerInfo, ChannelSpec, Prepared, RemoteChannelStats } from "./bridge.js";
 import { checkChannelName, localName } from "./naming.js";
 

@@ -19,7 +19,7 @@ import {
   type StreamInfo,
 } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
-import { InterpretersError } from "../errors.js";
+import { InterpretersError } from "../core.js";
 import { CONSUMER_NAME, metaBucket, STATE_KEY, streamName, subjectPrefix } from "./naming.js";
 import { initialState, encodeState } from "./state.js";
 import { WIRE_HEADER_BYTES } from "./wire.js";

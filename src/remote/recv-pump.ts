@@ -51,8 +51,7 @@
 import { setMaxListeners } from "node:events";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { ChannelClosedError, CorruptDataError } from "../errors.js";
-import type { SendChannel } from "../channel.js";
+import { ChannelClosedError, CorruptDataError, type SendChannel } from "../core.js";
 import { CONSUMER_NAME, senderOfSubject } from "./naming.js";
 import type { SequenceCheck } from "./sequence-check.js";
 import { decodeWire } from "./wire.js";

@@ -23,8 +23,7 @@
 import type { JetStreamClient } from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { JetStreamApiError } from "@nats-io/jetstream";
-import { ChannelClosedError, NotShareableError } from "../errors.js";
-import { RecvChannel, SendChannel } from "../channel.js";
+import { ChannelClosedError, NotShareableError, RecvChannel, SendChannel } from "../core.js";
 import { encodeWire } from "./wire.js";
 import { backoff, sleep } from "./timing.js";
 

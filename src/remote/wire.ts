@@ -14,10 +14,8 @@
  * the path: SharedArrayBuffer (the codec refuses it without an attacher),
  * channel ends and Lock/Semaphore/Event (shared memory of this process).
  */
-import { CorruptDataError, NotShareableError } from "../errors.js";
+import { CorruptDataError, NotShareableError, RecvChannel, SendChannel, Event, Lock, Semaphore } from "../core.js";
 import { decode, Encoder } from "../internals.js";
-import { RecvChannel, SendChannel } from "../channel.js";
-import { Event, Lock, Semaphore } from "../sync.js";
 
 const MAGIC = 0x31484349; // "ICH1" read as a little-endian uint32
 export const WIRE_HEADER_BYTES = 12;
