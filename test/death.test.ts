@@ -667,7 +667,14 @@ test("a receiver killed mid-stream: the sender finishes, the rest is dropped, th
     }, "the taker to claim the stream");
     const receivers = Atomics.load(memory.header, H.RECV_HANDLES);
     const killing = taker.terminate();
-    blockUntil(() => Atomics.load(memory.header, H.RECV_HANDLES) === receivers - 1, "the supervisor to release the taker");
+    // The supervisor releases the taker's handle and drops its claim in one
+    // section under both locks; main reads without locks, so it waits for the
+    // section to end (both locks free: main holds none while it blocks here,
+    // the taker is dead) before it looks at the claim.
+    blockUntil(
+      () => Atomics.load(memory.header, H.RECV_HANDLES) === receivers - 1 && Atomics.load(memory.header, H.SEND_LOCK) === 0 && Atomics.load(memory.header, H.RECV_LOCK) === 0,
+      "the supervisor to release the taker",
+    );
     assert.is(Atomics.load(memory.header, H.STREAM_RECEIVER), 0, "the dead taker's claim is dropped");
     await withTimeout(killing, 20_000, "terminate the taker");
     assert.ok(!(await takerRun).ok);
